@@ -1,0 +1,222 @@
+"""Natural-distribution patch banks: the blocks that PdCR's "natural" intervention draws from.
+
+A bank holds b x b blocks cut from real images of the same dataset that are *not* being explained
+(METHOD.md section 2). Blocks are float32 in [0, 1], channels first, exactly like the images the
+engine receives; any model-specific normalisation happens inside the model adapter, never here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._checks import as_tensor, check_int, describe
+
+__all__ = ["PatchBank"]
+
+_REFERENCE_NAME = re.compile(r"^(?P<source>.+)_(?P<row>\d+)_(?P<col>\d+)$")
+
+
+@dataclass(frozen=True, eq=False)
+class PatchBank:
+    """A bank of natural b x b blocks.
+
+    Parameters
+    ----------
+    blocks : Tensor of shape (N, C, b, b)
+        float32 pixel values in [0, 1].
+    provenance : dict
+        Where the blocks come from (recipe, seed, source image ids, ...). JSON-serialisable; it is
+        written into every result that uses the bank.
+    """
+
+    blocks: torch.Tensor
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        blocks = as_tensor("blocks", self.blocks)
+        if blocks.ndim != 4 or blocks.shape[-1] != blocks.shape[-2]:
+            raise ValueError(f"blocks must have shape (N, C, b, b), got {describe(self.blocks)}")
+        if blocks.shape[0] == 0:
+            raise ValueError("blocks is empty: a PatchBank needs at least one block")
+        if not torch.isfinite(blocks).all():
+            raise ValueError("blocks contain NaN or Inf values")
+        object.__setattr__(self, "blocks", blocks.contiguous())
+        object.__setattr__(self, "provenance", dict(self.provenance))
+
+    # -- basic properties -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.blocks.shape[0])
+
+    @property
+    def block(self) -> int:
+        """Side length b of the blocks, in pixels."""
+        return int(self.blocks.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.blocks.shape[1])
+
+    @property
+    def id(self) -> str:
+        """A short content hash, recorded in results so that a bank can be matched to its maps."""
+        import hashlib
+
+        digest = hashlib.sha1(self.blocks.numpy().tobytes()).hexdigest()
+        return digest[:12]
+
+    def mean(self) -> torch.Tensor:
+        """Per-channel mean colour of the bank, shape (C,)."""
+        return self.blocks.mean(dim=(0, 2, 3))
+
+    def __repr__(self) -> str:
+        recipe = self.provenance.get("recipe", "custom")
+        return f"PatchBank({len(self)} blocks of {self.channels}x{self.block}x{self.block}, recipe={recipe!r})"
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_images(
+        cls,
+        images: Sequence[Any] | np.ndarray | torch.Tensor,
+        block: int = 8,
+        per_image: int = 100,
+        seed: int = 0,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> PatchBank:
+        """Cut random grid-aligned blocks from images (the reference recipe).
+
+        For every image, `per_image` distinct cells of its b x b grid are drawn without replacement
+        (all cells if the grid is smaller). Pass only images that will not be explained.
+
+        Parameters
+        ----------
+        images : sequence of (C, H, W) arrays or an (N, C, H, W) array, values in [0, 1]
+        block : int
+            Block side b; must divide H and W.
+        per_image : int
+            Blocks drawn from each image (the reference: 100).
+        seed : int
+            Seed of the draw, recorded in the provenance.
+        ids : sequence of str, optional
+            Names of the source images, recorded in the provenance.
+        """
+        block = check_int("block", block, minimum=1)
+        per_image = check_int("per_image", per_image, minimum=1)
+        seed = check_int("seed", seed, minimum=0)
+        if isinstance(images, (np.ndarray, torch.Tensor)) and np.ndim(images) == 4:
+            images = list(images)
+        images = list(images)
+        if not images:
+            raise ValueError("images is empty: a PatchBank needs at least one source image")
+        if ids is not None and len(ids) != len(images):
+            raise ValueError(f"ids has {len(ids)} names for {len(images)} images")
+        rng = np.random.default_rng(seed)
+        cut: list[torch.Tensor] = []
+        origin: list[tuple[int, int, int]] = []
+        channels = None
+        for i, image in enumerate(images):
+            image = as_tensor(f"images[{i}]", image)
+            if image.ndim != 3:
+                raise ValueError(f"images[{i}] must have shape (C, H, W), got {describe(image)}")
+            if channels is None:
+                channels = image.shape[0]
+            elif image.shape[0] != channels:
+                raise ValueError(f"images[{i}] has {image.shape[0]} channels, images[0] has {channels}")
+            h, w = image.shape[-2:]
+            if h % block or w % block:
+                raise ValueError(f"block={block} does not tile images[{i}] of size {h}x{w}")
+            gy, gx = h // block, w // block
+            cells = rng.choice(gy * gx, size=min(per_image, gy * gx), replace=False)
+            grid = image.reshape(channels, gy, block, gx, block).permute(1, 3, 0, 2, 4)
+            for cell in cells:
+                r, c = divmod(int(cell), gx)
+                cut.append(grid[r, c])
+                origin.append((i, r, c))
+        provenance = {
+            "recipe": "random grid blocks (reference)",
+            "seed": seed,
+            "per_image": per_image,
+            "block": block,
+            "n_images": len(images),
+            "sources": list(ids) if ids is not None else [f"image_{i}" for i in range(len(images))],
+        }
+        bank = cls(torch.stack(cut), provenance)
+        object.__setattr__(bank, "_origin", np.asarray(origin, dtype=np.int32))
+        return bank
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, pattern: str = "*.png") -> PatchBank:
+        """Read a folder of block images, such as the reference's ``intervention_patches``.
+
+        Files are read in sorted name order; names ``<image id>_<row>_<col>.png`` (the reference's)
+        are parsed into the provenance. All blocks must share one size and channel count.
+        """
+        from PIL import Image
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"path={str(folder)!r} is not a folder of block images")
+        files = sorted(folder.glob(pattern))
+        if not files:
+            raise ValueError(f"path={str(folder)!r} holds no files matching {pattern!r}")
+        blocks = []
+        sources = []
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    array = np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
+            except Exception as exc:
+                raise ValueError(f"cannot read block image {str(f)!r}: {exc}") from exc
+            if array.ndim == 2:
+                array = array[..., None]
+            if blocks and array.shape != blocks[0].shape:
+                raise ValueError(
+                    f"block image {str(f)!r} has shape {array.shape}, the first block has {blocks[0].shape}"
+                )
+            blocks.append(array)
+            match = _REFERENCE_NAME.match(f.stem)
+            sources.append(match.group("source") if match else f.stem)
+        stacked = np.stack(blocks).astype(np.float32) / 255.0
+        tensor = torch.from_numpy(stacked).permute(0, 3, 1, 2)
+        provenance = {
+            "recipe": "folder",
+            "path": folder.name,
+            "n_files": len(files),
+            "n_images": len(set(sources)),
+            "block": int(tensor.shape[-1]),
+        }
+        return cls(tensor, provenance)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the bank to a compressed ``.npz`` file (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(
+                    fh, blocks=self.blocks.numpy(), provenance=np.asarray(json.dumps(self.provenance))
+                )
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PatchBank:
+        """Read a bank written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as data:
+            return cls(torch.from_numpy(data["blocks"]), json.loads(str(data["provenance"])))

@@ -1,0 +1,145 @@
+"""Interventions do(X_p := B): what replaces an image block, and how perturbed images are composed.
+
+* ``natural`` (the paper): B is drawn uniformly with replacement from a :class:`PatchBank` of
+  blocks cut from other real images of the dataset.
+* ``zero`` (the paper's ablation): B = 0.
+* ``mean`` *(ours)*: B is the bank's mean colour (the image's mean colour when no bank is given).
+* ``blur`` *(ours)*: B is the same block of a Gaussian-blurred copy of the image (sigma = block / 2),
+  a "low information" occluder that stays close to the image's own colours.
+
+Only ``natural`` is random; the others give the same B on every draw, so the engine spends one
+forward pass per block on them (their mean over draws would be the same number).
+
+Composition is vectorised: for a batch of (block, draw) pairs the perturbed images are built on the
+device by indexing a (B, Gy, Gx, C, b, b) view of the image stack, without a Python loop over blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ._checks import check_choice
+from .banks import PatchBank
+
+__all__ = ["Intervention", "INTERVENTIONS", "make_intervention", "compose", "draw_table", "block_grid"]
+
+InterventionName = Literal["natural", "zero", "mean", "blur"]
+INTERVENTIONS: tuple[str, ...] = ("natural", "zero", "mean", "blur")
+
+
+def block_grid(image: torch.Tensor, block: int) -> torch.Tensor:
+    """(..., C, H, W) -> (..., Gy, Gx, C, b, b) view of the image's blocks (no copy)."""
+    *lead, c, h, w = image.shape
+    gy, gx = h // block, w // block
+    view = image.reshape(*lead, c, gy, block, gx, block)
+    n = len(lead)
+    order = [*range(n), n + 1, n + 3, n, n + 2, n + 4]
+    return view.permute(order)
+
+
+def compose(image: torch.Tensor, cells: torch.Tensor, blocks: torch.Tensor, block: int) -> torch.Tensor:
+    """Perturbed copies of `image`, copy j with grid cell `cells[j]` replaced by `blocks[j]`.
+
+    Parameters
+    ----------
+    image : Tensor (C, H, W)
+    cells : LongTensor (J,)
+        Flat block indices (row-major over the Gy x Gx grid).
+    blocks : Tensor (J, C, b, b) or (1, C, b, b)
+        Replacement content (broadcast when one block is given).
+    """
+    c, h, w = image.shape
+    gx = w // block
+    out = image.unsqueeze(0).repeat(cells.shape[0], 1, 1, 1)
+    grid = block_grid(out, block)  # a view: writing into it writes `out`
+    rows = torch.arange(cells.shape[0], device=image.device)
+    grid[rows, cells // gx, cells % gx] = blocks.to(image.dtype).expand(cells.shape[0], c, block, block)
+    return out
+
+
+def draw_table(seed: int, n_cells: int, n_draws: int, n_bank: int) -> np.ndarray:
+    """Bank indices for every (cell, draw): shape (n_cells, n_draws), fixed by the seed.
+
+    Drawing the whole table up front makes the estimate independent of the batch size, of which
+    blocks survive the screening and of the order in which batches run.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_bank, size=(n_cells, n_draws), dtype=np.int64)
+
+
+@dataclass
+class Intervention:
+    """A prepared intervention for one image: produces the replacement of (cell, draw) pairs."""
+
+    name: str
+    stochastic: bool
+    block: int
+    _source: torch.Tensor  # natural: bank blocks (N,C,b,b); blur: blurred blocks (Gy*Gx,C,b,b); else (1,C,b,b)
+    _table: torch.Tensor | None = None  # natural: (cells, draws) bank indices
+
+    def replacements(self, cells: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Replacement blocks for the pairs (cells[j], draws[j]), shape (J, C, b, b) or (1, C, b, b)."""
+        if self.name == "natural":
+            return self._source[self._table[cells, draws]]
+        if self.name == "blur":
+            return self._source[cells]
+        return self._source
+
+    def to(self, device: torch.device) -> Intervention:
+        table = None if self._table is None else self._table.to(device)
+        return Intervention(self.name, self.stochastic, self.block, self._source.to(device), table)
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = image.shape[0]
+    img = image.unsqueeze(0)
+    pad = torch.nn.functional.pad(img, (radius, radius, radius, radius), mode="reflect")
+    kx = kernel.reshape(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    ky = kernel.reshape(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    out = torch.nn.functional.conv2d(pad, kx, groups=c)
+    out = torch.nn.functional.conv2d(out, ky, groups=c)
+    return out[0]
+
+
+def make_intervention(
+    name: str,
+    image: torch.Tensor,
+    block: int,
+    *,
+    bank: PatchBank | None,
+    seed: int,
+    n_draws: int,
+) -> Intervention:
+    """Prepare intervention `name` for `image` (checks the bank against the image)."""
+    check_choice("intervention", name, INTERVENTIONS)
+    c, h, w = image.shape
+    n_cells = (h // block) * (w // block)
+    if bank is not None:
+        if not isinstance(bank, PatchBank):
+            raise TypeError(f"bank must be a pdcr_lab.PatchBank, got {type(bank).__name__}")
+        if bank.block != block:
+            raise ValueError(f"bank holds {bank.block}x{bank.block} blocks but block={block}; build the bank with block={block}")
+        if bank.channels != c:
+            raise ValueError(f"bank blocks have {bank.channels} channels but the image has {c}")
+    if name == "natural":
+        if bank is None:
+            raise ValueError("intervention='natural' needs bank=PatchBank(...) of natural blocks (see PatchBank.from_images)")
+        table = torch.from_numpy(draw_table(seed, n_cells, n_draws, len(bank)))
+        return Intervention(name, True, block, bank.blocks, table)
+    if name == "zero":
+        source = torch.zeros(1, c, block, block)
+    elif name == "mean":
+        colour = bank.mean() if bank is not None else image.mean(dim=(1, 2))
+        source = colour.reshape(1, c, 1, 1).expand(1, c, block, block).clone()
+    else:  # blur
+        blurred = _gaussian_blur(image.float().cpu(), sigma=block / 2)
+        source = block_grid(blurred, block).reshape(n_cells, c, block, block).contiguous()
+    return Intervention(name, False, block, source)

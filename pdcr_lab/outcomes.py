@@ -1,0 +1,113 @@
+"""Outcomes: the RoI state M that PdCR's treatment effect is measured on (METHOD.md section 2).
+
+An outcome maps a batch of predictions, the reference mask and one or more RoI masks to one number
+per (prediction, RoI). All outcomes are computed on the device in one batched reduction.
+New outcomes subclass :class:`Outcome` and are added with :func:`register_outcome`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+from ._checks import check_choice
+
+__all__ = ["Outcome", "Dice", "SoftDice", "IoU", "OUTCOMES", "get_outcome", "register_outcome"]
+
+EPS = 1e-10  # the reference's smoothing constant; keeps an empty RoI at 0 instead of NaN
+
+
+class Outcome:
+    """Base class of RoI outcomes.
+
+    Subclasses set ``name``, ``units``, ``needs`` ("binary": the thresholded prediction, or
+    "probability": the score of the explained class) and implement :meth:`reduce`.
+    """
+
+    name: ClassVar[str]
+    units: ClassVar[str]
+    needs: ClassVar[Literal["binary", "probability"]]
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """Outcome of each prediction in each RoI.
+
+        Parameters
+        ----------
+        pred : Tensor of shape (B, H, W)
+            Binary (0/1) or probability predictions, float.
+        target : Tensor of shape (H, W)
+            Reference mask, float 0/1.
+        rois : Tensor of shape (R, H, W)
+            RoI masks, float 0/1.
+
+        Returns
+        -------
+        Tensor of shape (B, R)
+        """
+        rois = rois.to(pred.dtype)
+        target = target.to(pred.dtype)
+        gm = rois * target  # (R, H, W)
+        inter = torch.einsum("bhw,rhw->br", pred, gm)
+        pred_sum = torch.einsum("bhw,rhw->br", pred, rois)
+        target_sum = gm.sum(dim=(1, 2))
+        return self.reduce(inter, pred_sum, target_sum[None, :])
+
+    def reduce(self, inter: torch.Tensor, pred_sum: torch.Tensor, target_sum: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Dice(Outcome):
+    """100 x DSC of the binarised prediction inside the RoI (the paper's outcome).
+
+    DSC = 2 sum(p g) / (sum(p) + sum(g) + 1e-10); an RoI with neither prediction nor target is 0.
+    """
+
+    name = "dice"
+    units = "DSC points"
+    needs = "binary"
+
+    def reduce(self, inter, pred_sum, target_sum):
+        return 100.0 * 2.0 * inter / (pred_sum + target_sum + EPS)
+
+
+class SoftDice(Dice):
+    """100 x soft DSC: the Dice formula on the class probability instead of the binarised mask.
+
+    Smooth in the model output, so it also registers changes that do not flip a pixel.
+    """
+
+    name = "soft_dice"
+    needs = "probability"
+
+
+class IoU(Outcome):
+    """100 x IoU (Jaccard) of the binarised prediction inside the RoI."""
+
+    name = "iou"
+    units = "IoU points"
+    needs = "binary"
+
+    def reduce(self, inter, pred_sum, target_sum):
+        return 100.0 * inter / (pred_sum + target_sum - inter + EPS)
+
+
+OUTCOMES: dict[str, Outcome] = {o.name: o for o in (Dice(), SoftDice(), IoU())}
+
+
+def register_outcome(outcome: Outcome) -> Outcome:
+    """Make an outcome available by name in :func:`pdcr_lab.explain`."""
+    if not isinstance(outcome, Outcome):
+        raise TypeError(f"outcome must be an Outcome instance, got {outcome!r}")
+    OUTCOMES[outcome.name] = outcome
+    return outcome
+
+
+def get_outcome(outcome: str | Outcome) -> Outcome:
+    """Resolve an outcome name (or pass an instance through)."""
+    if isinstance(outcome, Outcome):
+        return outcome
+    return OUTCOMES[check_choice("outcome", outcome, OUTCOMES)]

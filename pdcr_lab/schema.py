@@ -1,0 +1,290 @@
+"""The effects data model: one xarray schema that every producer writes and every consumer reads.
+
+An *effects dataset* holds treatment effects in raw, signed outcome units (DSC points for the
+paper's outcome). Negative ATE: the original content SUPPORTS the RoI's segmentation (replacing it
+lowers the outcome); positive: it HURTS it; 0: irrelevant (METHOD.md section 4).
+
+Dimensions (always in this order; every one but the effect grid is optional)::
+
+    model, dataset, image, roi, method, layer, unit,  block_y, block_x      (effect grid)
+                                                      y, x                  (pixel grid of the RoI mask)
+
+* ``block_y``/``block_x``: row/column index of the b x b block; coords ``y_start``/``x_start`` give
+  the block's top-left pixel. Component effects (network layers) use ``layer`` (+ ``unit``) instead.
+* ``model``/``dataset``/``image``/``roi``/``method``: added when results are stacked with
+  :func:`stack`; facts that differ between stacked results become coordinates along the new
+  dimension, so nothing is silently dropped by ``xarray.concat``.
+
+Data variables:
+
+=============  ==============================  ==========================================================
+name           dims (+ leading stack dims)     meaning
+=============  ==============================  ==========================================================
+ate            block_y, block_x                the map: the ATE estimate after screening and tau-zeroing
+ate_raw        block_y, block_x                mean(M_b - M0) over the draws used, before zeroing
+stderr         block_y, block_x                standard error of ate_raw (sample std / sqrt(n), ddof=1)
+n_draws        block_y, block_x                draws in the estimate (S if screened, N otherwise, 0 RoI)
+screened       block_y, block_x                True where the coarse stage declared the block irrelevant
+roi_block      block_y, block_x                True for blocks overlapping the RoI (never perturbed)
+m0             ()                              factual outcome M0
+forwards       ()                              forward passes the explanation used (shared by its RoIs)
+roi_mask       y, x                            the RoI as a pixel mask
+roi_row, ...   ()                              RoI bounding box: roi_row, roi_col, roi_height, roi_width
+=============  ==============================  ==========================================================
+
+Attrs (run provenance): ``schema_version``, ``pdcr_lab_version``, ``method``, ``block``, ``coarse``,
+``fine``, ``tau``, ``outcome``, ``units``, ``intervention``, ``threshold``, ``class_index``, ``seed``,
+``bank_id``, ``bank_size``, ``bank_provenance`` (JSON), ``target_source``, ``image_height``,
+``image_width``. Attrs are plain str/int/float so netCDF and Zarr round-trip them losslessly.
+
+Example
+-------
+>>> import numpy as np, pdcr_lab
+>>> ds = pdcr_lab.schema.empty_effects(grid=(2, 3), block=4)
+>>> ds.ate.dims
+('block_y', 'block_x')
+>>> int(ds.x_start[-1])
+8
+>>> pdcr_lab.schema.validate(ds) is ds
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STACK_DIMS",
+    "GRID_DIMS",
+    "SchemaError",
+    "validate",
+    "empty_effects",
+    "stack",
+    "to_pixels",
+]
+
+SCHEMA_VERSION = 1
+STACK_DIMS: tuple[str, ...] = ("model", "dataset", "image", "roi", "method", "layer", "unit")
+GRID_DIMS: tuple[str, str] = ("block_y", "block_x")
+PIXEL_DIMS: tuple[str, str] = ("y", "x")
+_ORDER = (*STACK_DIMS, *GRID_DIMS)
+
+_BLOCK_VARS = {"ate": "f", "ate_raw": "f", "stderr": "f", "n_draws": "i", "screened": "b", "roi_block": "b"}
+_SCALAR_VARS = {"m0": "f", "forwards": "i", "roi_row": "i", "roi_col": "i", "roi_height": "i", "roi_width": "i"}
+_REQUIRED_ATTRS = ("schema_version", "method", "block", "outcome", "units", "seed")
+
+
+class SchemaError(ValueError):
+    """An object does not follow the effects schema; the message says which rule it breaks."""
+
+
+def _order_dims(dims: Sequence[str], what: str) -> None:
+    unknown = [d for d in dims if d not in _ORDER and d not in PIXEL_DIMS]
+    if unknown:
+        raise SchemaError(f"{what} has unknown dims {unknown}; allowed: {list(_ORDER)} and {list(PIXEL_DIMS)}")
+    positions = [_ORDER.index(d) for d in dims if d in _ORDER]
+    if positions != sorted(positions):
+        raise SchemaError(f"{what} has dims {tuple(dims)} out of the canonical order {_ORDER}")
+
+
+def validate(ds: xr.Dataset) -> xr.Dataset:
+    """Check that `ds` is an effects dataset; return it unchanged or raise :class:`SchemaError`."""
+    if not isinstance(ds, xr.Dataset):
+        raise SchemaError(f"expected an xarray.Dataset of effects, got {type(ds).__name__}")
+    if "ate" not in ds:
+        raise SchemaError(f"the dataset has no 'ate' variable (variables: {list(ds.data_vars)})")
+    missing = [a for a in _REQUIRED_ATTRS if a not in ds.attrs and a not in ds.coords]
+    if missing:
+        raise SchemaError(f"missing attrs {missing}")
+    ate_dims = ds["ate"].dims
+    _order_dims(ate_dims, "'ate'")
+    on_grid = all(d in ate_dims for d in GRID_DIMS)
+    if on_grid:
+        if ate_dims[-2:] != GRID_DIMS:
+            raise SchemaError(f"'ate' must end with dims {GRID_DIMS}, got {ate_dims}")
+        for name in ("y_start", "x_start"):
+            if name not in ds.coords:
+                raise SchemaError(f"missing coordinate {name!r} (pixel position of each block)")
+        block = int(ds.attrs["block"])
+        expected = np.arange(ds.sizes["block_x"]) * block
+        if not np.array_equal(np.asarray(ds["x_start"]).reshape(-1)[: expected.size], expected):
+            raise SchemaError(f"x_start does not match block={block}")
+    elif "layer" not in ate_dims:
+        raise SchemaError(f"'ate' must have the block grid {GRID_DIMS} or a 'layer' dim, got {ate_dims}")
+    for name, kind in {**_BLOCK_VARS, **_SCALAR_VARS}.items():
+        if name not in ds:
+            if name in ("ate", "stderr", "n_draws", "m0"):
+                raise SchemaError(f"missing variable {name!r}")
+            continue
+        var = ds[name]
+        _order_dims(var.dims, repr(name))
+        if var.dtype.kind not in (kind + ("u" if kind == "i" else "")):
+            raise SchemaError(f"variable {name!r} has dtype {var.dtype}, expected kind {kind!r}")
+    if "roi_block" in ds and on_grid:
+        bad = (ds["roi_block"] & (ds["ate"] != 0)).any()
+        if bool(bad):
+            raise SchemaError("RoI blocks must have ate == 0 (they are never perturbed)")
+    return ds
+
+
+def empty_effects(grid: tuple[int, int], block: int, **attrs: Any) -> xr.Dataset:
+    """An all-zero effects dataset on a `grid` of blocks (a template for producers and tests)."""
+    gy, gx = grid
+    zeros = np.zeros((gy, gx))
+    flags = np.zeros((gy, gx), dtype=bool)
+    data = {
+        "ate": zeros,
+        "ate_raw": zeros,
+        "stderr": zeros,
+        "n_draws": np.zeros((gy, gx), dtype=np.int32),
+        "screened": flags,
+        "roi_block": flags,
+    }
+    base_attrs = {
+        "schema_version": SCHEMA_VERSION,
+        "method": "pdcr",
+        "block": int(block),
+        "outcome": "dice",
+        "units": "DSC points",
+        "seed": 0,
+    }
+    base_attrs.update(attrs)
+    return effects_dataset(
+        data,
+        m0=0.0,
+        forwards=0,
+        roi_mask=np.zeros((gy * block, gx * block), dtype=bool),
+        roi_box=(0, 0, 0, 0),
+        attrs=base_attrs,
+    )
+
+
+def effects_dataset(
+    blocks: Mapping[str, np.ndarray],
+    *,
+    m0: float | np.ndarray,
+    forwards: int,
+    roi_mask: np.ndarray,
+    roi_box: tuple[int, int, int, int] | np.ndarray,
+    attrs: Mapping[str, Any],
+    roi_labels: Sequence[str] | None = None,
+) -> xr.Dataset:
+    """Assemble an effects dataset from per-block arrays (the one place results are built).
+
+    With `roi_labels`, arrays carry a leading RoI axis and the result has a ``roi`` dim.
+    """
+    block = int(attrs["block"])
+    lead: tuple[str, ...] = ("roi",) if roi_labels is not None else ()
+    first = np.asarray(next(iter(blocks.values())))
+    gy, gx = first.shape[-2:]
+    h, w = np.asarray(roi_mask).shape[-2:]
+    long_names = {
+        "ate": "average treatment effect",
+        "ate_raw": "mean effect before screening/zeroing",
+        "stderr": "standard error of the mean effect",
+    }
+    units = str(attrs.get("units", ""))
+    data_vars: dict[str, Any] = {}
+    for name, values in blocks.items():
+        var_attrs = {"long_name": long_names[name], "units": units} if name in long_names else {}
+        data_vars[name] = ((*lead, *GRID_DIMS), np.asarray(values), var_attrs)
+    data_vars["m0"] = (lead, np.asarray(m0, dtype=np.float64), {"long_name": "factual outcome M0", "units": units})
+    data_vars["forwards"] = ((), np.int64(forwards), {"long_name": "forward passes"})
+    data_vars["roi_mask"] = ((*lead, *PIXEL_DIMS), np.asarray(roi_mask, dtype=bool))
+    box = np.asarray(roi_box, dtype=np.int64).reshape(*([len(roi_labels)] if roi_labels is not None else []), 4)
+    for i, name in enumerate(("roi_row", "roi_col", "roi_height", "roi_width")):
+        data_vars[name] = (lead, box[..., i])
+    coords: dict[str, Any] = {
+        "block_y": np.arange(gy),
+        "block_x": np.arange(gx),
+        "y_start": ("block_y", np.arange(gy) * block),
+        "x_start": ("block_x", np.arange(gx) * block),
+        "y": np.arange(h),
+        "x": np.arange(w),
+    }
+    if roi_labels is not None:
+        coords["roi"] = list(roi_labels)
+    clean = {k: _plain_attr(k, v) for k, v in attrs.items()}
+    clean.setdefault("schema_version", SCHEMA_VERSION)
+    return xr.Dataset(data_vars, coords=coords, attrs=clean)
+
+
+def _plain_attr(key: str, value: Any) -> str | int | float:
+    """Attrs must survive netCDF: keep str/int/float, JSON-encode the rest."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (str, int, float, np.integer, np.floating)):
+        return value.item() if isinstance(value, np.generic) else value
+    if value is None:
+        return "none"
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, labels: Sequence[Any] | None = None) -> xr.Dataset:
+    """Concatenate effects datasets along a new stack dimension (``model``, ``image``, ...).
+
+    Attrs that differ between the inputs become coordinates along `dim` instead of being dropped.
+
+    Parameters
+    ----------
+    results : mapping label -> Dataset, or a sequence of Datasets (then give `labels`)
+    dim : one of ``model, dataset, image, roi, method, layer, unit``
+    """
+    if dim not in STACK_DIMS:
+        raise ValueError(f"dim={dim!r} is not a stack dimension; expected one of {list(STACK_DIMS)}")
+    if isinstance(results, Mapping):
+        labels, items = list(results.keys()), list(results.values())
+    else:
+        items = list(results)
+        if labels is None or len(labels) != len(items):
+            raise ValueError(f"labels must give one label per result ({len(items)}), got {labels!r}")
+        labels = list(labels)
+    if not items:
+        raise ValueError("results is empty: nothing to stack")
+    for i, item in enumerate(items):
+        validate(item)
+        if dim in item.dims:
+            raise ValueError(f"results[{i}] already has a {dim!r} dim")
+    keys = set().union(*(item.attrs for item in items))
+    varying = sorted(k for k in keys if any(not _same(item.attrs.get(k), items[0].attrs.get(k)) for item in items))
+    expanded = []
+    for label, item in zip(labels, items):
+        item = item.expand_dims({dim: [label]})
+        for key in varying:
+            value = item.attrs.pop(key, "none")
+            item = item.assign_coords({f"{key}": (dim, [value])})
+        expanded.append(item)
+    out = xr.concat(expanded, dim=dim, data_vars="all", coords="different", compat="equals", combine_attrs="drop_conflicts")
+    order = [d for d in (*STACK_DIMS, *GRID_DIMS, *PIXEL_DIMS) if d in out.dims]
+    return out.transpose(*order)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.all(a == b))
+    except Exception:
+        return a is b
+
+
+def to_pixels(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+    """Pixel-resolution view of block variables: each block's value repeated over its b x b pixels.
+
+    Gives the reference's (H, W) map layout, for plotting or comparing with pixel-level maps.
+    Dims ``block_y, block_x`` become ``y, x``; other dims are kept.
+    """
+    block = int(obj.attrs.get("block", 0)) if obj.attrs else 0
+    if not block:
+        raise SchemaError("to_pixels needs the 'block' attr of an effects dataset")
+    if isinstance(obj, xr.Dataset):
+        obj = obj[[v for v in obj.data_vars if set(GRID_DIMS) <= set(obj[v].dims)]]
+    h, w = obj.sizes["block_y"] * block, obj.sizes["block_x"] * block
+    iy = xr.DataArray(np.arange(h) // block, dims="y", coords={"y": np.arange(h)})
+    ix = xr.DataArray(np.arange(w) // block, dims="x", coords={"x": np.arange(w)})
+    out = obj.drop_vars(["y_start", "x_start", "block_y", "block_x"], errors="ignore").isel(block_y=iy, block_x=ix)
+    return out

@@ -1,0 +1,66 @@
+"""Saving and loading effects datasets: netCDF (one file) or Zarr (a folder), written atomically.
+
+A result is first written next to its destination under a temporary name and then renamed into
+place, so an interrupted save never leaves a half-written file that reads as complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import xarray as xr
+
+from .schema import validate
+
+__all__ = ["save", "load"]
+
+_NETCDF = (".nc", ".nc4", ".h5")
+_ZARR = (".zarr",)
+
+
+def _format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _NETCDF:
+        return "netcdf"
+    if suffix in _ZARR:
+        return "zarr"
+    raise ValueError(f"path={str(path)!r} has an unknown suffix {suffix!r}; expected one of {list(_NETCDF + _ZARR)}")
+
+
+def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write an effects dataset to ``.nc`` (netCDF4/HDF5) or ``.zarr``; replaces `path` atomically."""
+    validate(ds)
+    path = Path(path)
+    kind = _format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        staged = tmp / path.name
+        if kind == "netcdf":
+            ds.to_netcdf(staged, engine="h5netcdf")
+        else:
+            ds.to_zarr(staged, mode="w", consolidated=False)
+        if path.is_dir() and kind == "zarr":
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+            os.replace(staged, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load(path: str | os.PathLike) -> xr.Dataset:
+    """Open an effects dataset written by :func:`save` (Zarr stores open lazily)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path={str(path)!r} does not exist")
+    if _format(path) == "netcdf":
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.load()
+    return xr.open_zarr(path, consolidated=False)
