@@ -1,0 +1,83 @@
+"""Static matplotlib figures (files for papers and the command line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..schema import to_pixels, validate
+
+#: Diverging colour map: negative (support) red, positive (harm) blue, zero white.
+EFFECT_CMAP = "bwr_r"
+ROI_COLOUR = "#00a651"
+
+
+def symmetric_limit(ate: xr.DataArray | np.ndarray, quantile: float = 1.0) -> float:
+    """Half-width of a symmetric colour scale: the `quantile` of |ATE| (at least a tiny epsilon)."""
+    values = np.abs(np.asarray(ate, dtype=float))
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 1e-6
+    return float(max(np.quantile(values, quantile), 1e-6))
+
+
+def _as_hwc(image: Any) -> np.ndarray:
+    array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=float)
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return np.clip(array, 0, 1)
+
+
+def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | None = None, vmax: float | None = None):
+    """Three panels: the image with the RoI, the effect map over the image, the map alone.
+
+    Parameters
+    ----------
+    ds : effects dataset of one map (no stack dims)
+    image : (C, H, W) or (H, W, C) array in [0, 1], optional
+    vmax : half-width of the colour scale; default max |ATE| (pass one value to share scales)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    validate(ds)
+    extra = [d for d in ds.ate.dims if d not in ("block_y", "block_x")]
+    if extra:
+        raise ValueError(f"overlay_figure draws one map; select along {extra} first (e.g. ds.isel({extra[0]}=0))")
+    pixels = to_pixels(ds)["ate"].values
+    limit = vmax if vmax is not None else symmetric_limit(ds.ate)
+    box = [int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width")]
+    panels = 3 if image is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 0.8, 3.6), squeeze=False, constrained_layout=True)
+    axes = axes[0]
+
+    def roi(ax):
+        ax.add_patch(Rectangle((box[1] - 0.5, box[0] - 0.5), box[3], box[2], fill=False, ec=ROI_COLOUR, lw=2))
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    if image is not None:
+        rgb = _as_hwc(image)
+        axes[0].imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
+        axes[0].set_title("image and RoI")
+        roi(axes[0])
+        axes[1].imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
+        shown = np.ma.masked_where(pixels == 0, pixels)
+        axes[1].imshow(shown, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit, alpha=0.65)
+        axes[1].set_title("PdCR map over image")
+        roi(axes[1])
+    mappable = axes[-1].imshow(pixels, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit)
+    axes[-1].set_title("ATE (red supports, blue hurts)")
+    roi(axes[-1])
+    units = ds.ate.attrs.get("units", "")
+    fig.colorbar(mappable, ax=axes[-1], shrink=0.85, label=f"ATE [{units}]")
+    if title:
+        fig.suptitle(title)
+    return fig
