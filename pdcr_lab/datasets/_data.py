@@ -1,0 +1,158 @@
+"""The one result type returned by every dataset loader, generated or read from disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import check_choice
+from ..banks import PatchBank
+
+__all__ = ["SegmentationData", "bank_block", "build_bank"]
+
+#: Blocks cut from each source image for a dataset's natural bank (the reference cut ~1000 blocks
+#: from ~770 images; a few per image keeps the bank varied without making it large).
+BANK_PER_IMAGE = 10
+
+
+def bank_block(height: int, width: int) -> int:
+    """Block side for (height, width) images: min side // 12 (8 at 96), lowered until it tiles both."""
+    block = max(1, min(height, width) // 12)
+    while height % block or width % block:
+        block -= 1
+    return block
+
+
+def build_bank(images: torch.Tensor, ids: list[str], seed: int, **extra: Any) -> PatchBank:
+    """The reference recipe (random grid blocks) on held-out images, with the provenance filled in."""
+    if len(ids) == 0:
+        raise ValueError("no held-out images to build a patch bank from")
+    block = bank_block(int(images.shape[-2]), int(images.shape[-1]))
+    bank = PatchBank.from_images(images, block=block, per_image=BANK_PER_IMAGE, seed=seed, ids=ids)
+    bank.provenance.update(extra)
+    return bank
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationData:
+    """Images, masks, ids and metadata of a segmentation dataset, split by split, plus its bank.
+
+    Build it through :func:`pdcr_lab.datasets.load`, :func:`HAM10000`, :func:`FIVES` or
+    :func:`FolderDataset`; they all return this type.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name.
+    arrays : mapping split -> (images, masks)
+        Images as uint8 (N, C, H, W) (stored compactly, returned as float32 in [0, 1]) or float32
+        in [0, 1]; masks as bool (N, H, W).
+    split_ids, split_meta : mapping split -> list
+        Per-image names and metadata dicts, in image order.
+    info : dict
+        Generator or loader description (JSON-serialisable).
+    bank_source : PatchBank or callable returning one, optional
+        The natural bank, or a function that builds it on first access of :attr:`bank`.
+    """
+
+    name: str
+    arrays: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+    split_ids: Mapping[str, list[str]]
+    split_meta: Mapping[str, list[dict[str, Any]]]
+    info: dict[str, Any] = field(default_factory=dict)
+    bank_source: PatchBank | Callable[[], PatchBank] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for split, (images, masks) in self.arrays.items():
+            n = (len(images), len(masks), len(self.split_ids[split]), len(self.split_meta[split]))
+            if len(set(n)) != 1:
+                raise ValueError(f"split {split!r} has inconsistent lengths (images, masks, ids, metadata)={n}")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Names of the splits present, e.g. ("train", "val", "test")."""
+        return tuple(self.arrays)
+
+    def _split(self, split: str) -> str:
+        return check_choice("split", split, self.splits)
+
+    def images(self, split: str) -> torch.Tensor:
+        """Images of `split`, float32 (N, C, H, W) in [0, 1]."""
+        images = self.arrays[self._split(split)][0]
+        return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+    def masks(self, split: str) -> torch.Tensor:
+        """Masks of `split`, bool (N, H, W)."""
+        return self.arrays[self._split(split)][1]
+
+    def ids(self, split: str) -> list[str]:
+        """Image names of `split`, in image order."""
+        return list(self.split_ids[self._split(split)])
+
+    def metadata(self, split: str) -> list[dict[str, Any]]:
+        """Per-image metadata of `split` (copies; e.g. FIVES disease, brain slice index)."""
+        return [dict(m) for m in self.split_meta[self._split(split)]]
+
+    @property
+    def bank(self) -> PatchBank:
+        """The natural patch bank, cut from images that are never explained (built once, on first use)."""
+        source = self.bank_source
+        if source is None:
+            raise ValueError(
+                f"dataset {self.name!r} has no held-out images for a patch bank; "
+                "load its train split, or pass explain_ids so that the other images can be used"
+            )
+        if not isinstance(source, PatchBank):
+            source = source()
+            object.__setattr__(self, "bank_source", source)
+        return source
+
+    def index(self, image_id: str) -> tuple[str, int]:
+        """The (split, position) of an image id."""
+        for split, ids in self.split_ids.items():
+            if image_id in ids:
+                return split, ids.index(image_id)
+        raise KeyError(f"image_id={image_id!r} is not in dataset {self.name!r}")
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self.split_ids.values())
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(self.split_ids[s])}" for s in self.splits)
+        shape = ""
+        if self.splits:
+            c, h, w = self.arrays[self.splits[0]][0].shape[1:]
+            shape = f", images {c}x{h}x{w}"
+        return f"SegmentationData({self.name!r}: {sizes}{shape})"
+
+
+def from_arrays(
+    name: str,
+    images: np.ndarray,
+    masks: np.ndarray,
+    ids: list[str],
+    meta: list[dict[str, Any]],
+    split_sizes: Mapping[str, int],
+    info: dict[str, Any],
+    seed: int,
+) -> SegmentationData:
+    """Cut stacked arrays into consecutive splits; the bank comes from the train split."""
+    arrays, split_ids, split_meta = {}, {}, {}
+    start = 0
+    for split, n in split_sizes.items():
+        stop = start + n
+        arrays[split] = (torch.from_numpy(images[start:stop]), torch.from_numpy(masks[start:stop]))
+        split_ids[split] = list(ids[start:stop])
+        split_meta[split] = list(meta[start:stop])
+        start = stop
+    data: SegmentationData
+
+    def bank() -> PatchBank:
+        return build_bank(data.images("train"), data.ids("train"), seed, dataset=name, split="train")
+
+    data = SegmentationData(name, arrays, split_ids, split_meta, info, bank if "train" in arrays else None)
+    return data

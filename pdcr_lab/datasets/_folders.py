@@ -1,0 +1,255 @@
+"""Image/mask folders on disk -> SegmentationData, with the shared bad-file policy.
+
+The paper loaders (HAM10000, FIVES) only describe where their files are; reading, checking,
+resizing, splitting and the bank all happen here.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .._checks import check_choice, check_int
+from ..banks import PatchBank
+from ._data import SegmentationData, build_bank
+from ._io import read_image, read_mask, resize_pair
+
+__all__ = ["FolderDataset", "Pair", "assemble", "folder_pairs", "from_pairs", "list_files", "seeded_split"]
+
+OnError = Literal["raise", "skip"]
+MetaFn = Callable[[str], dict[str, Any]]
+#: Fractions of the deterministic train/val/test split used when a folder has no split structure.
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image file and the path where its mask should be."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+def list_files(folder: Path, pattern: str, what: str) -> list[Path]:
+    """Sorted files matching `pattern` in `folder`; clear errors for a missing or empty folder."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} folder {str(folder)!r} does not exist")
+    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if not files:
+        raise ValueError(f"{what} folder {str(folder)!r} holds no files matching {pattern!r}")
+    return files
+
+
+def folder_pairs(images_dir: Path, masks_dir: Path, pattern: str, mask_tail: str) -> list[Pair]:
+    """Pairs ``images_dir/<stem>.*`` -> ``masks_dir/<stem><mask_tail>``."""
+    if not masks_dir.is_dir():
+        raise FileNotFoundError(f"masks folder {str(masks_dir)!r} does not exist")
+    return [Pair(f.stem, f, masks_dir / f"{f.stem}{mask_tail}") for f in list_files(images_dir, pattern, "images")]
+
+
+def seeded_split(ids: Sequence[str], seed: int, force_test: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Deterministic train/val/test split: sorted ids permuted by `seed`, cut 70/15/15.
+
+    Ids in `force_test` (the images to explain) always go to test, so the bank never sees them.
+    """
+    forced = set(force_test)
+    rest = sorted(set(ids) - forced)
+    order = [rest[i] for i in np.random.default_rng(seed).permutation(len(rest))]
+    n_train = round(SPLIT_FRACTIONS[0] * len(order))
+    n_val = round(SPLIT_FRACTIONS[1] * len(order))
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :] + [i for i in ids if i in forced]),
+    }
+
+
+def _read_pairs(pairs: Sequence[Pair], size: int | None, on_error: OnError, meta: MetaFn) -> tuple:
+    if not pairs:  # an empty split of a tiny folder: channel count unknown, keep the rank
+        return (torch.zeros((0, 0, 0, 0), dtype=torch.uint8), torch.zeros((0, 0, 0), dtype=torch.bool)), [], []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    kept: list[Pair] = []
+    problems: list[str] = []
+    for pair in pairs:
+        try:
+            if not pair.mask.is_file():
+                raise FileNotFoundError(f"no mask for image {str(pair.image)!r}: expected {str(pair.mask)!r}")
+            image, mask = read_image(pair.image), read_mask(pair.mask)
+            if image.shape[:2] != mask.shape:
+                raise ValueError(
+                    f"image {str(pair.image)!r} is {image.shape[0]}x{image.shape[1]} (HxW) but its mask "
+                    f"{str(pair.mask)!r} is {mask.shape[0]}x{mask.shape[1]}"
+                )
+            image, mask = resize_pair(image, mask, size)
+            if images and image.shape != images[0].shape:
+                raise ValueError(
+                    f"image {str(pair.image)!r} has shape {image.shape} (C, H, W), the first image "
+                    f"{str(kept[0].image)!r} has {images[0].shape}; pass size=... to resize all images"
+                )
+        except (FileNotFoundError, ValueError) as exc:
+            if on_error == "raise":
+                raise
+            problems.append(str(exc))
+            continue
+        images.append(image)
+        masks.append(mask)
+        kept.append(pair)
+    if problems:
+        warnings.warn(f"skipped {len(problems)} bad image/mask pair(s):\n  " + "\n  ".join(problems), stacklevel=4)
+    if not kept:
+        raise ValueError(f"none of the {len(pairs)} image/mask pairs could be read (all skipped)")
+    ids = [p.id for p in kept]
+    return (
+        (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))),
+        ids,
+        [dict(meta(i), image=p.image.name, mask=p.mask.name) for i, p in zip(ids, kept)],
+    )
+
+
+def assemble(
+    name: str,
+    layout: dict[str, list[Pair]],
+    wanted: Sequence[str],
+    *,
+    size: int | None,
+    on_error: OnError,
+    seed: int,
+    explain_ids: Iterable[str] | None,
+    meta: MetaFn,
+    info: dict[str, Any],
+) -> SegmentationData:
+    """Read the `wanted` splits of `layout` eagerly; the bank is read lazily.
+
+    Bank sources: the train split if the layout has one, else every image of the layout; images
+    listed in `explain_ids` are always left out; without a train split and without `explain_ids`
+    there is no bank (accessing it raises), since any image might be explained.
+    """
+    on_error = check_choice("on_error", on_error, ("raise", "skip"))
+    arrays, ids, metas = {}, {}, {}
+    for split in wanted:
+        arrays[split], ids[split], metas[split] = _read_pairs(layout[split], size, on_error, meta)
+    excluded = set(explain_ids or ())
+    source_splits = ["train"] if "train" in layout else list(layout)
+    bank_source: Callable[[], PatchBank] | None = None
+    if "train" in layout or explain_ids is not None:
+
+        def bank_source() -> PatchBank:
+            images, names = [], []
+            for split in source_splits:
+                if split in arrays:
+                    split_images, split_ids = arrays[split][0], ids[split]
+                else:
+                    pairs = [p for p in layout[split] if p.id not in excluded]
+                    (split_images, _), split_ids, _ = _read_pairs(pairs, size, on_error, meta)
+                keep = [k for k, i in enumerate(split_ids) if i not in excluded]
+                images.append(split_images[keep])
+                names += [split_ids[k] for k in keep]
+            stacked = torch.cat(images).float() / 255.0
+            return build_bank(stacked, names, seed, dataset=name, split="+".join(source_splits))
+
+    sizes = {s: len(ids[s]) for s in wanted}
+    info = dict(info, name=name, size=size, seed=seed, splits=sizes, on_error=on_error)
+    return SegmentationData(name, arrays, ids, metas, info, bank_source)
+
+
+def _no_meta(image_id: str) -> dict[str, Any]:
+    return {}
+
+
+def FolderDataset(
+    images_dir: str | os.PathLike,
+    masks_dir: str | os.PathLike | None = None,
+    pattern: str = "*.png",
+    mask_suffix: str = "",
+    size: int | None = None,
+    *,
+    mask_ext: str = ".png",
+    split_seed: int | None = None,
+    explain_ids: Iterable[str] | None = None,
+    on_error: OnError = "raise",
+    seed: int = 0,
+    name: str = "folder",
+) -> SegmentationData:
+    """Load a folder of images with binary masks (a user's own data).
+
+    The mask of ``images_dir/<stem><ext>`` is ``masks_dir/<stem><mask_suffix><mask_ext>``.
+
+    Parameters
+    ----------
+    images_dir : path
+        Folder of images (grey or RGB, any format Pillow reads).
+    masks_dir : path, optional
+        Folder of masks (0/1 or 0/255); default: `images_dir` (then `pattern` must not match masks).
+    pattern : str
+        Glob selecting the images, e.g. ``"*.jpg"``.
+    mask_suffix, mask_ext : str
+        How a mask's file name is built from its image's stem.
+    size : int, optional
+        Resize every pair to size x size (bilinear image, nearest mask); default: keep file sizes
+        (then all images must share one size).
+    split_seed : int, optional
+        None: one split ``"all"``. An int: a deterministic 70/15/15 train/val/test split of the
+        sorted ids permuted by this seed.
+    explain_ids : iterable of str, optional
+        Images that will be explained: never used for the bank (and put in test when splitting).
+    on_error : {"raise", "skip"}
+        "raise": the first bad file (missing mask, unreadable file, non-binary mask, size mismatch)
+        raises an error naming it. "skip": bad pairs are left out, listed in one warning.
+    seed : int
+        Seed of the bank draw.
+    name : str
+        Dataset name.
+
+    Returns
+    -------
+    SegmentationData
+        ``.bank``: from the train split (with `split_seed`), else from the images not in
+        `explain_ids`; without either, accessing it raises.
+    """
+    images_dir = Path(images_dir)
+    masks_dir = Path(masks_dir) if masks_dir is not None else images_dir
+    pairs = folder_pairs(images_dir, masks_dir, pattern, mask_suffix + mask_ext)
+    return from_pairs(name, pairs, size=size, split_seed=split_seed, explain_ids=explain_ids,
+                      on_error=on_error, seed=seed, meta=_no_meta,
+                      info={"loader": "FolderDataset", "images_dir": images_dir.name, "pattern": pattern})
+
+
+def from_pairs(
+    name: str,
+    pairs: list[Pair],
+    *,
+    size: int | None,
+    split_seed: int | None,
+    explain_ids: Iterable[str] | None,
+    on_error: OnError,
+    seed: int,
+    meta: MetaFn,
+    info: dict[str, Any],
+    wanted: Sequence[str] | None = None,
+) -> SegmentationData:
+    """A flat list of pairs, either as one split "all" or split deterministically by `split_seed`."""
+    if size is not None:
+        size = check_int("size", size, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    explain = list(explain_ids) if explain_ids is not None else None
+    if split_seed is None:
+        layout = {"all": pairs}
+    else:
+        by_id = {p.id: p for p in pairs}
+        split = seeded_split(list(by_id), check_int("split_seed", split_seed, minimum=0), explain or ())
+        layout = {s: [by_id[i] for i in ids] for s, ids in split.items()}
+        info = dict(info, split_seed=split_seed, split_fractions=list(SPLIT_FRACTIONS))
+    if wanted is not None:
+        for s in wanted:
+            check_choice("split", s, layout)
+    return assemble(name, layout, list(wanted or layout), size=size, on_error=on_error, seed=seed,
+                    explain_ids=explain, meta=meta, info=info)

@@ -1,0 +1,119 @@
+"""The embedded datasets: names, generators, fixed splits, and the cached ``load`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._checks import check_choice, check_int
+from . import _brain, _lesions, _vessels
+from ._cache import cached_arrays
+from ._data import SegmentationData, from_arrays
+from ._synth import generate_stack
+
+__all__ = ["list_datasets", "load"]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    make: Callable[[int, int], dict[str, Any]]
+    version: int
+    split_sizes: Callable[[dict[str, Any]], dict[str, int]]
+    description: str
+    generator: str
+
+
+# Fixed split sizes of the generated sets: 320 images to cut the bank from (and to train small
+# models on), 48 to validate and 48 to explain.
+_N = {"train": 320, "val": 48, "test": 48}
+
+
+def _generated(name: str, module: Any, draw: str, description: str) -> _Spec:
+    """A generated set: `n` images from ``module.<draw>``, cut into the fixed splits."""
+    return _Spec(
+        make=lambda size, seed: generate_stack(name, getattr(module, draw), sum(_N.values()), size, seed),
+        version=module.VERSION,
+        split_sizes=lambda arrays: dict(_N),
+        description=description,
+        generator=f"{module.__name__}.{draw}",
+    )
+
+
+_SPECS: dict[str, _Spec] = {
+    "lesions": _generated(
+        "lesions",
+        _lesions,
+        "draw_lesion",
+        "Synthetic dermoscopy-like images (stand-in for HAM10000): textured skin of varied tone, "
+        "hairs, vignetting, one irregular pigmented lesion per image with sharp or blurred border; "
+        "mask = the exact lesion shape. RGB.",
+    ),
+    "vessels": _generated(
+        "vessels",
+        _vessels,
+        "draw_fundus",
+        "Synthetic fundus-like images (stand-in for FIVES): circular field of view, optic disc, fovea, "
+        "a branching tapering vessel tree from the disc; mask = the exact vessel pixels. RGB.",
+    ),
+    "brain": _Spec(
+        make=_brain.slices,
+        version=_brain.VERSION,
+        split_sizes=_brain.split_sizes,
+        description=_brain.DESCRIPTION,
+        generator="pdcr_lab.datasets._brain.slices (nilearn MNI152 template)",
+    ),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load`."""
+    return list(_SPECS)
+
+
+def load(name: str, *, size: int = 96, seed: int = 0, cache: bool = True) -> SegmentationData:
+    """Load an embedded dataset (no download), generating and caching it on first use.
+
+    Parameters
+    ----------
+    name : {"lesions", "vessels", "brain"}
+        ``"lesions"``: dermoscopy-like, ``"vessels"``: fundus-like (both generated, 3 channels,
+        splits train/val/test = 320/48/48); ``"brain"``: axial slices of nilearn's MNI152 template
+        with a grey-matter mask (1 channel; splits are disjoint slice ranges of one averaged brain).
+    size : int
+        Image side in pixels (the project's working size is 96; tests use 32 or 48).
+    seed : int
+        Seed of the generated images (the brain slices do not depend on it) and of the bank draw.
+    cache : bool
+        Read/write the cache in ``$PDCR_LAB_CACHE`` (default ``~/.cache/pdcr_lab``), one file per
+        name, generator version, size and seed; an unreadable cache file is regenerated.
+
+    Returns
+    -------
+    SegmentationData
+        Images, masks, ids and metadata per split; ``.bank`` is cut from the train split only
+        (block ``size // 12``, 8 at 96), ``.info`` describes the generator.
+
+    Examples
+    --------
+    >>> data = load("lesions", size=48)
+    >>> data.splits, tuple(data.images("test").shape)
+    (('train', 'val', 'test'), (48, 3, 48, 48))
+    """
+    spec = _SPECS[check_choice("name", name, _SPECS)]
+    size = check_int("size", size, minimum=16)
+    seed = check_int("seed", seed, minimum=0)
+    key = f"{name}-v{spec.version}-size{size}-seed{seed}"
+    arrays = cached_arrays(key, lambda: spec.make(size, seed), cache=bool(cache))
+    split_sizes = spec.split_sizes(arrays)
+    info = {
+        "name": name,
+        "generator": spec.generator,
+        "version": spec.version,
+        "seed": seed,
+        "size": size,
+        "channels": int(arrays["images"].shape[1]),
+        "splits": split_sizes,
+        "description": spec.description,
+    }
+    return from_arrays(name, arrays["images"], arrays["masks"], arrays["ids"], arrays["meta"], split_sizes, info, seed)

@@ -1,0 +1,230 @@
+"""Real-data loaders (HAM10000, FIVES, FolderDataset), RoI lists and the bad-file policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pdcr_lab import datasets
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdcr_reference"
+
+
+def _write_pair(image_path: Path, mask_path: Path, seed: int, shape=(30, 40), mask_shape=None) -> None:
+    rng = np.random.default_rng(seed)
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(image_path)
+    mask = np.zeros(mask_shape or shape, dtype=np.uint8)
+    mask[5:20, 10:30] = 255
+    Image.fromarray(mask).save(mask_path)
+
+
+def _ham(folder: Path, ids, masks_folder: Path | None = None) -> list[str]:
+    names = [f"ISIC_{1000000 + i:07d}" for i in ids]
+    for k, name in enumerate(names):
+        _write_pair(folder / f"{name}.jpg", (masks_folder or folder) / f"{name}_segmentation.png", k)
+    return names
+
+
+def _fives(root: Path) -> dict[str, list[str]]:
+    names = {"train": ["1_A", "2_D", "3_G", "4_N"], "test": ["5_N", "6_A"]}
+    for split, stems in names.items():
+        for k, stem in enumerate(stems):
+            _write_pair(root / split / "Original" / f"{stem}.png", root / split / "Ground truth" / f"{stem}.png", k)
+    return names
+
+
+# -- layouts ---------------------------------------------------------------------------------------
+def test_ham_flat_folder_masks_beside_images(tmp_path):
+    names = _ham(tmp_path, range(4))
+    data = datasets.HAM10000(tmp_path, size=16)
+    assert isinstance(data, datasets.SegmentationData) and data.splits == ("all",)
+    assert data.ids("all") == names
+    assert tuple(data.images("all").shape) == (4, 3, 16, 16) and data.images("all").dtype == torch.float32
+    assert data.masks("all").dtype == torch.bool and data.masks("all").any()
+    with pytest.raises(ValueError, match="no held-out images"):
+        data.bank  # any image might be explained: no bank without train split or explain_ids
+
+
+def test_ham_separate_masks_folder_and_explain_ids(tmp_path):
+    names = _ham(tmp_path / "HAM10000_images_part_1", range(5), tmp_path / "HAM10000_segmentations_lesion_tschandl")
+    data = datasets.HAM10000(tmp_path, size=16, explain_ids=names[:2])
+    assert data.ids("all") == names
+    assert set(data.bank.provenance["sources"]) == set(names[2:])
+    with_masks_dir = datasets.HAM10000(tmp_path / "HAM10000_images_part_1", size=16,
+                                       masks_dir=tmp_path / "HAM10000_segmentations_lesion_tschandl")
+    assert torch.equal(with_masks_dir.masks("all"), data.masks("all"))
+
+
+def test_ham_split_folders_and_bank_from_train(tmp_path):
+    train = _ham(tmp_path / "train", range(4))
+    test = _ham(tmp_path / "test", range(10, 12))
+    data = datasets.HAM10000(tmp_path, size=16)
+    assert data.splits == ("train", "test")
+    assert data.ids("train") == train and data.ids("test") == test
+    assert data.bank.provenance["sources"] == train and data.bank.block == 1
+    only_test = datasets.HAM10000(tmp_path, split="test", size=24)
+    assert only_test.splits == ("test",)
+    assert only_test.bank.provenance["sources"] == train and only_test.bank.block == 2  # read lazily
+    with pytest.raises(ValueError, match="split='val' is not supported"):
+        datasets.HAM10000(tmp_path, split="val")
+
+
+def test_ham_seeded_split_is_deterministic(tmp_path):
+    names = _ham(tmp_path, range(20))
+    a = datasets.HAM10000(tmp_path, size=12, split_seed=1, explain_ids=names[:3])
+    b = datasets.HAM10000(tmp_path, size=12, split_seed=1, explain_ids=names[:3])
+    c = datasets.HAM10000(tmp_path, size=12, split_seed=2)
+    assert a.splits == ("train", "val", "test")
+    assert all(a.ids(s) == b.ids(s) for s in a.splits)
+    assert a.ids("train") != c.ids("train")
+    groups = [set(a.ids(s)) for s in a.splits]
+    assert sum(map(len, groups)) == len(set().union(*groups)) == 20
+    assert set(names[:3]) <= set(a.ids("test"))
+    assert set(a.bank.provenance["sources"]) == set(a.ids("train"))
+
+
+def test_fives_layout_and_disease_metadata(tmp_path):
+    names = _fives(tmp_path)
+    data = datasets.FIVES(tmp_path, size=16)
+    assert data.splits == ("train", "test") and data.ids("test") == names["test"]
+    meta = {m["image"]: m for m in data.metadata("train")}
+    assert meta["2_D.png"]["disease"] == "diabetic retinopathy" and meta["2_D.png"]["letter"] == "D"
+    assert [m["disease"] for m in data.metadata("test")] == ["normal", "AMD"]
+    test_only = datasets.FIVES(tmp_path, split="test", size=16)
+    assert test_only.splits == ("test",)
+    assert test_only.bank.provenance["sources"] == names["train"]
+
+
+def test_folder_dataset_generic(tmp_path):
+    for k in range(3):
+        _write_pair(tmp_path / "img" / f"case{k}.png", tmp_path / "lbl" / f"case{k}_mask.png", k)
+    data = datasets.FolderDataset(tmp_path / "img", tmp_path / "lbl", mask_suffix="_mask", explain_ids=["case0"])
+    assert tuple(data.images("all").shape) == (3, 3, 30, 40)  # size=None keeps the files' size
+    expected = np.zeros((30, 40), bool)
+    expected[5:20, 10:30] = True
+    assert np.array_equal(data.masks("all")[1].numpy(), expected)
+    assert data.bank.provenance["sources"] == ["case1", "case2"]
+
+
+def test_resize_is_bilinear_image_nearest_mask(tmp_path):
+    _write_pair(tmp_path / "a.png", tmp_path / "m" / "a.png", 0)
+    data = datasets.FolderDataset(tmp_path, tmp_path / "m", size=64)
+    raw = torch.from_numpy(np.array(Image.open(tmp_path / "a.png"))).permute(2, 0, 1)[None].float()
+    expected = torch.nn.functional.interpolate(raw, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(data.images("all") * 255, expected.round()[0], atol=1e-3)
+    assert set(torch.unique(data.masks("all").int()).tolist()) == {0, 1}
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+def test_wrong_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"root=.*nowhere.* does not exist; expected a HAM10000 folder"):
+        datasets.HAM10000(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"is not a FIVES folder.*train/Original"):
+        datasets.FIVES(tmp_path)
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"holds no ISIC_\*\.jpg images"):
+        datasets.HAM10000(tmp_path)
+    (tmp_path / "img").mkdir()
+    with pytest.raises(ValueError, match=r"images folder .*img.* holds no files matching '\*\.png'"):
+        datasets.FolderDataset(tmp_path / "img")
+
+
+def test_missing_mask_names_the_file(tmp_path):
+    names = _ham(tmp_path, range(3))
+    (tmp_path / f"{names[1]}_segmentation.png").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"no mask for image .*{names[1]}\.jpg.*expected .*{names[1]}_segmentation\.png"):
+        datasets.HAM10000(tmp_path)
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    names = _ham(tmp_path, range(3))
+    (tmp_path / f"{names[2]}.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match=rf"cannot read image file .*{names[2]}\.jpg"):
+        datasets.HAM10000(tmp_path)
+
+
+def test_mask_with_unexpected_values(tmp_path):
+    names = _ham(tmp_path, range(2))
+    Image.fromarray(np.full((30, 40), 128, np.uint8)).save(tmp_path / f"{names[0]}_segmentation.png")
+    with pytest.raises(ValueError, match=rf"mask file .*{names[0]}_segmentation\.png.* has values \[128\]; expected"):
+        datasets.HAM10000(tmp_path)
+
+
+def test_image_mask_size_mismatch(tmp_path):
+    _fives(tmp_path)
+    _write_pair(tmp_path / "train" / "Original" / "2_D.png", tmp_path / "train" / "Ground truth" / "2_D.png", 0,
+                mask_shape=(20, 40))
+    with pytest.raises(ValueError, match=r"image .*2_D\.png.* is 30x40 \(HxW\) but its mask .*2_D\.png.* is 20x40"):
+        datasets.FIVES(tmp_path)
+
+
+def test_mixed_sizes_without_resize(tmp_path):
+    _write_pair(tmp_path / "a.png", tmp_path / "m" / "a.png", 0)
+    _write_pair(tmp_path / "b.png", tmp_path / "m" / "b.png", 1, shape=(20, 20))
+    with pytest.raises(ValueError, match=r"image .*b\.png.* has shape .*pass size="):
+        datasets.FolderDataset(tmp_path, tmp_path / "m")
+
+
+def test_skip_policy_warns_and_loads_the_rest(tmp_path):
+    names = _ham(tmp_path, range(5))
+    (tmp_path / f"{names[0]}.jpg").write_bytes(b"garbage")
+    (tmp_path / f"{names[3]}_segmentation.png").unlink()
+    with pytest.warns(UserWarning, match=r"skipped 2 bad image/mask pair\(s\)") as record:
+        data = datasets.HAM10000(tmp_path, size=16, on_error="skip")
+    message = str(record[0].message)
+    assert names[0] in message and names[3] in message
+    assert data.ids("all") == [names[1], names[2], names[4]]
+    for name in (names[1], names[2], names[4]):
+        (tmp_path / f"{name}.jpg").write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 5 image/mask pairs"):
+        datasets.HAM10000(tmp_path, on_error="skip")
+    with pytest.raises(ValueError, match=r"on_error='ignore' is not supported"):
+        datasets.HAM10000(tmp_path, on_error="ignore")
+
+
+# -- RoI lists ----------------------------------------------------------------------------------------
+def test_read_roi_list(tmp_path):
+    path = tmp_path / "coords.txt"
+    path.write_text("# id row col\nISIC_1 72 88\n\n12_A 0 224\n")
+    rois = datasets.read_roi_list(path, roi=16)
+    assert [r.box for r in rois] == [(72, 88, 16, 16), (0, 224, 16, 16)]
+    assert rois[1].image_id == "12_A" and rois[0].slices == (slice(72, 88), slice(88, 104))
+
+
+def test_read_roi_list_malformed_line(tmp_path):
+    path = tmp_path / "coords.txt"
+    path.write_text("ISIC_1 72 88\nISIC_2 72\n")
+    with pytest.raises(ValueError, match=r"line 2: expected 'image_id row col'.*'ISIC_2 72'"):
+        datasets.read_roi_list(path)
+    path.write_text("ISIC_1 72 -8\n")
+    with pytest.raises(ValueError, match="line 1"):
+        datasets.read_roi_list(path)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        datasets.read_roi_list(tmp_path / "missing.txt")
+
+
+# -- the real reference files -----------------------------------------------------------------------
+@pytest.mark.requires_reference
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/data/pdcr_reference is not present")
+def test_real_ham10000_image():
+    rois = datasets.read_roi_list(REFERENCE / "demo" / "HAM10000_block_coords_p32_b8.txt")
+    assert len(rois) == 50 and rois[0].box == (72, 88, 32, 32)
+    fives = datasets.read_roi_list(REFERENCE / "demo" / "FIVES_block_coords_p32_b32.txt")
+    assert fives[0].image_id == "78_D"
+    data = datasets.HAM10000(REFERENCE / "demo", explain_ids=[r.image_id for r in rois])
+    assert data.ids("all") == ["ISIC_0033556"]
+    assert tuple(data.images("all").shape) == (1, 3, 256, 256)
+    mask = data.masks("all")[0]
+    assert mask.dtype == torch.bool
+    assert 0.03 < float(mask.float().mean()) < 0.6
+    # The lesion is darker than the skin.
+    brightness = data.images("all")[0].mean(0)
+    assert float(brightness[mask].mean()) < float(brightness[~mask].mean())
