@@ -75,13 +75,16 @@ class ModelAdapter:
         return torch.device("cpu")
 
     # -- forward -------------------------------------------------------------------------------
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Run the model on (B, C, H, W) images in [0, 1] and select its (B, K, H, W) output."""
+    def logits(self, images: torch.Tensor, *, model: nn.Module | None = None) -> torch.Tensor:
+        """Run the model on (B, C, H, W) images in [0, 1] and select its (B, K, H, W) output.
+
+        `model` runs instead of ``self.model`` when given (a compiled copy of it, say).
+        """
         if self._mean is not None:
             mean = self._mean.to(images.device, images.dtype)
             std = self._std.to(images.device, images.dtype)
             images = (images - mean) / std
-        return self._select(self.model(images))
+        return self._select((self.model if model is None else model)(images))
 
     def _select(self, out: Any) -> torch.Tensor:
         if isinstance(out, Mapping):

@@ -11,7 +11,8 @@ Only ``natural`` is random; the others give the same B on every draw, so the eng
 forward pass per block on them (their mean over draws would be the same number).
 
 Composition is vectorised: for a batch of (block, draw) pairs the perturbed images are built on the
-device by indexing a (B, Gy, Gx, C, b, b) view of the image stack, without a Python loop over blocks.
+device with one copy of the image per pair and one indexed write of all replacement pixels, without a
+Python loop over blocks, in the memory layout the model prefers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ def block_grid(image: torch.Tensor, block: int) -> torch.Tensor:
     return view.permute(order)
 
 
-def compose(image: torch.Tensor, cells: torch.Tensor, blocks: torch.Tensor, block: int) -> torch.Tensor:
+def compose(
+    image: torch.Tensor,
+    cells: torch.Tensor,
+    blocks: torch.Tensor,
+    block: int,
+    *,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """Perturbed copies of `image`, copy j with grid cell `cells[j]` replaced by `blocks[j]`.
 
     Parameters
@@ -51,24 +59,42 @@ def compose(image: torch.Tensor, cells: torch.Tensor, blocks: torch.Tensor, bloc
         Flat block indices (row-major over the Gy x Gx grid).
     blocks : Tensor (J, C, b, b) or (1, C, b, b)
         Replacement content (broadcast when one block is given).
+    memory_format : torch.memory_format
+        Layout of the returned batch (``torch.channels_last`` feeds channels-last models without a
+        second copy).
+
+    The batch is one copy of the image per job plus one indexed write of all replacement pixels,
+    so the cost does not depend on where the blocks are and works for any memory layout.
     """
     c, h, w = image.shape
     gx = w // block
-    out = image.unsqueeze(0).repeat(cells.shape[0], 1, 1, 1)
-    grid = block_grid(out, block)  # a view: writing into it writes `out`
-    rows = torch.arange(cells.shape[0], device=image.device)
-    grid[rows, cells // gx, cells % gx] = blocks.to(image.dtype).expand(cells.shape[0], c, block, block)
+    n = cells.shape[0]
+    out = image.unsqueeze(0).expand(n, c, h, w).clone(memory_format=memory_format)
+    offsets = torch.arange(block, device=image.device)
+    ys = ((cells // gx) * block)[:, None] + offsets  # (J, b)
+    xs = ((cells % gx) * block)[:, None] + offsets
+    rows = torch.arange(n, device=image.device)[:, None, None, None]
+    chans = torch.arange(c, device=image.device)[None, :, None, None]
+    out[rows, chans, ys[:, None, :, None], xs[:, None, None, :]] = blocks.to(image.dtype).expand(n, c, block, block)
     return out
 
 
-def draw_table(seed: int, n_cells: int, n_draws: int, n_bank: int) -> np.ndarray:
+def draw_table(seed: int, n_cells: int, n_draws: int, n_bank: int, *, prefix: int | None = None) -> np.ndarray:
     """Bank indices for every (cell, draw): shape (n_cells, n_draws), fixed by the seed.
 
     Drawing the whole table up front makes the estimate independent of the batch size, of which
     blocks survive the screening and of the order in which batches run.
+
+    With `prefix`, the first `prefix` columns are exactly ``draw_table(seed, n_cells, prefix, n_bank)``
+    and the further columns come from a second stream of the same seed: a longer table (adaptive
+    sampling) starts with the paper-mode draws.
     """
     rng = np.random.default_rng(seed)
-    return rng.integers(0, n_bank, size=(n_cells, n_draws), dtype=np.int64)
+    if prefix is None or prefix >= n_draws:
+        return rng.integers(0, n_bank, size=(n_cells, n_draws), dtype=np.int64)
+    head = rng.integers(0, n_bank, size=(n_cells, prefix), dtype=np.int64)
+    tail = np.random.default_rng([seed, 1]).integers(0, n_bank, size=(n_cells, n_draws - prefix), dtype=np.int64)
+    return np.concatenate([head, tail], axis=1)
 
 
 @dataclass
@@ -117,8 +143,13 @@ def make_intervention(
     bank: PatchBank | None,
     seed: int,
     n_draws: int,
+    prefix: int | None = None,
 ) -> Intervention:
-    """Prepare intervention `name` for `image` (checks the bank against the image)."""
+    """Prepare intervention `name` for `image` (checks the bank against the image).
+
+    `n_draws` columns of natural draws per cell; `prefix` keeps the first columns equal to a table of
+    that many draws (see :func:`draw_table`).
+    """
     check_choice("intervention", name, INTERVENTIONS)
     c, h, w = image.shape
     n_cells = (h // block) * (w // block)
@@ -132,7 +163,7 @@ def make_intervention(
     if name == "natural":
         if bank is None:
             raise ValueError("intervention='natural' needs bank=PatchBank(...) of natural blocks (see PatchBank.from_images)")
-        table = torch.from_numpy(draw_table(seed, n_cells, n_draws, len(bank)))
+        table = torch.from_numpy(draw_table(seed, n_cells, n_draws, len(bank), prefix=prefix))
         return Intervention(name, True, block, bank.blocks, table)
     if name == "zero":
         source = torch.zeros(1, c, block, block)

@@ -253,16 +253,28 @@ def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, la
             raise ValueError(f"results[{i}] already has a {dim!r} dim")
     keys = set().union(*(item.attrs for item in items))
     varying = sorted(k for k in keys if any(not _same(item.attrs.get(k), items[0].attrs.get(k)) for item in items))
+    fills = {key: _attr_fill([item.attrs[key] for item in items if key in item.attrs]) for key in varying}
     expanded = []
     for label, item in zip(labels, items):
         item = item.expand_dims({dim: [label]})
         for key in varying:
-            value = item.attrs.pop(key, "none")
+            if key not in item.attrs and key in item.variables:
+                continue  # already a coordinate from an earlier stack: concat broadcasts it
+            value = fills[key](item.attrs.pop(key, None))
             item = item.assign_coords({f"{key}": (dim, [value])})
         expanded.append(item)
     out = xr.concat(expanded, dim=dim, data_vars="all", coords="different", compat="equals", combine_attrs="drop_conflicts")
     order = [d for d in (*STACK_DIMS, *GRID_DIMS, *PIXEL_DIMS) if d in out.dims]
     return out.transpose(*order)
+
+
+def _attr_fill(present: list[Any]) -> Any:
+    """How one varying attr becomes a coordinate of one dtype: numbers stay numbers (NaN where the
+    attr is absent), anything else becomes text ("none" where absent)."""
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in present)
+    if numeric:
+        return lambda v: np.nan if v is None else v
+    return lambda v: "none" if v is None else str(v)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -118,3 +118,22 @@ def test_statistics_match_the_reference_output(reference_dir):
 def test_package_exports_are_importable():
     for name in pdcr_lab.__all__:
         assert hasattr(pdcr_lab, name), name
+
+
+def test_stack_twice_keeps_attrs_that_vary_in_one_group_only():
+    """An attr that varies inside one group (a coordinate there) and is constant in another (an attr)
+    must survive a second stack with one dtype, so the result still saves."""
+    from pdcr_lab.schema import empty_effects
+
+    def result(rounds):
+        ds = empty_effects(grid=(2, 2), block=4)
+        ds.attrs["rounds"] = rounds
+        return ds
+
+    lesions = stack({"a": result(2), "b": result(2)}, "model")
+    vessels = stack({"a": result(1), "b": result(2)}, "model")
+    both = stack({"lesions": lesions, "vessels": vessels}, "dataset")
+    assert both.rounds.sel(dataset="vessels").values.tolist() == [1, 2]
+    assert both.rounds.sel(dataset="lesions").values.tolist() == [2, 2]
+    mixed = stack({"a": result(2), "b": empty_effects(grid=(2, 2), block=4)}, "model")
+    assert np.isnan(mixed.rounds.values[1]) and mixed.rounds.values[0] == 2
