@@ -1,0 +1,23 @@
+"""A zoo of small trained segmentation models with different inductive biases.
+
+Twelve architectures from the families the PdCR paper compares (plain and deep CNNs, token-MLP
+and KAN mixers, transformers with global or windowed attention, and a state-space model), each
+trained on the ``lesions`` and ``vessels`` datasets. Every model is a :class:`ZooModel`: an RGB image
+in [0, 1] goes in, a foreground probability comes out.
+
+Examples
+--------
+>>> from pdcr_lab import zoo
+>>> zoo.list()[:3]
+['unet', 'segnet', 'attention_unet']
+>>> model, meta = zoo.load("unet", "lesions")  # doctest: +SKIP
+>>> model(images).shape  # (B, 1, H, W) probabilities  # doctest: +SKIP
+"""
+
+from ._base import ROLES, ZooModel
+from ._registry import DATASETS, RECIPES, Recipe, Training
+from ._store import ChecksumError, benchmark, build, info, load, train, zoo_dir
+from ._store import list_models as list  # noqa: A001 - the public verb is zoo.list()
+
+__all__ = ["ChecksumError", "DATASETS", "RECIPES", "ROLES", "Recipe", "Training", "ZooModel", "benchmark", "build",
+           "info", "list", "load", "train", "zoo_dir"]

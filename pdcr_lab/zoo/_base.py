@@ -1,0 +1,171 @@
+"""The zoo's model contract (:class:`ZooModel`) and the U-shaped skeleton of its own architectures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets.swin_unetr import WindowAttention
+from torch import nn
+
+from ._blocks import Head, PatchEmbed, PatchExpand, Skip, UpBlock
+
+#: Roles a stage can have in :meth:`ZooModel.stages`.
+ROLES = ("stem", "encoder", "skip", "bottleneck", "decoder", "fusion", "attention", "mixer", "ssm", "head")
+
+
+class UShape(nn.Module):
+    """Encoder-decoder skeleton: ``enc1..encN`` -> ``bottleneck`` -> ``decN..dec1`` -> ``head``.
+
+    Encoder stage ``enc{i}`` downsamples as it likes; its output goes through ``skip{i}`` (a
+    :class:`Skip`) into decoder stage ``dec{i}``, which is called as ``dec(x, skip)``. The head's
+    output is resized to the input size if it is smaller (patch-based models).
+    """
+
+    def __init__(self, encoders: Sequence[nn.Module], bottleneck: nn.Module, decoders: Sequence[nn.Module],
+                 head: nn.Module) -> None:
+        super().__init__()
+        if len(encoders) != len(decoders):
+            raise ValueError(f"got {len(encoders)} encoder and {len(decoders)} decoder stages; they must pair up")
+        self.depth = len(encoders)
+        for i, (enc, dec) in enumerate(zip(encoders, decoders), 1):
+            self.add_module(f"enc{i}", enc)
+            self.add_module(f"skip{i}", Skip())
+        self.bottleneck = bottleneck
+        for i in range(self.depth, 0, -1):
+            self.add_module(f"dec{i}", decoders[i - 1])
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        skips = []
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"enc{i}")(x)
+            skips.append(getattr(self, f"skip{i}")(x))
+        x = self.bottleneck(x)
+        for i in range(self.depth, 0, -1):
+            x = getattr(self, f"dec{i}")(x, skips[i - 1])
+        x = self.head(x)
+        return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def stage_roles(self) -> dict[str, str]:
+        roles = {f"enc{i}": "encoder" for i in range(1, self.depth + 1)}
+        roles |= {f"skip{i}": "skip" for i in range(1, self.depth + 1)}
+        roles |= {"bottleneck": "bottleneck"} | {f"dec{i}": "decoder" for i in range(self.depth, 0, -1)}
+        return roles | {"head": "head"}
+
+
+def patch_unet(dims: Sequence[int], block: Callable[[int], nn.Module], *, patch: int = 4,
+               join: str = "cat") -> UShape:
+    """Token U-Net of Swin-UNet / VM-UNet: ``patch`` x ``patch`` patch embedding, then one stage per
+    entry of ``dims`` (the last one is the bottleneck), 2x2 patch merging down, patch expanding up.
+
+    ``block(i)`` builds the token blocks of level ``i`` (used in the encoder and in the decoder).
+    With ``join="cat"`` the decoder concatenates the skip and projects back with a 1x1 conv before
+    the blocks; with ``"add"`` it adds the skip.
+    """
+    n = len(dims) - 1
+    stages = [nn.Sequential(PatchEmbed(3 if i == 0 else dims[i - 1], dims[i], k=patch if i == 0 else 2,
+                                       stride=patch if i == 0 else 2), block(i)) for i in range(n + 1)]
+
+    def body(i: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(2 * dims[i], dims[i], 1), block(i)) if join == "cat" else block(i)
+
+    decoders = [UpBlock(PatchExpand(dims[i + 1], dims[i]), body(i), join=join) for i in range(n)]
+    head = nn.Sequential(PatchExpand(dims[0], dims[0], patch), Head(dims[0]))
+    return UShape(stages[:n], stages[n], decoders, head)
+
+
+class ZooModel(nn.Module):
+    """A zoo segmentation model: RGB image in [0, 1] -> foreground probability.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The architecture, kept as ``self.net``; it maps a normalised (B, 3, H, W) image to
+        (B, 1, H, W) logits.
+    name : str
+        Registry name of the architecture.
+    mean, std : sequence of 3 floats
+        Per-channel input normalisation, applied inside :meth:`forward` (stored as buffers, so
+        they travel with the checkpoint).
+
+    Notes
+    -----
+    ``forward`` returns probabilities (sigmoid applied), so PdCR thresholds them at 0.5 like the
+    paper. Input height and width must be divisible by 32.
+    """
+
+    multiple = 32
+
+    def __init__(self, net: nn.Module, *, name: str, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                 std: Sequence[float] = (0.25, 0.25, 0.25)) -> None:
+        super().__init__()
+        self.net = net
+        self.name = name
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self._stages: dict[str, str] | None = None
+
+    def _check(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{self.name}: input must be a (B, 3, H, W) tensor, got {shape}")
+        h, w = x.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(f"{self.name}: input height and width must be divisible by {self.multiple}, "
+                             f"got {h}x{w}")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) logits."""
+        self._check(x)
+        return self.net((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities."""
+        return torch.sigmoid(self.logits(x))
+
+    def stages(self) -> dict[str, str]:
+        """Main stages as ``{module path: role}``, input to output.
+
+        Paths are relative to this model (``"net.enc1"``, ``"net.bottleneck"``...), so
+        ``model.get_submodule(path)`` finds them; ``list(model.stages())`` gives the paths alone.
+        Roles are listed in :data:`ROLES`. The order is the order in which the modules' forward
+        passes finish on a dummy input, so an attention, mixer or state-space block comes just
+        before the stage that contains it, and a MONAI skip-connection module (which wraps the
+        deeper levels) comes after them.
+        """
+        if self._stages is None:
+            self._stages = _ordered_stages(self)
+        return dict(self._stages)
+
+
+#: Roles of library blocks found inside the stages (our own blocks carry a ``stage_role`` attribute).
+LIBRARY_ROLES: dict[type, str] = {WindowAttention: "attention"}
+
+
+def _role(module: nn.Module) -> str | None:
+    own = getattr(type(module), "stage_role", None)
+    return own or next((r for cls, r in LIBRARY_ROLES.items() if isinstance(module, cls)), None)
+
+
+def _ordered_stages(model: ZooModel) -> dict[str, str]:
+    roles = {f"net.{k}": v for k, v in model.net.stage_roles().items()}
+    for path, module in model.net.named_modules():
+        role = _role(module)
+        if role is not None and path:
+            roles.setdefault(f"net.{path}", role)
+    order: list[str] = []
+    hooks = [model.get_submodule(p).register_forward_hook(lambda *_, p=p: order.append(p)) for p in roles]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    seen = dict.fromkeys(order)  # a module called twice keeps its first finishing position
+    return {p: roles[p] for p in seen} | {p: r for p, r in roles.items() if p not in seen}

@@ -1,0 +1,78 @@
+"""Token-MLP architectures: UNeXt (shifted MLPs) and U-KAN (Kolmogorov-Arnold layers).
+
+Both share one skeleton (Valanarasu & Patel, MICCAI 2022; Li et al., AAAI 2025): three
+convolutional stages at full, 1/2 and 1/4 resolution, then tokenised stages at 1/8 and 1/16 whose
+token mixing is point-wise (MLP or KAN) plus a 3x3 depth-wise conv, and a decoder that adds the skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._base import UShape
+from ._blocks import ConvBNAct, Head, MixFFN, PatchEmbed, TokenBlock, UpBlock
+
+
+class KANLinear(nn.Module):
+    """Kolmogorov-Arnold layer with a Gaussian radial-basis grid (FastKAN, Li 2024), pure torch.
+
+    y = W_base silu(x) + W_spline phi(LayerNorm(x)), where phi evaluates ``grid`` Gaussian bumps
+    centred on [-2, 2] per input feature: every input-output edge carries its own learnable
+    univariate function instead of a scalar weight.
+    """
+
+    def __init__(self, cin: int, cout: int, grid: int = 6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(cin)
+        self.register_buffer("centers", torch.linspace(-2.0, 2.0, grid))
+        self.inv_width = (grid - 1) / 4.0
+        self.spline = nn.Linear(cin * grid, cout, bias=False)
+        self.base = nn.Linear(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        phi = torch.exp(-((self.norm(x).unsqueeze(-1) - self.centers) * self.inv_width) ** 2)
+        return self.base(F.silu(x)) + self.spline(phi.flatten(-2))
+
+
+class TokenStage(nn.Sequential):
+    """Tokenised stage: overlapping patch embedding (stride 2) then token-mixing blocks."""
+
+    def __init__(self, cin: int, cout: int, blocks: int, **mixer: object) -> None:
+        super().__init__(PatchEmbed(cin, cout), *(token_block(cout, **mixer) for _ in range(blocks)))
+
+
+class TokenMixer(MixFFN):
+    """The point-wise token mixer of UNeXt / U-KAN (a :class:`MixFFN` used as the block's mixer)."""
+
+    stage_role = "mixer"
+
+
+def token_block(dim: int, **mixer: object) -> TokenBlock:
+    return TokenBlock(dim, TokenMixer(dim, dim, **mixer))
+
+
+def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, **mixer: object) -> UShape:
+    """The UNeXt / U-KAN skeleton; ``mixer`` options go to :class:`TokenMixer`."""
+    c1, c2, c3, c4, c5 = channels
+    encoders = [ConvBNAct(3, c1), nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c1, c2)),
+                nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c2, c3)),
+                TokenStage(c3, c4, blocks, **mixer)]
+    decoders = [UpBlock(ConvBNAct(c2, c1, k=1), ConvBNAct(c1, c1), join="add"),
+                UpBlock(ConvBNAct(c3, c2, k=1), ConvBNAct(c2, c2), join="add"),
+                UpBlock(ConvBNAct(c4, c3, k=1), ConvBNAct(c3, c3), join="add"),
+                UpBlock(ConvBNAct(c5, c4, k=1), token_block(c4, **mixer), join="add")]
+    return UShape(encoders, TokenStage(c4, c5, blocks, **mixer), decoders, Head(c1))
+
+
+def unext(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, shift: int = 5) -> UShape:
+    """UNeXt: tokenised shifted-MLP blocks (channel groups rolled along H, then W)."""
+    return token_unet(channels, blocks, shift=shift)
+
+
+def ukan(channels: Sequence[int] = (8, 16, 32, 48, 64), blocks: int = 1, grid: int = 6) -> UShape:
+    """U-KAN: tokenised KAN blocks (Gaussian-RBF KAN layers around a depth-wise conv)."""
+    return token_unet(channels, blocks, linear=lambda cin, cout: KANLinear(cin, cout, grid))

@@ -1,0 +1,84 @@
+"""MONAI networks in the zoo: thin subclasses that keep MONAI's module paths and add
+``stage_roles`` (and a single-tensor output for U-Net++)."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks import nets
+from monai.networks.layers import SkipConnection
+from monai.networks.nets.attentionunet import AttentionLayer
+
+
+class UNet(nets.UNet):
+    """MONAI UNet (residual units, strided-conv down, transposed-conv up, concatenated skips)."""
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), num_res_units: int = 1) -> None:
+        super().__init__(2, 3, 1, channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=num_res_units)
+
+    def stage_roles(self) -> dict[str, str]:
+        roles: dict[str, str] = {}
+        prefix = "model"
+        while isinstance(self.get_submodule(f"{prefix}.1"), SkipConnection):
+            # the outermost up-sampling layer is the one that outputs the logits
+            roles |= {f"{prefix}.0": "encoder", f"{prefix}.1": "skip",
+                      f"{prefix}.2": "head" if prefix == "model" else "decoder"}
+            inner = f"{prefix}.1.submodule"
+            if not isinstance(self.get_submodule(inner), torch.nn.Sequential):
+                roles[inner] = "bottleneck"
+                break
+            prefix = inner
+        return roles
+
+
+class AttentionUnet(nets.AttentionUnet):
+    """MONAI AttentionUnet (Oktay et al., 2018): skips gated by additive attention from the coarser level."""
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128)) -> None:
+        super().__init__(2, 3, 1, channels=channels, strides=(2,) * (len(channels) - 1))
+
+    def stage_roles(self) -> dict[str, str]:
+        roles = {"model.0": "encoder"}
+        layer = "model.1"
+        while isinstance(self.get_submodule(layer), AttentionLayer):
+            roles |= {f"{layer}.attention": "attention", f"{layer}.upconv": "decoder", f"{layer}.merge": "decoder"}
+            inner = f"{layer}.submodule"
+            if isinstance(self.get_submodule(inner), torch.nn.Sequential):
+                roles[f"{inner}.0"] = "encoder"
+                layer = f"{inner}.1"
+            else:
+                roles[inner] = "bottleneck"
+                break
+        return roles | {"model.2": "head"}
+
+
+class BasicUNetPlusPlus(nets.BasicUNetPlusPlus):
+    """MONAI BasicUNetPlusPlus (Zhou et al., 2018): nested, densely connected skip pathways."""
+
+    def __init__(self, features: tuple[int, ...] = (8, 16, 32, 48, 64, 8)) -> None:
+        super().__init__(2, 3, 1, features=features, norm=("batch", {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # MONAI returns a list (deep supervision)
+        return super().forward(x)[0]
+
+    def stage_roles(self) -> dict[str, str]:
+        roles = {f"conv_{i}_0": "encoder" for i in range(4)} | {"conv_4_0": "bottleneck"}
+        for j in range(1, 5):
+            for i in range(5 - j):
+                roles[f"upcat_{i}_{j}"] = "decoder" if i + j == 4 else "skip"
+        return roles | {"final_conv_0_4": "head"}
+
+
+class SegResNet(nets.SegResNet):
+    """MONAI SegResNet (Myronenko, 2018): deep residual encoder, light decoder, additive skips."""
+
+    def __init__(self, init_filters: int = 8, blocks_down: tuple[int, ...] = (1, 2, 2, 4)) -> None:
+        super().__init__(2, init_filters=init_filters, in_channels=3, out_channels=1, blocks_down=blocks_down,
+                         blocks_up=(1,) * (len(blocks_down) - 1))
+
+    def stage_roles(self) -> dict[str, str]:
+        n = len(self.down_layers)
+        roles = {"convInit": "stem"} | {f"down_layers.{i}": "encoder" for i in range(n - 1)}
+        roles[f"down_layers.{n - 1}"] = "bottleneck"
+        for i in range(n - 1):
+            roles |= {f"up_samples.{i}": "decoder", f"up_layers.{i}": "decoder"}
+        return roles | {"conv_final": "head"}

@@ -1,0 +1,108 @@
+"""The zoo's recipes: one :class:`Recipe` per architecture (how to build it and how to train it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from . import _cnn, _mlp, _monai, _ssm, _transformers
+
+#: Datasets the zoo is trained on (``pdcr_lab.datasets.load`` names).
+DATASETS = ("lesions", "vessels")
+
+
+@dataclass(frozen=True)
+class Training:
+    """Training hyper-parameters (AdamW, cosine schedule, Dice + BCE loss, flips)."""
+
+    epochs: int = 30  #: maximum number of epochs
+    patience: int = 8  #: early stopping: epochs without a better validation Dice
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    dice_weight: float = 1.0  #: loss = bce_weight * BCE + dice_weight * soft Dice loss
+    bce_weight: float = 1.0
+    warmup: int = 2  #: epochs of linear learning-rate warm-up before the cosine decay
+    grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and train one zoo architecture."""
+
+    name: str
+    family: str  #: "cnn", "deep-cnn", "token-mlp", "transformer" or "state-space"
+    paper: str  #: the paper architecture it corresponds to
+    builder: Callable[..., nn.Module]
+    kwargs: Mapping[str, Any]
+    bias: str  #: one line on its inductive bias
+    training: Training = Training()
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: per dataset
+
+    def training_for(self, dataset: str) -> Training:
+        """The training hyper-parameters for ``dataset`` (defaults plus that dataset's overrides)."""
+        return dataclasses.replace(self.training, **self.overrides.get(dataset, {}))
+
+    def build(self) -> nn.Module:
+        return self.builder(**self.kwargs)
+
+    def as_dict(self, dataset: str) -> dict[str, Any]:
+        """JSON-able description stored in checkpoints and the manifest."""
+        return {"name": self.name, "family": self.family, "paper": self.paper,
+                "builder": f"{self.builder.__module__}.{self.builder.__qualname__}",
+                "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in self.kwargs.items()},
+                "training": dataclasses.asdict(self.training_for(dataset))}
+
+
+def _recipe(name: str, family: str, paper: str, builder: Callable[..., nn.Module], bias: str,
+            training: Training = Training(), overrides: Mapping[str, Mapping[str, Any]] | None = None,
+            **kwargs: Any) -> Recipe:
+    return Recipe(name, family, paper, builder, MappingProxyType(kwargs), bias, training,
+                  MappingProxyType(dict(overrides or {})))
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    _recipe("unet", "cnn", "U-Net (MONAI UNet)", _monai.UNet,
+            "local convolutions, 3 strided downsamplings, concatenated skips", Training(epochs=40, patience=10),
+            channels=(16, 32, 64, 128), num_res_units=1),
+    _recipe("segnet", "cnn", "SegNet", _cnn.SegNet,
+            "local convolutions; the decoder gets only max-pooling indices, no encoder features",
+            Training(epochs=20, patience=6), channels=(8, 16, 32, 64)),
+    _recipe("attention_unet", "cnn", "Attention U-Net (MONAI AttentionUnet)", _monai.AttentionUnet,
+            "U-Net whose skips are gated by additive attention computed from the coarser level",
+            Training(epochs=25, patience=6), channels=(8, 16, 32, 64, 128)),
+    _recipe("unetpp", "deep-cnn", "U-Net++ (MONAI BasicUNetPlusPlus)", _monai.BasicUNetPlusPlus,
+            "nested, densely connected skip pathways between all encoder depths", Training(epochs=12, patience=4),
+            features=(8, 16, 32, 48, 64, 8)),
+    _recipe("segresnet", "deep-cnn", "SegResNet (MONAI)", _monai.SegResNet,
+            "deep residual encoder (large receptive field), light decoder with additive skips",
+            init_filters=8, blocks_down=(1, 2, 2, 4)),
+    _recipe("hrnet", "deep-cnn", "HRNet", _cnn.HRNet,
+            "parallel 1/2..1/16 resolution branches with repeated multi-scale fusion, no decoder",
+            width=10, stages=4, blocks=1),
+    _recipe("unext", "token-mlp", "UNeXt", _mlp.unext,
+            "early convolutions, then tokenised MLPs whose mixing is axial shifts + depth-wise conv",
+            channels=(8, 16, 32, 64, 96), blocks=1, shift=5),
+    _recipe("ukan", "token-mlp", "U-KAN", _mlp.ukan,
+            "early convolutions, then tokenised Kolmogorov-Arnold (Gaussian-RBF) layers + depth-wise conv",
+            channels=(8, 16, 32, 48, 64), blocks=1, grid=6),
+    _recipe("segformer", "transformer", "SegFormer", _transformers.SegFormer,
+            "global efficient self-attention from the first stage (keys/values spatially reduced), "
+            "all-MLP decoder", dims=(16, 32, 64, 96), heads=(1, 2, 4, 4), srs=(8, 4, 2, 1),
+            depths=(1, 1, 1, 1), stride=2, decoder_dim=48),
+    _recipe("transunet", "transformer", "TransUNet", _transformers.transunet,
+            "CNN stem, then global self-attention over all 1/16 tokens in the bottleneck",
+            channels=(8, 16, 32, 64), dim=96, depth=2, heads=4),
+    _recipe("swin_unet", "transformer", "Swin-UNet", _transformers.swin_unet,
+            "pure transformer U-Net; attention restricted to shifted 6x6-token windows",
+            Training(epochs=25, patience=6), dims=(12, 24, 48, 96), heads=(1, 2, 4, 8), depths=(2, 2, 2, 2), window=6,
+            patch=2),
+    _recipe("vm_unet", "state-space", "VM-UNet", _ssm.vm_unet,
+            "visual state-space blocks: selective scans run token by token along 4 directions",
+            Training(lr=2e-3, grad_clip=1.0), dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), d_state=4, patch=4),
+]}

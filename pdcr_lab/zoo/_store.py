@@ -1,0 +1,257 @@
+"""Checkpoints, the manifest, and the public verbs of :mod:`pdcr_lab.zoo`."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._base import ZooModel
+from ._registry import DATASETS, RECIPES, Recipe
+from ._training import SegmentationSplits, evaluate, fit, num_threads, throughput
+
+#: Environment variable that points the zoo to another checkpoint folder.
+ZOO_ENV = "PDCR_LAB_ZOO"
+MANIFEST = "manifest.json"
+#: How many test images have their Dice recorded (the checkpoint test recomputes them).
+N_RECORDED = 4
+
+
+class ChecksumError(ValueError):
+    """A checkpoint file does not match the sha256 recorded in the manifest."""
+
+
+def zoo_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The checkpoint folder: ``root``, else ``$PDCR_LAB_ZOO``, else ``data/zoo`` of the checkout."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get(ZOO_ENV):
+        return Path(os.environ[ZOO_ENV])
+    return Path(__file__).resolve().parents[2] / "data" / "zoo"
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown zoo model name={name!r}; known models: {builtins.list(RECIPES)}")
+    return RECIPES[name]
+
+
+def check_dataset(dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown zoo dataset={dataset!r}; the zoo is trained on: {builtins.list(DATASETS)}")
+    return dataset
+
+
+def list_models() -> builtins.list[str]:
+    """Names of the registered architectures, in registry order."""
+    return builtins.list(RECIPES)
+
+
+def info(name: str) -> dict[str, Any]:
+    """Family, paper, inductive bias, build options and training recipe of one architecture."""
+    r = recipe(name)
+    return {"name": name, "family": r.family, "paper": r.paper, "bias": r.bias,
+            "kwargs": r.as_dict(DATASETS[0])["kwargs"],
+            "training": {d: dataclasses.asdict(r.training_for(d)) for d in DATASETS}}
+
+
+def build(name: str, **kwargs: Any) -> ZooModel:
+    """An untrained :class:`ZooModel` (``kwargs`` override the recipe's build options)."""
+    r = recipe(name)
+    return ZooModel(r.builder(**(dict(r.kwargs) | kwargs)), name=name)
+
+
+def read_manifest(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    path = zoo_dir(root) / MANIFEST
+    if not path.exists():
+        return {"format": 1, "models": {}}
+    return json.loads(path.read_text())
+
+
+def _write_manifest(manifest: dict[str, Any], root: Path) -> None:
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, root / MANIFEST)
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None) -> tuple[ZooModel, dict[str, Any]]:
+    """A trained zoo model in eval mode, and its metadata.
+
+    Parameters
+    ----------
+    name : str
+        Architecture name, one of :func:`list`.
+    dataset : {"lesions", "vessels"}
+        The dataset it was trained on.
+    root : path, optional
+        Checkpoint folder (default: ``$PDCR_LAB_ZOO`` or the repository's ``data/zoo``).
+
+    Returns
+    -------
+    model : ZooModel
+        (B, 3, H, W) image in [0, 1] -> (B, 1, H, W) foreground probability; H, W divisible by 32.
+    metadata : dict
+        Family, paper, parameter count, recipe, seed, epochs, validation and test Dice, test IoU,
+        per-image test Dice of the first 4 test images, sha256, throughput (images/s).
+
+    Raises
+    ------
+    ValueError
+        Unknown name or dataset (the message lists the known ones).
+    FileNotFoundError
+        No checkpoint for this pair in the manifest, or the file is missing.
+    ChecksumError
+        The file's sha256 differs from the manifest's.
+    """
+    r, dataset = recipe(name), check_dataset(dataset)
+    folder = zoo_dir(root)
+    key = f"{dataset}/{name}"
+    entry = read_manifest(folder)["models"].get(key)
+    if entry is None:
+        raise FileNotFoundError(f"no checkpoint for {name!r} on {dataset!r} in {folder / MANIFEST}; "
+                                f"train it with `pdcr-lab zoo train {name} --dataset {dataset}`")
+    path = folder / entry["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint file {path} listed in the manifest is missing")
+    digest = sha256(path)
+    if digest != entry["sha256"]:
+        raise ChecksumError(f"checksum mismatch for {path}: the manifest records sha256 {entry['sha256']}, "
+                            f"the file has {digest}; the file is damaged or was replaced; restore it or retrain "
+                            f"with `pdcr-lab zoo train {name} --dataset {dataset}`")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = ZooModel(r.builder(**ckpt["recipe"]["kwargs"]), name=name)
+    model.load_state_dict(_float(ckpt["state_dict"]))
+    model.eval()
+    return model, ckpt["metadata"] | {"sha256": digest, "images_per_s": entry.get("images_per_s")}
+
+
+def _save(model: ZooModel, r: Recipe, dataset: str, metadata: dict[str, Any], folder: Path) -> tuple[Path, str]:
+    path = folder / dataset / f"{r.name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": _half(model.state_dict()), "recipe": r.as_dict(dataset), "metadata": metadata}, buffer)
+    path.write_bytes(buffer.getvalue())
+    return path, hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
+          out_dir: str | os.PathLike[str] | None = None, progress: bool = True, threads: int = 1,
+          data: SegmentationSplits | None = None, save: bool = True) -> dict[str, Any]:
+    """Train one zoo architecture from its recipe and seed; save the checkpoint and update the manifest.
+
+    Parameters
+    ----------
+    name, dataset : str
+        Architecture (see :func:`list`) and dataset ("lesions" or "vessels").
+    seed : int
+        Seeds the initialisation (``torch.manual_seed``), the data order and the flips.
+    epochs : int, optional
+        Maximum epochs (default: the recipe's).
+    out_dir : path, optional
+        Where ``<dataset>/<name>.pt`` and ``manifest.json`` go (default: the zoo folder, see
+        :func:`load`).
+    progress : bool
+        Show a tqdm progress bar.
+    threads : int
+        ``torch.set_num_threads`` during training (restored afterwards).
+    data : object with ``images(split)`` and ``masks(split)``, optional
+        Use these splits instead of ``pdcr_lab.datasets.load(dataset)``.
+    save : bool
+        Write the checkpoint and manifest entry.
+
+    Returns
+    -------
+    dict
+        The metadata stored with the checkpoint, plus ``file`` and ``sha256`` when saved, or the
+        trained ``model`` when ``save=False``.
+
+    Notes
+    -----
+    Early stopping and model selection use the validation split only. The weights are stored in
+    float16; the recorded scores are computed after that rounding, so they are what :func:`load`
+    gives back.
+    """
+    r, dataset = recipe(name), check_dataset(dataset)
+    training = r.training_for(dataset)
+    if epochs is not None:
+        training = dataclasses.replace(training, epochs=epochs)
+    if data is None:
+        from pdcr_lab import datasets
+
+        data = datasets.load(dataset)
+    train_images = data.images("train")
+    with num_threads(threads):
+        torch.manual_seed(seed)
+        model = ZooModel(r.build(), name=name, mean=train_images.mean((0, 2, 3)).tolist(),
+                         std=train_images.std((0, 2, 3)).tolist())
+        history = fit(model, data, training, seed=seed, progress=progress, desc=f"{name}/{dataset}")
+        model.load_state_dict(_float(_half(model.state_dict())))  # score what is stored
+        val = evaluate(model, data.images("val"), data.masks("val"))
+        test = evaluate(model, data.images("test"), data.masks("test"))
+    metadata = {
+        "name": name, "dataset": dataset, "family": r.family, "paper": r.paper, "bias": r.bias,
+        "params": sum(p.numel() for p in model.parameters()), "recipe": r.as_dict(dataset) | {
+            "training": dataclasses.asdict(training)},
+        "seed": seed, "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+        "val_dice": val["dice"], "test_dice": test["dice"], "test_iou": test["iou"],
+        "test_dice_first": test["per_image_dice"][:N_RECORDED],
+        "train_seconds": round(history["train_seconds"], 1), "threads": threads,
+        "torch": str(torch.__version__), "platform": platform.machine(),
+        "history": [{k: round(v, 4) for k, v in h.items()} for h in history["history"]],
+    }
+    if not save:
+        return metadata | {"model": model}
+    folder = zoo_dir(out_dir)
+    path, digest = _save(model, r, dataset, metadata, folder)
+    manifest = read_manifest(folder)
+    manifest["models"][f"{dataset}/{name}"] = {
+        "file": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": path.stat().st_size,
+        "params": metadata["params"], "family": r.family, "paper": r.paper,
+        "test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4),
+        "test_dice_first": metadata["test_dice_first"], "val_dice": round(val["dice"], 4),
+        "epochs_run": metadata["epochs_run"], "train_seconds": metadata["train_seconds"], "seed": seed,
+        "images_per_s": round(throughput(model), 1),
+    }
+    _write_manifest(manifest, folder)
+    return metadata | {"file": str(path), "sha256": digest}
+
+
+def benchmark(names: builtins.list[str] | None = None, datasets: builtins.list[str] | None = None, *,
+              root: str | os.PathLike[str] | None = None, threads: int = 2, batch: int = 32,
+              update: bool = True) -> dict[str, float]:
+    """Re-measure the forward throughput (images/s at ``batch`` x 3 x 96 x 96, ``threads`` CPU threads)
+    of the manifest's checkpoints and (by default) write it back to the manifest."""
+    folder = zoo_dir(root)
+    manifest = read_manifest(folder)
+    out = {}
+    for key in builtins.list(manifest["models"]):
+        dataset, name = key.split("/")
+        if (names and name not in names) or (datasets and dataset not in datasets):
+            continue
+        model, _ = load(name, dataset, root=folder)
+        out[key] = round(throughput(model, batch=batch, threads=threads), 1)
+        manifest["models"][key]["images_per_s"] = out[key]
+    if update:
+        _write_manifest(manifest, folder)
+    return out

@@ -1,0 +1,160 @@
+"""Training loop and metrics of the zoo (CPU, deterministic from a seed)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ._base import ZooModel
+from ._registry import Training
+
+THRESHOLD = 0.5
+
+
+class SegmentationSplits(Protocol):
+    """What training needs from a dataset (``pdcr_lab.datasets.load`` returns one)."""
+
+    def images(self, split: str) -> torch.Tensor: ...  # (N, 3, H, W) float32 in [0, 1]
+
+    def masks(self, split: str) -> torch.Tensor: ...  # (N, H, W) bool
+
+
+@contextmanager
+def num_threads(threads: int) -> Iterator[None]:
+    """Temporarily set ``torch.set_num_threads``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU of boolean masks of shape (N, H, W).
+
+    An image where both the prediction and the ground truth are empty scores 1 (perfect agreement).
+    """
+    pred, target = pred.flatten(1).bool(), target.flatten(1).bool()
+    inter = (pred & target).sum(1).double()
+    total = pred.sum(1).double() + target.sum(1).double()
+    union = total - inter
+    empty = total == 0
+    dice = torch.where(empty, 1.0, 2 * inter / total.clamp(min=1))
+    iou = torch.where(empty, 1.0, inter / union.clamp(min=1))
+    return dice, iou
+
+
+@torch.no_grad()
+def predict(model: ZooModel, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Foreground probabilities (N, H, W) of an eval-mode ``model``."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x)[:, 0] for x in images.split(batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: ZooModel, images: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
+    """Mean Dice / IoU at threshold 0.5 (Dice per image, then averaged) and the per-image Dice."""
+    dice, iou = dice_iou(predict(model, images) > THRESHOLD, masks)
+    return {"dice": float(dice.mean()), "iou": float(iou.mean()), "per_image_dice": dice.tolist()}
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, training: Training) -> torch.Tensor:
+    """``bce_weight * BCE + dice_weight * (1 - soft Dice)``, the soft Dice taken per image."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    soft = (2 * (prob * target).sum(1) + 1) / (prob.sum(1) + target.sum(1) + 1)
+    return training.bce_weight * bce + training.dice_weight * (1 - soft).mean()
+
+
+def _flip(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal and vertical flips, drawn per image from ``gen``."""
+    for dim in (-1, -2):
+        pick = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(pick[:, None, None, None], x.flip(dim), x)
+        y = torch.where(pick[:, None, None, None], y.flip(dim), y)
+    return x, y
+
+
+def _schedule(training: Training, steps_per_epoch: int) -> Any:
+    warm, total = training.warmup * steps_per_epoch, training.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return factor
+
+
+def fit(model: ZooModel, data: SegmentationSplits, training: Training, *, seed: int = 0,
+        progress: bool = True, desc: str = "") -> dict[str, Any]:
+    """Train ``model`` in place with early stopping on the validation Dice; keep the best weights.
+
+    The data order and the flips come from a ``torch.Generator`` seeded with ``seed``; the test
+    split is never looked at. Returns the training history.
+    """
+    x_train, y_train = data.images("train"), data.masks("train").float().unsqueeze(1)
+    x_val, y_val = data.images("val"), data.masks("val")
+    gen = torch.Generator().manual_seed(seed)
+    steps = math.ceil(len(x_train) / training.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(training, steps))
+    best = {"dice": -1.0, "epoch": -1, "state": None}
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(range(training.epochs), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        losses = []
+        for idx in torch.randperm(len(x_train), generator=gen).split(training.batch_size):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            x, y = _flip(x_train[idx], y_train[idx], gen)
+            loss = loss_fn(model.logits(x), y, training)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if training.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        val = evaluate(model, x_val, y_val)["dice"]
+        history.append({"epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "val_dice": val})
+        if val > best["dice"]:
+            best = {"dice": val, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val:.3f}", best=f"{best['dice']:.3f}")
+        if epoch - best["epoch"] >= training.patience or not math.isfinite(history[-1]["loss"]):
+            break  # early stop (a diverged run also stops; the best weights are kept either way)
+    bar.close()
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {"best_epoch": best["epoch"], "epochs_run": len(history), "best_val_dice": best["dice"],
+            "history": history, "train_seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def throughput(model: ZooModel, *, batch: int = 32, size: int = 96, threads: int = 2, repeats: int = 5) -> float:
+    """Forward throughput in images/s (median of ``repeats`` timed batches, after one warm-up)."""
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    times = []
+    with num_threads(threads):
+        model(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return batch / sorted(times)[len(times) // 2]

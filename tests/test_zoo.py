@@ -1,0 +1,201 @@
+"""Tests of pdcr_lab.zoo: architectures, checkpoints, training, errors and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import pytest
+import torch
+
+from pdcr_lab import zoo
+from pdcr_lab.zoo import _cli, _training
+from pdcr_lab.zoo._ssm import selective_scan
+from pdcr_lab.zoo._store import read_manifest
+
+NAMES = zoo.list()
+MANIFEST = read_manifest()["models"]
+
+
+def test_registry_lists_twelve_architectures_of_five_families():
+    assert len(NAMES) == 12
+    assert {zoo.info(n)["family"] for n in NAMES} == {"cnn", "deep-cnn", "token-mlp", "transformer", "state-space"}
+    assert {"unet", "unetpp", "attention_unet", "segresnet", "segnet", "hrnet", "unext", "ukan", "segformer",
+            "swin_unet", "transunet", "vm_unet"} == set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_architecture_contract(name):
+    torch.manual_seed(0)  # fixed initialisation
+    model = zoo.build(name).eval()
+    params = sum(p.numel() for p in model.parameters())
+    assert 30_000 <= params <= 600_000, params
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (2, 1, 64, 64)
+        assert float(y.min()) >= 0 and float(y.max()) <= 1
+        assert torch.equal(y, model(x))  # deterministic in eval mode
+        assert model(torch.rand(1, 3, 96, 96)).shape == (1, 1, 96, 96)
+    stages = model.stages()
+    assert len(stages) >= 5 and set(stages.values()) <= set(zoo.ROLES)
+    assert {"encoder", "decoder"} & set(stages.values()) and "head" in stages.values()
+    for path in stages:
+        model.get_submodule(path)
+
+
+def test_stages_follow_the_forward_order():
+    stages = list(zoo.build("transunet").stages())
+    assert stages.index("net.enc1") < stages.index("net.bottleneck") < stages.index("net.dec1") < stages.index(
+        "net.head")
+    assert "net.bottleneck.blocks.0.mixer" in stages
+
+
+def test_input_checks():
+    model = zoo.build("unext")
+    with pytest.raises(ValueError, match="divisible by 32, got 48x64"):
+        model(torch.rand(1, 3, 48, 64))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\) tensor, got \(1, 1, 64, 64\)"):
+        model(torch.rand(1, 1, 64, 64))
+
+
+def naive_scan(u, delta, A, B, C, D):
+    """One token at a time, straight from the S6 recurrence."""
+    h = u.new_zeros(*u.shape[:3], A.shape[-1])
+    ys = []
+    for t in range(u.shape[-1]):
+        h = torch.exp(delta[..., t, None] * A) * h + (delta[..., t] * u[..., t])[..., None] * B[:, :, None, :, t]
+        ys.append((h * C[:, :, None, :, t]).sum(-1))
+    return torch.stack(ys, -1) + D[..., None] * u
+
+
+@pytest.mark.parametrize("length", [5, 8, 37])
+def test_selective_scan_matches_the_sequential_recurrence(length):
+    g = torch.Generator().manual_seed(length)
+    u, delta = torch.randn(2, 4, 3, length, generator=g), torch.rand(2, 4, 3, length, generator=g)
+    A = -torch.rand(4, 3, 5, generator=g) * 3
+    B, C = torch.randn(2, 4, 5, length, generator=g), torch.randn(2, 4, 5, length, generator=g)
+    D = torch.randn(4, 3, generator=g)
+    torch.testing.assert_close(selective_scan(u, delta, A, B, C, D), naive_scan(u, delta, A, B, C, D),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_selective_scan_is_causal():
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(1, 4, 2, 20, generator=g), torch.rand(1, 4, 2, 20, generator=g),
+            -torch.rand(4, 2, 3, generator=g), torch.randn(1, 4, 3, 20, generator=g),
+            torch.randn(1, 4, 3, 20, generator=g), torch.ones(4, 2)]
+    y = selective_scan(*args)
+    args[0] = args[0].clone()
+    args[0][..., 12] += 1.0
+    changed = (selective_scan(*args) - y).abs().amax((0, 1, 2)) > 0
+    assert not changed[:12].any() and changed[12:].all()
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", sorted(MANIFEST))
+def test_checkpoint_reproduces_its_recorded_test_dice(key):
+    from pdcr_lab import datasets
+
+    dataset, name = key.split("/")
+    entry = MANIFEST[key]
+    model, meta = zoo.load(name, dataset)  # verifies the sha256
+    assert not model.training
+    assert meta["sha256"] == entry["sha256"] and meta["params"] == entry["params"]
+    assert (zoo.zoo_dir() / entry["file"]).stat().st_size < 5_000_000
+    data = datasets.load(dataset)
+    n = len(entry["test_dice_first"])
+    probs = _training.predict(model, data.images("test")[:n])
+    dice, _ = _training.dice_iou(probs > 0.5, data.masks("test")[:n])
+    torch.testing.assert_close(dice, torch.tensor(entry["test_dice_first"], dtype=dice.dtype), atol=1e-3, rtol=0)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+class TinyData:
+    """Same interface as pdcr_lab.datasets.load(...): bright discs on a dark noisy background."""
+
+    def __init__(self, n=(8, 4, 4), size=32, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self._splits = {}
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        for split, count in zip(("train", "val", "test"), n):
+            centre = torch.randint(8, size - 8, (count, 2), generator=g)
+            masks = ((yy - centre[:, :1, None]) ** 2 + (xx - centre[:, 1:, None]) ** 2) < 36
+            images = 0.2 * torch.rand(count, 3, size, size, generator=g) + 0.6 * masks[:, None]
+            self._splits[split] = (images.float(), masks)
+
+    def images(self, split):
+        return self._splits[split][0]
+
+    def masks(self, split):
+        return self._splits[split][1]
+
+
+def test_early_stopping_restores_the_best_validation_epoch(monkeypatch):
+    scores = iter([0.2, 0.6, 0.4, 0.3, 0.5, 0.9])
+    snapshots = []
+
+    def scripted(model, images, masks):
+        snapshots.append(copy.deepcopy(model.state_dict()))
+        return {"dice": next(scores), "iou": 0.0, "per_image_dice": []}
+
+    monkeypatch.setattr(_training, "evaluate", scripted)
+    torch.manual_seed(0)
+    model = zoo.build("unext")
+    out = _training.fit(model, TinyData(), zoo.Training(epochs=6, patience=2, batch_size=4), progress=False)
+    assert out["epochs_run"] == 4 and out["best_epoch"] == 1 and out["best_val_dice"] == 0.6
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][key])
+
+
+def test_train_save_load_roundtrip_and_errors(tmp_path):
+    meta = zoo.train("unext", "lesions", epochs=1, out_dir=tmp_path, progress=False, data=TinyData())
+    assert meta["epochs_run"] == 1 and meta["best_epoch"] == 0 and 0 <= meta["test_dice"] <= 1
+    entry = read_manifest(tmp_path)["models"]["lesions/unext"]
+    assert entry["sha256"] == meta["sha256"] and entry["images_per_s"] > 0
+
+    model, loaded = zoo.load("unext", "lesions", root=tmp_path)
+    assert loaded["test_dice_first"] == meta["test_dice_first"] and loaded["seed"] == 0
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
+    data = TinyData()
+    dice, _ = _training.dice_iou(_training.predict(model, data.images("test")) > 0.5, data.masks("test"))
+    torch.testing.assert_close(dice.tolist(), meta["test_dice_first"], atol=1e-6, rtol=0)
+
+    # same seed, same recipe -> the same weights
+    again = zoo.train("unext", "lesions", epochs=1, progress=False, data=TinyData(), save=False)
+    for key, value in again["model"].state_dict().items():
+        torch.testing.assert_close(value, model.state_dict()[key])
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint for 'unet' on 'lesions'"):
+        zoo.load("unet", "lesions", root=tmp_path)
+    path = tmp_path / entry["file"]
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(zoo.ChecksumError, match="checksum mismatch for .*unext.pt: the manifest records sha256"):
+        zoo.load("unext", "lesions", root=tmp_path)
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown zoo model name='resnet'; known models: \['unet', 'segnet'"):
+        zoo.load("resnet", "lesions")
+    with pytest.raises(ValueError, match=r"unknown zoo dataset='brain'; the zoo is trained on: \['lesions', 'vessels'\]"):
+        zoo.load("unet", "brain")
+    with pytest.raises(ValueError, match="unknown zoo model"):
+        zoo.train("resnet", "lesions")
+
+
+def test_cli(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    _cli.add_subparser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["zoo", "train", "unet", "--dataset", "vessels", "--seed", "3", "--epochs", "2",
+                              "--out", str(tmp_path)])
+    assert (args.name, args.dataset, args.seed, args.epochs, args.func) == ("unet", "vessels", 3, 2, _cli._train)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["zoo", "train", "resnet", "--dataset", "vessels"])
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "models": {}}))
+    assert _cli.main(["zoo", "list", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "vm_unet" in out and "untrained" in out
+    assert _cli.main(["zoo", "benchmark", "--root", str(tmp_path)]) == 0
