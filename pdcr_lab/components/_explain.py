@@ -1,0 +1,524 @@
+"""PdCR on network components: :func:`explain_components`.
+
+A treatment do(A_l := a') replaces the output A_l of module l during the forward pass of the image
+being explained (METHOD.md section 8). Forward hooks do the replacement, so the model's code is
+not touched: for each row of a batch the hook swaps in that row's replacement, so many
+(unit, draw) treatments of several layers run in one forward pass. The replacement is the same
+module's activation on a donor image (``natural``: the donors are images of the dataset that are
+not being explained; draw d of unit u uses donor ``draw_table(seed, units, S + N, donors)[u, d]``),
+zero, or the donors' mean activation. Donor activations are computed once per call, in batched
+forward passes that record every requested layer, and kept on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from .._checks import as_image, as_mask, as_tensor, check_choice, check_float, check_int, describe
+from .._version import __version__
+from ..adapters import Activation, ModelAdapter
+from ..defaults import PAPER
+from ..engine import Roi, _evaluation, _progress_callback, auto_batch_size, parse_rois
+from ..estimator import screened_ate
+from ..interventions import block_grid, draw_table
+from ..outcomes import Outcome, get_outcome
+from ..schema import GRID_DIMS, effects_dataset, validate
+from ._discover import find_components
+from ._hooks import describe_output, hooked, rebuild, tensor_leaves
+
+__all__ = ["explain_components", "UNITS", "COMPONENT_INTERVENTIONS"]
+
+UNITS: tuple[str, ...] = ("module", "channels", "cells")
+COMPONENT_INTERVENTIONS: tuple[str, ...] = ("natural", "zero", "mean")
+Groups = int | Sequence[Sequence[int]] | Mapping[str, int | Sequence[Sequence[int]]]
+
+
+@dataclass
+class _Layer:
+    """One hooked layer: its factual outputs, the replacement sources and the unit masks, per call."""
+
+    path: str
+    factual: list[list[torch.Tensor]]  # [call][leaf] (1, ...) activations of the explained image
+    described: str  # the output's per-sample shape, for messages and the result
+    sources: list[list[torch.Tensor | None]] = field(default_factory=list)  # (N,...) donors, (1,...) mean, None zero
+    masks: list[list[torch.Tensor | None]] = field(default_factory=list)  # (units, broadcastable...) or None
+    groups: list[list[int]] | None = None  # channel groups (unit="channels")
+
+
+class _Surgery:
+    """The hook state: record the outputs of every layer, or replace planned rows of them."""
+
+    def __init__(self, paths: Sequence[str], natural: bool) -> None:
+        self.paths = list(paths)
+        self.natural = natural
+        self.layers: list[_Layer] = []
+        self.calls = [0] * len(paths)
+        self.record: list[list[tuple[str, list[torch.Tensor]]]] | None = None
+        self.plan: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self.batch = 0
+
+    def run(self, forward: Callable[[], Any], batch: int, *, record: bool = False, plan: dict | None = None) -> tuple[Any, Any]:
+        self.calls = [0] * len(self.paths)
+        self.record = [[] for _ in self.paths] if record else None
+        self.plan, self.batch = plan or {}, batch
+        try:
+            return forward(), self.record
+        finally:
+            self.record, self.plan = None, {}
+
+    def hook(self, index: int, output: Any) -> Any:
+        call = self.calls[index]
+        self.calls[index] += 1
+        if self.record is not None:
+            leaves = [t.detach().clone() for t in tensor_leaves(output)]  # clone: later in-place ops
+            self.record[index].append((describe_output(output), leaves))
+            return None
+        if index not in self.plan:
+            return None
+        layer = self.layers[index]
+        if call >= len(layer.masks):
+            raise ValueError(
+                f"layer {layer.path!r} ran {call + 1} times in a perturbed forward pass but only "
+                f"{len(layer.masks)} times on the explained image; its calls must not depend on the input"
+            )
+        leaves = [self._treat(layer, call, i, leaf, self.plan[index]) for i, leaf in enumerate(tensor_leaves(output))]
+        return rebuild(output, iter(leaves))
+
+    def _treat(self, layer: _Layer, call: int, i: int, leaf: torch.Tensor, plan: tuple) -> torch.Tensor:
+        rows, slots, donors = plan
+        if leaf.ndim == 0 or leaf.shape[0] != self.batch:
+            raise ValueError(f"layer {layer.path!r} output of shape {tuple(leaf.shape)} is not batch-major")
+        current = leaf[rows]
+        source = layer.sources[call][i]
+        if source is None:
+            value = torch.zeros((), dtype=leaf.dtype, device=leaf.device)
+        else:
+            value = source[donors] if self.natural else source
+        mask = layer.masks[call][i]
+        value = torch.where(mask[slots], value, current) if mask is not None else value.expand_as(current)
+        out = leaf.clone()
+        out[rows] = value.to(leaf.dtype)
+        return out
+
+
+def _channel_groups(groups: Groups, path: str, channels: int) -> list[list[int]]:
+    spec = groups
+    if isinstance(groups, Mapping):
+        if path not in groups:
+            raise ValueError(f"groups has no entry for layer {path!r}; it names {list(groups)}")
+        spec = groups[path]
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        count = check_int("groups", spec, minimum=1)
+        if count > channels:
+            raise ValueError(f"groups={count} is more than the {channels} channels of layer {path!r}")
+        return [part.tolist() for part in np.array_split(np.arange(channels), count)]
+    if not isinstance(spec, Sequence) or isinstance(spec, str) or not spec:
+        raise TypeError(f"groups must be an int, a list of channel lists or a dict of them, got {describe(spec)}")
+    out = []
+    for g, members in enumerate(spec):
+        members = [int(m) for m in np.atleast_1d(np.asarray(members, dtype=np.int64))]
+        if not members:
+            raise ValueError(f"groups[{g}] for layer {path!r} is empty")
+        bad = [m for m in members if not 0 <= m < channels]
+        if bad:
+            raise ValueError(
+                f"groups[{g}] holds channel {bad[0]}, out of range for layer {path!r} with {channels} channels (0..{channels - 1})"
+            )
+        out.append(members)
+    return out
+
+
+def _channel_mask(groups: list[list[int]], leaf: torch.Tensor, path: str) -> torch.Tensor:
+    """(G, ...) masks selecting each group's channels: dim 1 of (B, C, h, w) and (B, C), last of (B, L, C)."""
+    if leaf.ndim not in (2, 3, 4):
+        raise ValueError(f"unit='channels' needs (B, C), (B, L, C) or (B, C, h, w) outputs; layer {path!r} gives {describe(leaf)}")
+    channels = leaf.shape[-1] if leaf.ndim == 3 else leaf.shape[1]
+    mask = torch.zeros(len(groups), channels, dtype=torch.bool)
+    for g, members in enumerate(groups):
+        mask[g, members] = True
+    shape = {2: (len(groups), channels), 3: (len(groups), 1, channels), 4: (len(groups), channels, 1, 1)}[leaf.ndim]
+    return mask.reshape(shape)
+
+
+def _span(index: int, block: int, size: int, image_size: int) -> tuple[int, int]:
+    """Feature rows [start, stop) whose footprint overlaps input rows [index*b, (index+1)*b)."""
+    start = min(index * block * size // image_size, size - 1)
+    stop = -(-(index + 1) * block * size // image_size)
+    return start, max(stop, start + 1)
+
+
+def _cell_mask(leaf: torch.Tensor, block: int, image_hw: tuple[int, int], path: str) -> torch.Tensor:
+    """(Gy*Gx, 1, h, w) masks: the feature cells under each input block, at this output's stride."""
+    if leaf.ndim != 4:
+        raise ValueError(f"unit='cells' needs (B, C, h, w) feature maps; layer {path!r} gives {describe(leaf)}")
+    (h, w), (fh, fw) = image_hw, leaf.shape[-2:]
+    rows = torch.zeros(h // block, fh, dtype=torch.bool)
+    cols = torch.zeros(w // block, fw, dtype=torch.bool)
+    for masks, size, image_size in ((rows, fh, h), (cols, fw, w)):
+        for i in range(masks.shape[0]):
+            masks[i, slice(*_span(i, block, size, image_size))] = True
+    cells = rows[:, None, :, None] & cols[None, :, None, :]
+    return cells.reshape(-1, 1, fh, fw)
+
+
+def _resolve_layers(model: nn.Module, layers: Any, names: list[str], main: list[str]) -> list[str]:
+    if layers is None:
+        layers = main or names
+        if not layers:
+            raise ValueError("found no components in the model; name them with layers=[module paths]")
+    paths = [layers] if isinstance(layers, str) else list(layers)
+    if not paths:
+        raise ValueError(f"layers is empty; name module paths, e.g. from the model's components {names}")
+    modules = dict(model.named_modules())
+    for path in paths:
+        if not isinstance(path, str) or path not in modules:
+            raise ValueError(f"layers: {path!r} is not a module of the model; its components are {names}")
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"layers has duplicates: {paths}")
+    return paths
+
+
+def _check_layer(path: str, calls: list[tuple[str, list[torch.Tensor]]], unit: str, names: list[str]) -> None:
+    if not calls:
+        raise ValueError(
+            f"layer {path!r} did not run in the model's forward pass (containers such as nn.ModuleList are "
+            f"never called themselves: name their elements); components that run: {names}"
+        )
+    for described, leaves in calls:
+        if not leaves:
+            raise TypeError(
+                f"layer {path!r} returns {described}, which holds no tensor; component effects replace a "
+                "module's tensor output (a tensor, or a tuple / list / dict of tensors)"
+            )
+        bad = [t for t in leaves if t.ndim == 0 or t.shape[0] != 1]
+        if bad:
+            raise ValueError(
+                f"layer {path!r} returns {describe(bad[0])} for one image: its first dim is not the batch, "
+                "so a treatment cannot replace one image's activation; name a module with a batch-major output"
+            )
+        if unit == "channels" and len(leaves) != 1:
+            raise TypeError(
+                f"unit='channels' needs a layer that returns one tensor; layer {path!r} returns {described}. "
+                "Use unit='module' (it replaces every tensor of the output) or name the submodule of one branch"
+            )
+
+
+def _prepare_layers(
+    surgery: _Surgery, record: list, *, unit: str, groups: Groups, block: int, image_hw: tuple[int, int],
+    device: torch.device, names: list[str],
+) -> int:
+    """Check the recorded factual outputs, build every layer's unit masks; returns the units per layer."""
+    for path, calls in zip(surgery.paths, record):
+        _check_layer(path, calls, unit, names)
+        surgery.layers.append(_Layer(path, [leaves for _, leaves in calls], calls[0][0]))
+    for layer in surgery.layers:
+        if unit == "channels":
+            leaf = layer.factual[0][0]
+            layer.groups = _channel_groups(groups, layer.path, leaf.shape[-1] if leaf.ndim == 3 else leaf.shape[1])
+            layer.masks = [[_channel_mask(layer.groups, t, layer.path).to(device) for t in leaves] for leaves in layer.factual]
+        elif unit == "cells":
+            layer.masks = [[_cell_mask(t, block, image_hw, layer.path).to(device) for t in leaves] for leaves in layer.factual]
+        else:
+            layer.masks = [[None] * len(leaves) for leaves in layer.factual]
+    if unit == "cells":
+        return (image_hw[0] // block) * (image_hw[1] // block)
+    counts = {layer.path: len(layer.groups) for layer in surgery.layers if layer.groups is not None}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"every layer must get the same number of channel groups (they share the unit dim), got {counts}")
+    return next(iter(counts.values()), 1)
+
+
+def _donor_activations(
+    surgery: _Surgery, adapter: ModelAdapter, donors: torch.Tensor, size: int, device: torch.device
+) -> list[list[list[torch.Tensor]]]:
+    """[layer][call][leaf] activations of all donors, recorded in batched forward passes."""
+    parts: list[list[list[list[torch.Tensor]]]] = [[] for _ in surgery.layers]  # [layer][chunk][call][leaf]
+    for start in range(0, donors.shape[0], size):
+        chunk = donors[start : start + size].to(device)
+        _, record = surgery.run(lambda: adapter.logits(chunk), chunk.shape[0], record=True)
+        for layer, calls, part in zip(surgery.layers, record, parts):
+            expected = [[(chunk.shape[0], *t.shape[1:]) for t in leaves] for leaves in layer.factual]
+            if [[tuple(t.shape) for t in leaves] for _, leaves in calls] != expected:
+                raise ValueError(
+                    f"layer {layer.path!r} gives the donors activations of another structure or shape than the "
+                    f"explained image's {layer.described}; donors must be images like the explained one"
+                )
+            part.append([leaves for _, leaves in calls])
+    return [
+        [[torch.cat([chunk[c][i] for chunk in part]) for i in range(len(leaves))] for c, leaves in enumerate(layer.factual)]
+        for layer, part in zip(surgery.layers, parts)
+    ]
+
+
+@contextlib.contextmanager
+def _progress(progress: bool | Callable[[int, int], None]) -> Iterator[Callable[[int, int], None] | None]:
+    """The engine's progress callback (a tqdm bar for ``True``), closed on exit."""
+    callback, bar = _progress_callback(progress)
+    try:
+        yield callback
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _donors(donors: Any, intervention: str, image: torch.Tensor) -> torch.Tensor | None:
+    if intervention == "zero":
+        return None
+    if donors is None:
+        raise ValueError(
+            f"intervention={intervention!r} needs donors=(N, C, H, W) images of the dataset that are not being "
+            "explained, e.g. pdcr_lab.datasets.load('lesions').images('train')[:32]"
+        )
+    tensor = as_tensor("donors", donors)
+    if tensor.ndim != 4 or tuple(tensor.shape[1:]) != tuple(image.shape) or tensor.shape[0] < 1:
+        raise ValueError(f"donors must have shape (N, {', '.join(map(str, image.shape))}) like the image, got {describe(donors)}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError("donors contain NaN or Inf values; expected finite pixel values")
+    return tensor
+
+
+def explain_components(
+    model: nn.Module,
+    image: Any,
+    *,
+    roi: Roi,
+    target: Any = None,
+    layers: str | Sequence[str] | None = None,
+    unit: str = "module",
+    intervention: str = "natural",
+    donors: Any = None,
+    groups: Groups = 4,
+    block: int = PAPER.block,
+    coarse: int = PAPER.coarse,
+    fine: int = PAPER.fine,
+    tau: float = PAPER.tau,
+    seed: int = 0,
+    outcome: str | Outcome = "dice",
+    threshold: float = PAPER.threshold,
+    class_index: int | None = None,
+    output_key: str | int | None = None,
+    activation: Activation = "auto",
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+) -> xr.Dataset:
+    """PdCR effects of network components (layers, channel groups, feature cells) on an RoI.
+
+    ATE(l) = E_a'[ M(f(X) with A_l := a') ] - M(f(X)), estimated with the paper's coarse-to-fine
+    screening (METHOD.md sections 3 and 8). Same sign convention as :func:`pdcr_lab.explain`:
+    negative = the factual activation supports the RoI's segmentation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        As in :func:`pdcr_lab.explain`; put in eval mode for the call and restored afterwards.
+    image : Tensor or array (C, H, W)
+        Float pixel values in [0, 1].
+    roi, target
+        As in :func:`pdcr_lab.explain`.
+    layers : str or list of str, optional
+        Module paths (``model.get_submodule`` names). None: the main components of
+        :func:`pdcr_lab.components.find_components` (declared ``stages()`` when the model has them).
+    unit : {"module", "channels", "cells"}
+        What one treatment replaces: the whole output of a layer; one channel group of it; or the
+        feature cells under one input b x b block (the rows/columns of the feature map whose
+        footprint overlaps the block at that layer's stride; at strides above b, neighbouring
+        blocks share feature cells). Cells under the RoI's blocks are never perturbed, as in
+        :func:`pdcr_lab.explain`.
+    intervention : {"natural", "zero", "mean"}
+        ``natural``: the layer's activation on a donor image (stochastic, S + N draws);
+        ``zero``: zeros; ``mean``: the donors' mean activation (one forward per unit each).
+    donors : Tensor (N, C, H, W), optional
+        Images of the same dataset that are not being explained (required for natural / mean),
+        e.g. ``pdcr_lab.datasets.load("lesions").images("train")[:32]``.
+    groups : int, list of channel lists, or dict layer -> either
+        Channel groups of ``unit="channels"``: k contiguous near-equal groups, or explicit lists.
+        Every layer must get the same number of groups (they share the ``unit`` dim).
+    block : int
+        Input block side of ``unit="cells"`` (must tile the image); recorded otherwise.
+    coarse, fine, tau, outcome, threshold, class_index, seed, device, batch_size, progress
+        As in :func:`pdcr_lab.explain`.
+    output_key, activation, normalize
+        How to read the model (:class:`pdcr_lab.adapters.ModelAdapter`).
+
+    Returns
+    -------
+    xarray.Dataset
+        The effects schema with a ``layer`` dim (coords ``layer_role``, ``layer_output``): ``ate``
+        over (layer,) for modules, (layer, unit) for channel groups, (layer, block_y, block_x) for
+        cells (then with ``roi_block``); ``attrs["method"] == "pdcr_components"``.
+
+    Notes
+    -----
+    Outputs that are tuples, lists or dicts of tensors: ``unit="module"`` replaces every tensor in
+    them by the donor's (HRNet's list of branches is replaced as a whole), ``"cells"`` replaces the
+    cells of every (B, C, h, w) tensor at its own stride, ``"channels"`` is refused (which tensor's
+    channels would be ambiguous). Outputs without tensors, or whose first dim is not the batch
+    (window-partitioned tokens), are refused. A module called several times in one forward pass has
+    every call replaced, call k by the donor's call k.
+    ``forwards`` counts the factual pass, one pass per donor image and every treatment.
+
+    Examples
+    --------
+    >>> import torch, pdcr_lab
+    >>> from pdcr_lab.components import explain_components
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 1, 1), torch.nn.Sigmoid())
+    >>> image = torch.rand(1, 16, 16)
+    >>> ds = explain_components(net, image, roi=(4, 4, 8, 8), layers=["0", "1"], intervention="zero")
+    >>> ds.ate.dims, ds.layer.values.tolist()
+    (('layer',), ['0', '1'])
+    """
+    adapter = ModelAdapter(model, output_key, activation, class_index, check_float("threshold", threshold), normalize)
+    image = as_image("image", image)
+    c, h, w = image.shape
+    unit = check_choice("unit", unit, UNITS)
+    intervention = check_choice("intervention", intervention, COMPONENT_INTERVENTIONS)
+    block = check_int("block", block, minimum=1)
+    if unit == "cells" and (h % block or w % block):
+        raise ValueError(f"block={block} does not tile the {h}x{w} image; unit='cells' maps each input block to feature cells")
+    coarse, fine = check_int("coarse", coarse, minimum=0), check_int("fine", fine, minimum=1)
+    tau, seed = check_float("tau", tau, minimum=0.0), check_int("seed", seed, minimum=0)
+    size = None if batch_size is None else check_int("batch_size", batch_size, minimum=1)
+    outcome_fn = get_outcome(outcome)
+    rois, boxes, multi = parse_rois(roi, (h, w))
+    target_mask = None if target is None else as_mask("target", target, (h, w))
+    donor_images = _donors(donors, intervention, image)
+    device = torch.device(device) if device is not None else adapter.device()
+
+    components = find_components(model, image)
+    names = [comp.path for comp in components]
+    paths = _resolve_layers(model, layers, names, [comp.path for comp in components if comp.main])
+    roles = {comp.path: comp.role for comp in components}
+
+    gy, gx = h // block, w // block
+    roi_blocks = block_grid(rois.float().unsqueeze(1), block).amax(dim=(-1, -2, -3)) > 0  # (R, Gy, Gx)
+    y0, x0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
+    y1, x1 = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
+    natural = intervention == "natural"
+    surgery = _Surgery(paths, natural)
+    modules = [model.get_submodule(p) for p in paths]
+    with _progress(progress) as callback, _evaluation(model, device), hooked(modules, surgery.hook):
+        image_dev = image.to(device)
+        try:
+            factual, record = surgery.run(lambda: adapter.logits(image_dev.unsqueeze(0)), 1, record=True)
+        except RuntimeError as exc:
+            raise ValueError(f"the model failed on the image of shape {tuple(image.shape)}: {exc}") from exc
+        adapter.check_output(factual, (h, w))
+        crop_out = factual[..., y0:y1, x0:x1]
+        roi_crop = rois[:, y0:y1, x0:x1].to(device)
+        target_crop = adapter.binary(crop_out)[0] if target_mask is None else target_mask[y0:y1, x0:x1].to(device, factual.dtype)
+        m0 = outcome_fn(adapter.prediction(crop_out, outcome_fn.needs), target_crop, roi_crop)[0]
+
+        slots = _prepare_layers(surgery, record, unit=unit, groups=groups, block=block, image_hw=(h, w), device=device,
+                                names=names)
+
+        size = size or auto_batch_size((c, h, w), device)
+        n_donors = 0 if donor_images is None else donor_images.shape[0]
+        activations = None if donor_images is None else _donor_activations(surgery, adapter, donor_images, size, device)
+        for index, layer in enumerate(surgery.layers):  # natural: every donor; mean: their mean; zero: None
+            if activations is None:
+                layer.sources = [[None] * len(leaves) for leaves in layer.factual]
+            else:
+                layer.sources = [[t if natural else t.mean(dim=0, keepdim=True) for t in leaves] for leaves in activations[index]]
+        n_units = len(paths) * slots
+        table = torch.from_numpy(draw_table(seed, n_units, coarse + fine, n_donors)).to(device) if natural else None
+
+        def evaluate(units: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+            units, draws = units.to(device), draws.to(device)
+            layer_of, slot = units // slots, units % slots
+            donor = table[units, draws] if table is not None else None
+            plan = {}
+            for index in torch.unique(layer_of).tolist():
+                rows = torch.nonzero(layer_of == index).flatten()
+                plan[index] = (rows, slot[rows], None if donor is None else donor[rows])
+            batch = image_dev.unsqueeze(0).repeat(units.shape[0], 1, 1, 1)
+            out, _ = surgery.run(lambda: adapter.logits(batch), units.shape[0], plan=plan)
+            return outcome_fn(adapter.prediction(out[..., y0:y1, x0:x1], outcome_fn.needs), target_crop, roi_crop)
+
+        if unit == "cells":
+            candidates = np.tile(~roi_blocks.reshape(len(rois), -1).numpy(), (1, len(paths)))
+            if not candidates.any():
+                raise ValueError("the RoI covers every block of the image: there are no cells to intervene on")
+        else:
+            candidates = np.ones((len(rois), n_units), dtype=bool)
+        est = screened_ate(evaluate, candidates, m0.double().cpu().numpy(), coarse=coarse, fine=fine, tau=tau,
+                           stochastic=natural, batch_size=size, progress=callback)
+
+    attrs = {
+        "method": "pdcr_components",
+        "pdcr_lab_version": __version__,
+        "component_unit": unit,
+        "intervention": intervention,
+        "layers": json.dumps(paths),
+        "groups": json.dumps({layer.path: layer.groups for layer in surgery.layers}) if unit == "channels" else "none",
+        "block": block,
+        "coarse": coarse,
+        "fine": fine,
+        "tau": tau,
+        "seed": seed,
+        "outcome": outcome_fn.name,
+        "units": outcome_fn.units,
+        "target_source": "prediction" if target is None else "ground_truth",
+        "threshold": adapter.threshold,
+        "class_index": int(adapter.class_index or 0),
+        "activation": activation,
+        "output_key": "none" if output_key is None else str(output_key),
+        "normalize": "none" if normalize is None else json.dumps([list(map(float, v)) for v in normalize]),
+        "donors_id": "none" if donor_images is None else hashlib.sha1(donor_images.numpy().tobytes()).hexdigest()[:12],
+        "donors_size": n_donors,
+        "image_height": h,
+        "image_width": w,
+        "image_channels": c,
+        "device": str(device),
+    }
+    inner = {"module": (), "channels": ("unit",), "cells": GRID_DIMS}[unit]
+    shape = (len(rois), len(paths), *({"module": (), "channels": (slots,), "cells": (gy, gx)}[unit]))
+    values = {
+        "ate": est.ate.reshape(shape),
+        "ate_raw": est.ate_raw.reshape(shape),
+        "stderr": est.stderr.reshape(shape),
+        "n_draws": est.n_draws.reshape(shape),
+        "screened": est.screened.reshape(shape),
+    }
+    grid = (gy, gx) if unit == "cells" else (1, 1)
+    placeholders = {k: np.zeros((len(rois), *grid), dtype=v.dtype) for k, v in values.items()}
+    if unit == "cells":
+        placeholders["roi_block"] = roi_blocks.numpy()
+    m0_values, masks = m0.double().cpu().numpy(), rois.numpy()
+    if not multi:
+        placeholders = {k: v[0] for k, v in placeholders.items()}
+        values = {k: v[0] for k, v in values.items()}
+        m0_values, masks, boxes = m0_values[0], masks[0], boxes[0]
+    ds = effects_dataset(
+        placeholders,
+        m0=m0_values,
+        forwards=1 + n_donors + est.forwards,
+        roi_mask=masks,
+        roi_box=boxes,
+        attrs=attrs,
+        roi_labels=list(range(len(rois))) if multi else None,
+    )
+    lead = ("roi",) if multi else ()
+    for name, array in values.items():
+        ds[name] = ((*lead, "layer", *inner), array, ds[name].attrs)
+    if unit != "cells":
+        ds = ds.drop_vars(["block_y", "block_x", "y_start", "x_start"])
+    ds = ds.assign_coords(
+        layer=paths,
+        layer_role=("layer", [roles.get(p, "module") for p in paths]),
+        layer_output=("layer", [layer.described for layer in surgery.layers]),
+    )
+    if unit == "channels":
+        ds = ds.assign_coords(unit=np.arange(slots))
+    return validate(ds)
