@@ -1,0 +1,59 @@
+"""Faithfulness of explanations: deletion/insertion curves, the randomisation check, planted causes.
+
+- :func:`deletion_insertion`: curves of the RoI outcome as the blocks a map ranks most supportive
+  are replaced (deletion) or restored (insertion), under several replacement policies, batched.
+- :func:`randomization_check`: the map must change when the model's weights are re-initialised.
+- :func:`planted_benchmark`: attribution accuracy (AUROC / AUPRC) against a planted cause.
+- :func:`faithfulness_benchmark`, :func:`summarize`, :func:`write_table`: the comparison of PdCR
+  with the baselines on the zoo (``pdcr-lab benchmark faithfulness``).
+
+Every definition is written in the docstring of the module that implements it.
+"""
+
+from ._benchmark import default_methods, faithfulness_benchmark, random_ranking, summarize, write_table
+from ._curves import CURVES, POLICIES, curve_auc, deletion_insertion, random_map, ranking, support_scores
+from ._planted import (
+    TASKS,
+    GateOracle,
+    PlantedNet,
+    attribution_accuracy,
+    auroc,
+    average_precision,
+    load_planted,
+    make_planted,
+    planted_benchmark,
+    planted_models,
+    save_planted,
+    train_planted,
+)
+from ._sanity import randomization_check, randomize_weights, rank_correlation
+
+__all__ = [
+    "CURVES",
+    "POLICIES",
+    "TASKS",
+    "GateOracle",
+    "PlantedNet",
+    "attribution_accuracy",
+    "auroc",
+    "average_precision",
+    "curve_auc",
+    "default_methods",
+    "deletion_insertion",
+    "faithfulness_benchmark",
+    "load_planted",
+    "make_planted",
+    "planted_benchmark",
+    "planted_models",
+    "random_map",
+    "random_ranking",
+    "randomization_check",
+    "randomize_weights",
+    "rank_correlation",
+    "ranking",
+    "save_planted",
+    "summarize",
+    "support_scores",
+    "train_planted",
+    "write_table",
+]

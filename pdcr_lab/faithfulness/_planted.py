@@ -1,0 +1,434 @@
+"""Planted-cause tasks: the correct RoI segmentation depends, by construction, on a distant marker.
+
+Two generated tasks on 64 x 64 RGB images (block 8, an 8 x 8 grid), with a grey textured background:
+
+* ``gate``: one bright blob near the centre and, with probability 1/2, a red 8 x 8 marker in one
+  of the four corner blocks. The blob is foreground **iff the marker is present**. A blue 8 x 8
+  distractor always sits in another corner block (the model must tell colours apart).
+* ``switch``: two blobs (left, right) and a 16 x 16 marker (2 x 2 blocks) in the top block rows,
+  red or green: red -> the left blob is foreground, green -> the right one. A blue 16 x 16 distractor
+  sits in the bottom rows. The marker spans four blocks, so no single block decides the answer
+  (redundancy: one-block interventions see a weaker effect than the marker has).
+
+The planted cause of an RoI on a foreground blob is the marker. Attribution accuracy of a map on the
+block grid (:func:`attribution_accuracy`): scores |ate| over the blocks, positives = blocks
+overlapping the marker, negatives = blocks that overlap neither the marker, a blob nor the RoI (blob
+blocks are left out: the blob's own context legitimately matters and is not part of the planted
+truth). Reported as AUROC (:func:`auroc`, ties count 1/2) and AUPRC (:func:`average_precision`,
+ties count against the method).
+
+Models: :class:`PlantedNet` (a small U-Net with a global-max-pool context branch, trained per task in
+seconds on a CPU; checkpoints in ``data/planted/`` with a SHA-256 manifest) and, for ``gate``,
+:class:`GateOracle`, a hand-built model whose answer is known exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from scipy import ndimage
+from torch import nn
+
+from .._checks import check_choice, check_int
+from ..banks import PatchBank
+from ..rois import boundary_roi
+
+__all__ = [
+    "TASKS",
+    "PlantedSet",
+    "make_planted",
+    "PlantedNet",
+    "GateOracle",
+    "train_planted",
+    "load_planted",
+    "save_planted",
+    "planted_models",
+    "auroc",
+    "average_precision",
+    "attribution_accuracy",
+    "planted_benchmark",
+    "PLANTED_DIR",
+]
+
+TASKS: tuple[str, ...] = ("gate", "switch")
+SIZE = 64
+BLOCK = 8
+PLANTED_DIR = Path(__file__).resolve().parents[2] / "data" / "planted"
+_RED, _GREEN, _BLUE = np.array([0.9, 0.12, 0.1]), np.array([0.1, 0.8, 0.15]), np.array([0.1, 0.15, 0.9])
+
+
+@dataclass
+class PlantedSet:
+    """Images (N, 3, H, W) float32, masks (N, H, W) bool, and per image the planted cause (N, H, W)
+    bool, the blobs (N, H, W) bool and the marker's label (``present``: the answer switch)."""
+
+    task: str
+    images: torch.Tensor
+    masks: torch.Tensor
+    cause: torch.Tensor
+    blobs: torch.Tensor
+    present: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def bank(self, per_image: int = 20, seed: int = 0) -> PatchBank:
+        """Natural blocks cut from these images (use a split that is not explained)."""
+        return PatchBank.from_images(self.images, block=BLOCK, per_image=per_image, seed=seed)
+
+
+def _disc(cy: float, cx: float, r: float) -> np.ndarray:
+    y, x = np.mgrid[:SIZE, :SIZE]
+    return np.hypot(y - cy, x - cx) <= r
+
+
+def _square(row: int, col: int, side: int) -> np.ndarray:
+    m = np.zeros((SIZE, SIZE), dtype=bool)
+    m[row : row + side, col : col + side] = True
+    return m
+
+
+def _draw(task: str, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    noise = ndimage.gaussian_filter(rng.normal(0, 1, (3, SIZE, SIZE)), (0, 2, 2))
+    noise = noise / (noise.std() + 1e-9)
+    image = 0.35 + 0.06 * noise + rng.uniform(-0.05, 0.05)
+    tone = np.array([0.78, 0.74, 0.68]) * rng.uniform(0.9, 1.1)
+    corners = [(0, 0), (0, SIZE - BLOCK), (SIZE - BLOCK, 0), (SIZE - BLOCK, SIZE - BLOCK)]
+    if task == "gate":
+        blob = _disc(*rng.uniform(26, 38, 2), rng.uniform(8, 12))
+        blobs = blob
+        where = rng.permutation(4)
+        present = bool(rng.random() < 0.5)
+        marker = _square(*corners[where[0]], BLOCK)
+        distractor = _square(*corners[where[1]], BLOCK)
+        colour = _RED
+        target = blob if present else np.zeros_like(blob)
+        cause = marker if present else np.zeros_like(marker)
+        paint = [(blobs, tone), (distractor, _BLUE)] + ([(marker, colour)] if present else [])
+    else:
+        left = _disc(rng.uniform(24, 40), rng.uniform(14, 20), rng.uniform(7, 10))
+        right = _disc(rng.uniform(24, 40), rng.uniform(44, 50), rng.uniform(7, 10))
+        blobs = left | right
+        present = bool(rng.random() < 0.5)  # True: red marker, the left blob is foreground
+        side = 2 * BLOCK
+        marker = _square(0, BLOCK * int(rng.integers(0, SIZE // BLOCK - 1)), side)
+        distractor = _square(SIZE - side, BLOCK * int(rng.integers(0, SIZE // BLOCK - 1)), side)
+        colour = _RED if present else _GREEN
+        target = left if present else right
+        cause = marker
+        paint = [(blobs, tone), (distractor, _BLUE), (marker, colour)]
+    for region, rgb in paint:
+        shade = rgb[:, None, None] * (1 + 0.06 * noise)
+        image = np.where(region[None], shade, image)
+    image = ndimage.gaussian_filter(image, (0, 0.6, 0.6))
+    return np.clip(image, 0, 1).astype(np.float32), target, cause, blobs, present
+
+
+def make_planted(task: str, n: int, *, seed: int = 0) -> PlantedSet:
+    """Generate `n` images of a planted-cause task, reproducibly from `seed`."""
+    check_choice("task", task, TASKS)
+    n = check_int("n", n, minimum=1)
+    rng = np.random.default_rng([seed, TASKS.index(task)])
+    draws = [_draw(task, rng) for _ in range(n)]
+    images, masks, cause, blobs, present = (np.stack(v) for v in zip(*draws))
+    return PlantedSet(task, torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(cause),
+                      torch.from_numpy(blobs), present.astype(bool))
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False))
+
+
+class PlantedNet(nn.Module):
+    """A small U-Net (64 -> 8 px) whose bottleneck also sees a global max-pool of its input.
+
+    The context branch lets the 8 x 8 bottleneck read a marker anywhere in the image, which a plain
+    receptive field of this depth would reach only partly. ``forward`` returns probabilities,
+    ``logits`` the pre-sigmoid scores (the zoo's convention).
+    """
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.enc1 = nn.Sequential(_conv(3, w), _conv(w, w))
+        self.enc2 = _conv(w, 2 * w)
+        self.enc3 = _conv(2 * w, 2 * w)
+        self.enc4 = _conv(2 * w, 2 * w)
+        self.context = nn.AdaptiveMaxPool2d(1)
+        self.bottleneck = _conv(4 * w, 2 * w)
+        self.dec3 = _conv(4 * w, 2 * w)
+        self.dec2 = _conv(4 * w, w)
+        self.dec1 = _conv(2 * w, w)
+        self.head = nn.Conv2d(w, 1, 1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x - 0.5)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        e4 = self.enc4(F.max_pool2d(e3, 2))
+        g = self.context(e4).expand_as(e4)
+        b = self.bottleneck(torch.cat([e4, g], 1))
+        d3 = self.dec3(torch.cat([F.interpolate(b, scale_factor=2.0), e3], 1))
+        d2 = self.dec2(torch.cat([F.interpolate(d3, scale_factor=2.0), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0), e1], 1))
+        return self.head(d1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+class GateOracle(nn.Module):
+    """The ``gate`` task solved by hand: bright pixels are foreground iff a corner block is red.
+
+    A fixed 1 x 1 convolution ``colour`` gives redness R - (G + B) / 2 and brightness (R + G + B) / 3;
+    gate = sigmoid(s * (max over the four corner blocks of the mean redness - 0.3)),
+    pixel = sigmoid(s * (brightness - 0.6)), output = pixel * gate. Only the marker block decides the
+    gate; the blue distractor has negative redness. ``colour`` is a real layer (for Grad-CAM and the
+    randomisation check).
+    """
+
+    def __init__(self, sharpness: float = 30.0) -> None:
+        super().__init__()
+        self.sharpness = sharpness
+        self.colour = nn.Conv2d(3, 2, 1, bias=False)
+        self.colour.weight.data = torch.tensor([[1.0, -0.5, -0.5], [1 / 3, 1 / 3, 1 / 3]]).reshape(2, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, b = self.sharpness, BLOCK
+        features = self.colour(x)
+        red, bright = features[:, 0], features[:, 1:]
+        corners = torch.stack([red[:, :b, :b], red[:, :b, -b:], red[:, -b:, :b], red[:, -b:, -b:]], 1)
+        gate = torch.sigmoid(s * (corners.mean(dim=(2, 3)).amax(dim=1) - 0.3))
+        return torch.sigmoid(s * (bright - 0.6)) * gate[:, None, None, None]
+
+
+def train_planted(task: str, *, seed: int = 0, n_train: int = 1500, steps: int = 300, batch: int = 32,
+                  lr: float = 3e-3, width: int = 16) -> tuple[PlantedNet, dict[str, Any]]:
+    """Train a :class:`PlantedNet` on a task (BCE + soft Dice, Adam); returns the model and its recipe."""
+    check_choice("task", task, TASKS)
+    data = make_planted(task, n_train, seed=seed + 1000)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PlantedNet(width)
+        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
+        g = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(0, n_train, (batch,), generator=g)
+            x, y = data.images[idx], data.masks[idx].float().unsqueeze(1)
+            z = model.logits(x)
+            p = torch.sigmoid(z)
+            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+            loss = F.binary_cross_entropy_with_logits(z, y) + dice
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    model.eval()
+    recipe = {"task": task, "seed": seed, "n_train": n_train, "steps": steps, "batch": batch, "lr": lr, "width": width,
+              "loss": "BCE + soft Dice", "optimiser": "Adam, one-cycle schedule"}
+    return model, recipe
+
+
+def _test_dice(model: nn.Module, task: str) -> float:
+    test = make_planted(task, 200, seed=7)
+    with torch.no_grad():
+        pred = model(test.images)[:, 0] > 0.5
+    inter = (pred & test.masks).sum().item()
+    return float(2 * inter / (pred.sum().item() + test.masks.sum().item() + 1e-10))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_planted(model: PlantedNet, recipe: Mapping[str, Any], *, folder: Path = PLANTED_DIR) -> Path:
+    """Write a compact float16 checkpoint ``<task>.pt`` and record its SHA-256 in ``MANIFEST.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    task = str(recipe["task"])
+    buffer = io.BytesIO()
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, buffer)
+    data = buffer.getvalue()
+    path = folder / f"{task}.pt"
+    _atomic_write(path, data)
+    manifest_path = folder / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    loaded = _build(data, recipe)
+    manifest[task] = {**dict(recipe), "file": path.name, "sha256": _sha256(data), "bytes": len(data),
+                      "test_dice": round(_test_dice(loaded, task), 4)}
+    _atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are shared data
+    os.replace(tmp, path)
+
+
+def _build(data: bytes, recipe: Mapping[str, Any]) -> PlantedNet:
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = PlantedNet(int(recipe.get("width", 16)))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval()
+
+
+def load_planted(task: str, *, folder: Path = PLANTED_DIR) -> tuple[PlantedNet, dict[str, Any]]:
+    """Load the committed checkpoint of a task after checking its SHA-256 against the manifest."""
+    check_choice("task", task, TASKS)
+    folder = Path(folder)
+    manifest_path = folder / "MANIFEST.json"
+    if not manifest_path.exists() or task not in json.loads(manifest_path.read_text()):
+        raise FileNotFoundError(
+            f"no planted checkpoint for task={task!r} in {folder}; train one with "
+            "`pdcr-lab benchmark faithfulness --train-planted` (or train_planted + save_planted)"
+        )
+    meta = json.loads(manifest_path.read_text())[task]
+    data = (folder / meta["file"]).read_bytes()
+    digest = _sha256(data)
+    if digest != meta["sha256"]:
+        raise ValueError(f"{folder / meta['file']} has SHA-256 {digest[:12]}... but MANIFEST.json records "
+                         f"{meta['sha256'][:12]}...; the checkpoint was changed, retrain it")
+    return _build(data, meta), meta
+
+
+def planted_models(task: str, *, folder: Path = PLANTED_DIR) -> dict[str, nn.Module]:
+    """The models of a task: the trained ``planted_net`` and, for ``gate``, the hand-built ``oracle``."""
+    models: dict[str, nn.Module] = {"planted_net": load_planted(task, folder=folder)[0]}
+    if task == "gate":
+        models["oracle"] = GateOracle().eval()
+    return models
+
+
+# -- attribution accuracy ------------------------------------------------------------------------
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties count 1/2.
+
+    NaN when there is no positive or no negative.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)  # average ranks: ties count 1/2
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the precision-recall curve as average precision: the mean, over the positives, of
+    the precision among all items scored at least as high as that positive (ties count against).
+
+    NaN when there is no positive.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
+    if not labels.any():
+        return float("nan")
+    at_least = (scores[None, :] >= scores[labels][:, None])  # (P, N): items ranked at or above each positive
+    precision = (at_least & labels[None, :]).sum(1) / at_least.sum(1)
+    return float(precision.mean())
+
+
+def attribution_accuracy(ds: xr.Dataset, cause: Any, blobs: Any) -> tuple[float, float]:
+    """(AUROC, AUPRC) of |ate| on the block grid against the planted cause (see the module notes)."""
+    block = int(ds.attrs["block"])
+    grid = (ds.sizes["block_y"], ds.sizes["block_x"])
+
+    def blocks_of(mask: np.ndarray) -> np.ndarray:
+        return np.asarray(mask, dtype=bool).reshape(grid[0], block, grid[1], block).any(axis=(1, 3))
+
+    positive = blocks_of(np.asarray(cause))
+    roi = np.asarray(ds["roi_block"].values, dtype=bool)
+    usable = positive | ~(blocks_of(np.asarray(blobs)) | roi)
+    usable &= ~roi
+    scores = np.abs(np.asarray(ds["ate"].values, dtype=np.float64))[usable]
+    return auroc(scores, positive[usable]), average_precision(scores, positive[usable])
+
+
+Explainer = Callable[..., xr.Dataset]
+
+
+def planted_benchmark(
+    methods: Mapping[str, Explainer],
+    *,
+    tasks: Sequence[str] = TASKS,
+    n_images: int = 3,
+    seed: int = 0,
+    folder: Path = PLANTED_DIR,
+    progress: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """Attribution accuracy of every method on every planted task and model.
+
+    Parameters
+    ----------
+    methods : mapping name -> callable(model, image, *, roi, target, bank, seed) -> effects Dataset
+        The explainers (``pdcr_lab.faithfulness.default_methods`` gives the benchmark's set).
+    tasks : sequence of {"gate", "switch"}
+    n_images : int
+        Test images per task, the first ones of the seeded test split whose RoI has a planted cause
+        (``gate``: the marker is present).
+    seed : int
+        Seed of every explainer (shared by all methods).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``auroc`` and ``auprc`` with dims (task, model, image, method).
+    """
+    n_images = check_int("n_images", n_images, minimum=1)
+    records: dict[tuple[str, str, int, str], tuple[float, float]] = {}
+    failures: dict[str, str] = {}
+    model_names: list[str] = []
+    for task in tasks:
+        check_choice("tasks", task, TASKS)
+        bank = make_planted(task, 60, seed=seed + 500).bank(seed=seed)
+        pool = make_planted(task, 8 * n_images, seed=seed + 100)
+        chosen = [i for i in range(len(pool)) if pool.cause[i].any() and pool.masks[i].any()][:n_images]
+        for model_name, model in planted_models(task, folder=folder).items():
+            model_names += [model_name] if model_name not in model_names else []
+            for j, i in enumerate(chosen):
+                roi = boundary_roi(pool.masks[i], size=16, block=BLOCK)
+                for name, explainer in methods.items():
+                    if progress is not None:
+                        progress(f"planted {task} {model_name} image {j} {name}")
+                    try:
+                        ds = explainer(model, pool.images[i], roi=roi, target=pool.masks[i], bank=bank, seed=seed)
+                    except (ValueError, TypeError) as exc:  # a method that does not apply to this model
+                        failures[f"{task}/{model_name}/{name}"] = str(exc)
+                        continue
+                    records[(task, model_name, j, name)] = attribution_accuracy(ds, pool.cause[i], pool.blobs[i])
+    shape = (len(tasks), len(model_names), n_images, len(methods))
+    out = {k: np.full(shape, np.nan) for k in ("auroc", "auprc")}
+    for (task, model_name, j, name), (a, p) in records.items():
+        at = (list(tasks).index(task), model_names.index(model_name), j, list(methods).index(name))
+        out["auroc"][at], out["auprc"][at] = a, p
+    dims = ("task", "model", "image", "method")
+    return xr.Dataset(
+        {k: (dims, v) for k, v in out.items()},
+        coords={"task": list(tasks), "model": model_names, "image": np.arange(n_images), "method": list(methods)},
+        attrs={"seed": seed, "block": BLOCK, "image_size": SIZE, "failures": json.dumps(failures),
+               "definition": "AUROC/AUPRC of |ate| on the block grid; positives: marker blocks; "
+                             "negatives: blocks overlapping neither the marker, a blob nor the RoI"},
+    )

@@ -1,0 +1,318 @@
+"""Faithfulness metrics pinned to hand-computed toy answers, naive loops and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch import nn
+
+from pdcr_lab.baselines import gradcam, occlusion
+from pdcr_lab.faithfulness import (
+    GateOracle,
+    attribution_accuracy,
+    auroc,
+    average_precision,
+    curve_auc,
+    deletion_insertion,
+    faithfulness_benchmark,
+    load_planted,
+    make_planted,
+    random_ranking,
+    randomization_check,
+    randomize_weights,
+    rank_correlation,
+    ranking,
+    summarize,
+    write_table,
+)
+from pdcr_lab.faithfulness._planted import PLANTED_DIR
+from pdcr_lab.schema import empty_effects
+from pdcr_lab.testing import dice_points
+
+
+class Columns(nn.Module):
+    """Image (1, 4, 20), block 4: a 1 x 5 grid whose block 0 is the RoI.
+
+    RoI columns 0-2 are foreground iff block 1 is bright, column 3 iff block 2 is; blocks 3 and 4
+    do nothing. With the target = the whole RoI and p foreground columns, DSC = 2p / (p + 4).
+    """
+
+    def forward(self, x):
+        b1 = x[:, 0, :, 4:8].mean(dim=(1, 2))
+        b2 = x[:, 0, :, 8:12].mean(dim=(1, 2))
+        out = torch.zeros(x.shape[0], 1, 4, 20)
+        out[:, 0, :, 0:3] = torch.sigmoid(50 * (b1 - 0.5))[:, None, None]
+        out[:, 0, :, 3] = torch.sigmoid(50 * (b2 - 0.5))[:, None]
+        return out
+
+
+ROI_MASK = np.zeros((4, 20), bool)
+ROI_MASK[:, :4] = True
+
+
+def column_map(values, method="map", sign=1):
+    ds = empty_effects((1, 5), 4, method=method, support_sign=sign)
+    ds["ate"][:] = np.array([values], float)
+    ds["ate_raw"][:] = ds["ate"]
+    ds["roi_block"][:] = np.array([[True, False, False, False, False]])
+    ds["roi_mask"][:] = ROI_MASK
+    return ds
+
+
+@pytest.fixture
+def columns():
+    return Columns(), torch.ones(1, 4, 20)
+
+
+def test_deletion_insertion_equal_the_hand_computed_curves(columns):
+    model, image = columns
+    maps = {"good": column_map([0, 4, 3, 2, 1]), "bad": column_map([0, 1, 2, 3, 4])}
+    res = deletion_insertion(model, image, maps, target=ROI_MASK, policies=["zero"], batch_size=3)
+    # good ranking 1,2,3,4: deletion keeps p = 4, 1, 0, 0, 0 columns -> DSC 1, 2/5, 0, 0, 0
+    good, bad = res.sel({"method": "good"}), res.sel({"method": "bad"})
+    np.testing.assert_allclose(good.outcome.sel(curve="deletion")[0], [100, 40, 0, 0, 0], atol=1e-4)
+    np.testing.assert_allclose(good.outcome.sel(curve="insertion")[0], [0, 600 / 7, 100, 100, 100], atol=1e-4)
+    # AUC = 1/4 * (1/2 + 2/5) = 0.225 and 1/4 * (6/7 + 1 + 1 + 1/2) = 0.8392857
+    assert float(good.auc.sel(policy="zero", curve="deletion")) == pytest.approx(0.225, abs=1e-6)
+    assert float(good.auc.sel(policy="zero", curve="insertion")) == pytest.approx(0.8392857, abs=1e-6)
+    assert float(bad.auc.sel(policy="zero", curve="deletion")) == pytest.approx(0.8392857, abs=1e-6)
+    assert float(bad.auc.sel(policy="zero", curve="insertion")) == pytest.approx(0.225, abs=1e-6)
+    assert list(res.method.values) == ["good", "bad", "random"] and float(res.m0) == 100.0
+    np.testing.assert_array_equal(res.blocks.values, [0, 1, 2, 3, 4])
+
+
+def test_subsampled_steps_and_pdcr_sign(columns):
+    model, image = columns
+    pdcr_like = column_map([0, -4, -3, 0, 0], method="pdcr", sign=-1)  # most negative first
+    res = deletion_insertion(model, image, pdcr_like, target=ROI_MASK, policies=["zero"], steps=3, random_control=False)
+    np.testing.assert_array_equal(res.blocks.values, [0, 2, 4])
+    np.testing.assert_allclose(res.outcome.sel(curve="deletion")[0, 0], [100, 0, 0], atol=1e-4)
+    assert float(res.auc.sel(curve="deletion")[0, 0]) == pytest.approx(0.25)  # x = 0, 1/2, 1 and y = 1, 0, 0
+
+
+def test_curve_auc_definition():
+    assert curve_auc(np.array([0, 0.5, 1]), np.array([100.0, 50.0, 0.0])) == pytest.approx(0.5)
+    assert curve_auc(np.linspace(0, 1, 11), np.full(11, 100.0)) == pytest.approx(1.0)
+
+
+def test_ranking_ties_follow_one_seeded_permutation():
+    flat = column_map([0, 0, 0, 0, 0])
+    assert sorted(ranking(flat, seed=1)) == [1, 2, 3, 4]
+    assert list(ranking(flat, seed=1)) == list(ranking(column_map([0, 0, 0, 0, 0], method="other"), seed=1))
+    assert list(ranking(column_map([0, 1, 5, 5, 2]), seed=0))[-2:] == [4, 1]
+    assert list(ranking(column_map([0, -1, -5, 3, 0], sign=-1), seed=0))[:2] == [2, 1]
+
+
+def naive_curves(model, image, order, fill, target, roi, ks):
+    """One forward per step, by hand: deletion and insertion outcomes for a ranking at the steps `ks`."""
+    c, h, w = image.shape
+    out = {"deletion": [], "insertion": []}
+    block = 4
+    cand = [p for p in range(64) if not roi[(p // 8) * block, (p % 8) * block]]
+    for k in ks:
+        for curve in out:
+            x = image.clone()
+            replaced = order[:k] if curve == "deletion" else [p for p in cand if p not in order[:k]]
+            for p in replaced:
+                ys, xs = (p // 8) * block, (p % 8) * block
+                x[:, ys : ys + block, xs : xs + block] = fill[:, ys : ys + block, xs : xs + block]
+            with torch.no_grad():
+                pred = (model(x[None])[:, 0] > 0.5).float()
+            out[curve].append(float(dice_points(pred, target, torch.from_numpy(roi).float())[0]))
+    return out
+
+
+@pytest.mark.parametrize("policy", ["natural", "blur"])
+def test_batched_curves_equal_a_naive_loop(policy, tiny_net, image, small_bank):
+    target = torch.zeros(32, 32)
+    target[8:20, 8:20] = 1
+    ds = occlusion(tiny_net, image, roi=(12, 12, 8, 8), block=4)
+    res = deletion_insertion(tiny_net, image, ds, target=target, policies=[policy], bank=small_bank, batch_size=17,
+                             random_control=False, steps=13)
+    from pdcr_lab.baselines._common import replacement_image
+
+    fill = replacement_image(policy, image, 4, bank=small_bank, seed=0)
+    ks = [int(k) for k in res.blocks.values]
+    expected = naive_curves(tiny_net, image, list(ranking(ds)), fill, target, ds.roi_mask.values, ks)
+    for curve in ("deletion", "insertion"):
+        np.testing.assert_allclose(res.outcome.sel(curve=curve)[0, 0], expected[curve], atol=1e-3)
+    assert np.ptp(expected["deletion"]) > 1, "the toy must have real effects"
+
+
+def test_batch_size_does_not_change_the_curves(tiny_net, image, small_bank):
+    ds = occlusion(tiny_net, image, roi=(12, 12, 8, 8), block=4)
+    a = deletion_insertion(tiny_net, image, ds, bank=small_bank, batch_size=5, steps=9)
+    b = deletion_insertion(tiny_net, image, ds, bank=small_bank, batch_size=256, steps=9)
+    xr.testing.assert_allclose(a, b)
+    assert list(a.policy.values) == ["natural", "zero", "blur"]
+
+
+def test_curves_refuse_bad_maps(columns, tiny_net, image):
+    model, col_image = columns
+    wrong = empty_effects((2, 2), 4)
+    grid_error = r"maps\['wrong'\] has a 2x2 block grid \(block=4\) but the 4x20 image with block=4 needs 1x5"
+    with pytest.raises(ValueError, match=grid_error):
+        deletion_insertion(model, col_image, {"pdcr": column_map([0, 1, 2, 3, 4]), "wrong": wrong}, target=ROI_MASK,
+                           policies=["zero"])
+    nan = column_map([0, 1, np.nan, 3, 4], method="gradcam")
+    with pytest.raises(ValueError, match=r"maps\['gradcam'\] has 1 NaN or Inf values in 'ate'"):
+        deletion_insertion(model, col_image, nan, target=ROI_MASK, policies=["zero"])
+    with pytest.raises(ValueError, match=r"policies='noise' is not supported"):
+        deletion_insertion(model, col_image, column_map([0, 1, 2, 3, 4]), target=ROI_MASK, policies=["noise"])
+    with pytest.raises(ValueError, match=r"intervention='natural' needs bank=PatchBank"):
+        deletion_insertion(model, col_image, column_map([0, 1, 2, 3, 4]), target=ROI_MASK)
+    two = occlusion(tiny_net, image, roi=[(12, 12, 8, 8), (0, 0, 4, 4)], block=4)
+    with pytest.raises(ValueError, match=r"has extra dims \['roi'\]"):
+        deletion_insertion(tiny_net, image, two, policies=["zero"])
+    other = occlusion(tiny_net, image, roi=(0, 0, 4, 4), block=4)
+    with pytest.raises(ValueError, match=r"explains another RoI"):
+        deletion_insertion(tiny_net, image, {"a": two.isel(roi=0), "b": other}, policies=["zero"])
+    with pytest.raises(TypeError, match=r"maps must be an effects Dataset"):
+        deletion_insertion(tiny_net, image, 3, policies=["zero"])
+
+
+def test_rank_correlation_conventions():
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([0, 0, 0], [0, 0, 0]) == 1.0  # equal constant maps: nothing changed
+    assert rank_correlation([0, 0, 0], [1, 2, 3]) == 0.0  # a constant map shares no ordering
+
+
+def test_randomize_weights_is_seeded_and_leaves_the_model(tiny_net):
+    before = [p.clone() for p in tiny_net.parameters()]
+    state = torch.random.get_rng_state()
+    a, b = randomize_weights(tiny_net, seed=1), randomize_weights(tiny_net, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert all(torch.equal(p, q) for p, q in zip(before, tiny_net.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not any(torch.equal(p, q) for p, q in zip(a.parameters(), tiny_net.parameters()))
+
+
+def test_randomization_check_separates_model_dependent_maps(tiny_net, image):
+    good = randomization_check(gradcam, tiny_net, image, roi=(12, 12, 8, 8), block=4)
+    assert bool(good.passed) and abs(float(good.spearman)) < 0.5
+    blind = randomization_check(random_ranking, tiny_net, image, roi=(12, 12, 8, 8), block=4)
+    assert float(blind.spearman) == 1.0 and not bool(blind.passed)  # ignores the model: must fail
+    assert blind.attrs["method"] == "random"
+
+
+def test_auroc_and_average_precision_by_hand():
+    scores, labels = np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0], bool)
+    assert auroc(scores, labels) == pytest.approx(0.75)  # 3 of the 4 (positive, negative) pairs in order
+    assert average_precision(scores, labels) == pytest.approx((1 + 2 / 3) / 2)
+    assert auroc(np.array([1.0, 1.0]), np.array([1, 0], bool)) == 0.5  # a tie counts 1/2
+    assert average_precision(np.array([1.0, 1.0]), np.array([1, 0], bool)) == 0.5  # ties count against
+    assert np.isnan(auroc(scores, np.zeros(4, bool)))
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    s, y = rng.random(50), rng.random(50) < 0.3
+    assert auroc(s, y) == pytest.approx(sklearn.roc_auc_score(y, s))
+    assert average_precision(s, y) == pytest.approx(sklearn.average_precision_score(y, s))
+
+
+def test_planted_tasks_are_built_as_documented():
+    gate = make_planted("gate", 24, seed=3)
+    assert gate.images.shape == (24, 3, 64, 64) and gate.images.dtype == torch.float32
+    for i in range(24):
+        assert bool(gate.masks[i].any()) == bool(gate.present[i]) == bool(gate.cause[i].any())
+        if gate.present[i]:
+            assert int(gate.cause[i].sum()) == 64  # one 8x8 block
+    switch = make_planted("switch", 12, seed=3)
+    assert all(int(c.sum()) == 256 for c in switch.cause)  # 2 x 2 blocks
+    assert torch.equal(make_planted("gate", 4, seed=3).images, gate.images[:4])
+
+
+def test_attribution_accuracy_of_the_oracle_is_perfect():
+    from pdcr_lab.rois import boundary_roi
+
+    data = make_planted("gate", 12, seed=5)
+    i = int(np.flatnonzero(data.present)[0])
+    roi = boundary_roi(data.masks[i], size=16, block=8)
+    ds = occlusion(GateOracle(), data.images[i], roi=roi, target=data.masks[i])
+    assert attribution_accuracy(ds, data.cause[i], data.blobs[i]) == (1.0, 1.0)
+    flat = ds.copy(deep=True)
+    flat["ate"][:] = 0
+    area, precision = attribution_accuracy(flat, data.cause[i], data.blobs[i])
+    assert area == 0.5 and precision < 0.1  # all tied: the one marker block sits behind every negative
+
+
+def test_planted_checkpoints_match_their_manifest(tmp_path):
+    if not (PLANTED_DIR / "MANIFEST.json").exists():
+        pytest.skip("planted checkpoints not trained")
+    manifest = json.loads((PLANTED_DIR / "MANIFEST.json").read_text())
+    for task, meta in manifest.items():
+        model, loaded = load_planted(task)
+        assert loaded["sha256"] == meta["sha256"] and meta["test_dice"] > 0.9
+    shutil.copytree(PLANTED_DIR, tmp_path / "planted")
+    with open(tmp_path / "planted" / "gate.pt", "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ValueError, match=r"gate.pt has SHA-256 .* but MANIFEST.json records"):
+        load_planted("gate", folder=tmp_path / "planted")
+    with pytest.raises(FileNotFoundError, match=r"no planted checkpoint for task='gate'"):
+        load_planted("gate", folder=tmp_path / "empty")
+
+
+class Tiny3(nn.Module):
+    """A random 3-channel CNN for the benchmark plumbing (96 x 96 images)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Conv2d(3, 4, 3, padding=2, dilation=2)
+        self.b = nn.Conv2d(4, 1, 5, padding=2)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+
+    def forward(self, x):
+        return torch.sigmoid(self.b(torch.tanh(self.a(x - 0.5))) + 0.3)
+
+
+def test_benchmark_plumbing_table_and_file(tmp_path, monkeypatch):
+    from pdcr_lab import zoo
+
+    def load(name, dataset):
+        if name == "absent":
+            raise FileNotFoundError("no checkpoint")
+        return Tiny3().eval(), {"images_per_s": 1.0 if name == "slow" else 100.0}
+
+    monkeypatch.setattr(zoo, "load", load)
+    def wrap(explainer):
+        return lambda m, x, *, roi, target=None, bank=None, seed=0: explainer(m, x, roi=roi, target=target, seed=seed)
+
+    methods = {"occlusion_zero": wrap(occlusion), "gradcam": wrap(gradcam), "random": wrap(random_ranking)}
+    res = faithfulness_benchmark(models=["tiny", "absent", "slow"], datasets=["lesions"], images=[0, 1],
+                                 methods=methods, steps=5, sanity_images=1, min_images_per_s=10)
+    assert res.auc.dims == ("model", "dataset", "image", "method", "policy", "curve")
+    assert res.auc.shape == (1, 1, 2, 3, 3, 2) and np.isfinite(res.auc.values).all()
+    assert json.loads(res.attrs["missing"]) == ["absent/lesions"]
+    assert json.loads(res.attrs["skipped"]) == ["slow/lesions (1.0 images/s)"]
+    assert res.spearman.sel({"method": "random"}).values.ravel().tolist() == [1.0]
+    summary = summarize(res, n_boot=200)
+    cell = {"model": "tiny", "dataset": "lesions", "method": "gradcam", "metric": "deletion_zero"}
+    mean, lo, hi = summary.summary.sel(cell).values
+    assert lo <= mean <= hi
+    path = write_table(res, summary, tmp_path / "table.md", command="test")
+    text = path.read_text()
+    assert "## Overall: lesions" in text and "absent/lesions" in text and "| gradcam |" in text
+    assert "slow/lesions" in text and "randomised map constant" in text
+
+
+def test_cli_writes_the_result_and_the_table(tmp_path, monkeypatch):
+    from pdcr_lab import zoo
+    from pdcr_lab.cli import main
+
+    monkeypatch.setattr(zoo, "load", lambda name, dataset: (Tiny3().eval(), {}))
+    out, table = tmp_path / "faithfulness.nc", tmp_path / "table.md"
+    argv = ["benchmark", "faithfulness", "--models", "tiny", "--datasets", "lesions", "--images", "0", "1",
+            "--fine", "2", "--rise-masks", "10", "--misure-steps", "2", "--steps", "3", "--sanity-images", "0",
+            "--planted-images", "0", "--out", str(out), "--table", str(table), "--quiet"]
+    assert main(argv) == 0
+    result = xr.open_dataset(out, engine="h5netcdf")
+    assert set(result["method"].values) >= {"pdcr", "gradcam", "misure", "rise", "random"}
+    assert result.summary.dims == ("model", "dataset", "method", "metric", "stat")
+    assert "--fine 2" in result.attrs["command"] and "## Per model" in table.read_text()
