@@ -1,0 +1,50 @@
+"""Perceptual strategies of effect maps: local, global and sequential (METHOD.md section 8).
+
+* :func:`descriptors`: how the effect mass of each map lies around its RoI (radial profile and d50,
+  spread, anisotropy, support/harm balance, alignment with image structure, the path leading away
+  from the RoI), vectorised over the stack dims.
+* :func:`classify`: a label per map (``local``, ``global``, ``sequential``, ``mixed`` or
+  ``no effect``) with a confidence, by the documented :class:`StrategyThresholds`.
+* :func:`path_task`, :class:`ConnectivityModel`, :class:`GlobalContrastModel`: a generated task and
+  hand-built models whose strategy is known by construction; they validate the labels
+  (``tests/test_strategies.py``).
+* :func:`explain_zoo`, :func:`label_maps`, :func:`summarize`, :func:`format_table`: the zoo report
+  (``pdcr-lab strategies``): shares and descriptors with bootstrap intervals per architecture and
+  dataset, and the shift between datasets.
+
+Examples
+--------
+>>> import pdcr_lab
+>>> ds = pdcr_lab.schema.empty_effects(grid=(12, 12), block=8)
+>>> ds["roi_block"][5:7, 5:7] = True
+>>> ds["ate"][5, 7:12] = -20.0          # a chain of supporting blocks leading away from the RoI
+>>> out = pdcr_lab.strategies.classify(ds)
+>>> str(out.label.values), float(out.d50)
+('sequential', 3.0)
+"""
+
+from ._classify import LABELS, STRATEGIES, THRESHOLDS, StrategyThresholds, classify
+from ._descriptors import DESCRIPTORS, descriptors, effect_grid, structure_blocks
+from ._report import ReportSettings, explain_zoo, format_table, label_maps, summarize
+from ._tasks import ConnectivityModel, GlobalContrastModel, PathTask, path_task
+
+__all__ = [
+    "DESCRIPTORS",
+    "LABELS",
+    "STRATEGIES",
+    "THRESHOLDS",
+    "ConnectivityModel",
+    "GlobalContrastModel",
+    "PathTask",
+    "ReportSettings",
+    "StrategyThresholds",
+    "classify",
+    "descriptors",
+    "effect_grid",
+    "explain_zoo",
+    "format_table",
+    "label_maps",
+    "path_task",
+    "structure_blocks",
+    "summarize",
+]

@@ -1,0 +1,471 @@
+"""Descriptors of the spatial layout of an effect map around its RoI (METHOD.md section 8).
+
+Every descriptor is computed from the raw, signed map ``ate`` (outcome units, METHOD.md section 4),
+the RoI blocks, and optionally a structure mask, for every map of a dataset at once: the leading
+stack dims (``model``, ``dataset``, ``image``, ``roi``, ``method``, ...) are carried through by
+:func:`xarray.apply_ufunc` and the numpy kernels work on ``(..., block_y, block_x)`` arrays, so no
+Python loop runs over maps. Notation, for one map on a grid of blocks p = (row, col):
+
+* w(p) = |ATE(p)| outside the RoI (RoI blocks are 0 by the schema), W = sum_p w(p): the effect mass.
+* C = the candidate (non-RoI) blocks, n_C = |C|.
+* d(p) = min over RoI blocks q of ||p - q||_2, the distance in blocks between block centres
+  (1 for an edge neighbour of the RoI, sqrt(2) for a diagonal one, 0 inside the RoI).
+* Connectivity is 8-neighbour connectivity on the block grid; a set is "connected to the RoI" when
+  it is reached from the RoI blocks by steps between 8-neighbours inside the set.
+* Strong blocks: w(p) > 0 and w(p) >= path_level * max_q w(q). The *path component* K is the set of
+  blocks connected to the RoI inside the 3 x 3 morphological closing of (strong blocks + RoI): the
+  closing bridges gaps of one or two blocks, which PdCR leaves in a chain wherever the structure is
+  redundant (a thick vessel straddling two block rows survives the replacement of either block).
+
+Only ratios of masses (shares, entropies, balances) are scale-free; masses are kept in outcome units.
+Maps without any effect (W = 0) get NaN for every scale-free descriptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..schema import GRID_DIMS, PIXEL_DIMS, STACK_DIMS, stack, validate
+
+__all__ = ["DESCRIPTORS", "descriptors", "effect_grid", "structure_blocks"]
+
+#: Defaults of :func:`descriptors`, shared with :class:`~pdcr_lab.strategies.StrategyThresholds`
+#: (which documents why): the near radius in blocks, and the fraction of the map's largest |ATE| a
+#: block needs to be *strong* (to join the RoI's path component).
+DEFAULT_NEAR = 2.5
+DEFAULT_PATH_LEVEL = 0.1
+
+#: Descriptor name -> (long name, units). ``"DSC points"`` is replaced by the map's own units.
+DESCRIPTORS: dict[str, tuple[str, str]] = {
+    "mass": ("effect mass W = sum |ATE| outside the RoI", "outcome"),
+    "support": ("S = sum of |ATE| over blocks with ATE < 0 (blocks that support the RoI)", "outcome"),
+    "harm": ("H = sum of ATE over blocks with ATE > 0 (blocks that hurt the RoI)", "outcome"),
+    "balance": ("signed balance (S - H) / (S + H): +1 all support, -1 all harm", "1"),
+    "radial_mass": ("effect mass in the distance ring k - 1 < d <= k", "outcome"),
+    "d50": ("distance from the RoI (blocks) within which half of the mass lies", "blocks"),
+    "d50_uniform": ("d50 of a map with equal mass on every candidate block", "blocks"),
+    "d50_rel": ("d50 / d50_uniform: about 1 for mass spread evenly, near 0 for mass next to the RoI", "1"),
+    "mean_distance": ("mass-weighted mean distance sum w d / W", "blocks"),
+    "near_share": ("share of the mass within the near radius (d <= near)", "1"),
+    "nonzero_fraction": ("fraction of candidate blocks with ATE != 0", "1"),
+    "n_eff": ("effective number of blocks exp(-sum p log p), p = w / W", "blocks"),
+    "n_eff_fraction": ("n_eff / n_C", "1"),
+    "anisotropy": ("1 - l_min / l_max of the mass-weighted second moment around the RoI centre", "1"),
+    "structure_share": ("share of the mass on structure blocks connected to the RoI", "1"),
+    "structure_chance": ("share of candidate blocks on structure connected to the RoI (chance level)", "1"),
+    "path_mass": ("share of the mass in the RoI-connected component of strong blocks", "1"),
+    "path_near_share": ("share of the mass in that component within the near radius (d <= near)", "1"),
+    "path_blocks": ("number of blocks in the RoI-connected component of strong blocks", "blocks"),
+    "path_extent": ("largest distance d from the RoI of a block of that component with an effect", "blocks"),
+    "path_far_share": ("share of that component's mass beyond the near radius (d > near)", "1"),
+    "path_steps": ("largest number of 8-neighbour steps from the RoI inside that component", "blocks"),
+    "path_linearity": ("path_steps / path_blocks: 1 for a thin chain, ~1/(pi r) for a blob of radius r", "1"),
+    "path_on_structure": ("fraction of that component's blocks on structure connected to the RoI", "1"),
+}
+
+# -- input checks ---------------------------------------------------------------------------------
+def _label_of(da: xr.DataArray, index: tuple[int, ...]) -> str:
+    """Human-readable position of one map in the stack dims, for error messages."""
+    parts = []
+    for dim, i in zip(da.dims, index):
+        value = da[dim].values[i] if dim in da.coords else i
+        parts.append(f"{dim}={value.item() if isinstance(value, np.generic) else value!r}")
+    return "{" + ", ".join(parts) + "}" if parts else "the map"
+
+
+def _bad_maps(flags: xr.DataArray, limit: int = 4) -> str:
+    index = np.argwhere(np.asarray(flags))
+    names = [_label_of(flags, tuple(int(v) for v in row)) for row in index[:limit]]
+    more = f" and {len(index) - limit} more" if len(index) > limit else ""
+    return ", ".join(names) + more
+
+
+def _as_dataset(effects: Any, dim: str) -> xr.Dataset:
+    """A Dataset of maps; a sequence or mapping of results must share one grid, then is stacked."""
+    if isinstance(effects, xr.Dataset):
+        return effects
+    if isinstance(effects, Mapping):
+        labels, items = list(effects.keys()), list(effects.values())
+    elif isinstance(effects, Sequence) and not isinstance(effects, (str, bytes)):
+        items = list(effects)
+        labels = list(range(len(items)))
+    else:
+        raise TypeError(f"effects must be an effects Dataset or a list/dict of them, got {type(effects).__name__}")
+    if not items or not all(isinstance(item, xr.Dataset) for item in items):
+        raise TypeError("effects must be a non-empty list/dict of effects Datasets")
+    grids = [(item.sizes.get("block_y"), item.sizes.get("block_x"), item.attrs.get("block")) for item in items]
+    if len(set(grids)) > 1:
+        described = sorted({f"{gy}x{gx} blocks of {b} px" for gy, gx, b in grids})
+        raise ValueError(
+            f"maps of different grids were mixed in one call: {described}; "
+            "describe each grid separately (descriptors compare distances in blocks)"
+        )
+    return stack(items, dim=dim, labels=labels)
+
+
+def _check_grid(ds: xr.Dataset) -> None:
+    """Refuse stacks of maps that do not share one block grid."""
+    for key in ("block", "image_height", "image_width"):
+        if key in ds.coords and ds.coords[key].ndim > 0 and np.unique(np.asarray(ds.coords[key])).size > 1:
+            values = sorted({str(v) for v in np.asarray(ds.coords[key]).ravel()})
+            raise ValueError(
+                f"maps of different grids were mixed in one call: {key!r} takes the values {values}; "
+                "describe each grid separately (descriptors compare distances in blocks)"
+            )
+    missing = ds["ate"].isnull()
+    if bool(missing.any()):
+        bad = missing.any(GRID_DIMS)
+        raise ValueError(
+            f"'ate' has NaN blocks in the maps {_bad_maps(bad)}: maps of different grids were mixed "
+            "(stacking pads the smaller grid with NaN) or a map is incomplete; describe each grid separately"
+        )
+
+
+def _roi_blocks(ds: xr.Dataset) -> xr.DataArray:
+    """The RoI on the block grid: ``roi_block``, else the blocks overlapping the recorded RoI box."""
+    if "roi_block" in ds:
+        roi = ds["roi_block"].astype(bool)
+    elif all(k in ds for k in ("roi_row", "roi_col", "roi_height", "roi_width")):
+        b = int(ds.attrs["block"])
+        ys, xs = ds["y_start"], ds["x_start"]
+        r, c, h, w = (ds[k] for k in ("roi_row", "roi_col", "roi_height", "roi_width"))
+        roi = (ys < r + h) & (ys + b > r) & (xs < c + w) & (xs + b > c) & (h > 0) & (w > 0)
+    else:
+        raise ValueError(
+            "the effects have no recorded RoI: neither 'roi_block' nor the RoI box "
+            "(roi_row, roi_col, roi_height, roi_width); strategies are defined relative to the RoI"
+        )
+    roi = roi.broadcast_like(ds["ate"]).transpose(*ds["ate"].dims)
+    empty = ~roi.any(GRID_DIMS)
+    if bool(empty.any()):
+        raise ValueError(
+            f"no RoI is recorded for the maps {_bad_maps(empty)} (roi_block is all False); "
+            "strategies are defined relative to the RoI"
+        )
+    if bool(roi.all(GRID_DIMS).any()):
+        raise ValueError("the RoI covers the whole grid in some maps: there is no block outside it to describe")
+    return roi
+
+
+def effect_grid(effects: Any, *, dim: str = "image") -> tuple[xr.DataArray, xr.DataArray, xr.Dataset]:
+    """Check `effects` and return ``(ate, roi_block, dataset)`` on one shared block grid.
+
+    Parameters
+    ----------
+    effects : effects Dataset, or a list/dict of them (stacked along `dim` after checking that they
+        share one grid)
+
+    Raises
+    ------
+    ValueError
+        maps without a recorded RoI, maps of different grids, or component (``layer``) effects.
+    """
+    ds = _as_dataset(effects, dim)
+    if "ate" in ds and set(GRID_DIMS) <= set(ds["ate"].dims):
+        _check_grid(ds)  # before validate: padding a smaller grid also breaks the schema's dtypes
+    validate(ds)
+    if not all(d in ds["ate"].dims for d in GRID_DIMS):
+        raise ValueError(
+            f"strategies need maps on the block grid {GRID_DIMS}; got 'ate' with dims {ds['ate'].dims} "
+            "(component effects have no spatial layout)"
+        )
+    roi = _roi_blocks(ds)
+    return ds["ate"], roi, ds
+
+
+def structure_blocks(structure: Any, effects: xr.Dataset, *, min_fraction: float = 0.0) -> xr.DataArray:
+    """A structure mask (e.g. the ground truth or predicted mask) on the maps' block grid.
+
+    Parameters
+    ----------
+    structure : DataArray or array
+        Boolean pixels with dims ``(..., y, x)`` or blocks with dims ``(..., block_y, block_x)``;
+        leading dims must be stack dims of `effects` (e.g. ``image``) and broadcast against them.
+        A plain (H, W) or (block_y, block_x) array applies to every map.
+    effects : the effects Dataset (gives the grid and the block size)
+    min_fraction : float
+        A block is structure when the fraction of its pixels on the mask exceeds this (default 0:
+        any pixel, so thin vessels one or two pixels wide still mark their blocks).
+    """
+    b = int(effects.attrs["block"])
+    gy, gx = effects.sizes["block_y"], effects.sizes["block_x"]
+    if not isinstance(structure, xr.DataArray):
+        array = np.asarray(structure)
+        if array.ndim != 2:
+            raise ValueError(
+                f"structure must be an (H, W) or (block_y, block_x) array, or a DataArray with dims "
+                f"(..., y, x); got an array of shape {array.shape}"
+            )
+        dims = GRID_DIMS if array.shape == (gy, gx) else PIXEL_DIMS
+        structure = xr.DataArray(array, dims=dims)
+    unknown = [d for d in structure.dims if d not in (*STACK_DIMS, *GRID_DIMS, *PIXEL_DIMS)]
+    if unknown:
+        raise ValueError(f"structure has unknown dims {unknown}; expected stack dims and (y, x) or (block_y, block_x)")
+    if set(PIXEL_DIMS) <= set(structure.dims):
+        h, w = structure.sizes["y"], structure.sizes["x"]
+        if (h, w) != (gy * b, gx * b):
+            raise ValueError(f"structure is {h}x{w} pixels but the maps' grid covers {gy * b}x{gx * b} pixels")
+        lead = [d for d in structure.dims if d not in PIXEL_DIMS]
+        values = np.asarray(structure.transpose(*lead, *PIXEL_DIMS), dtype=float)
+        blocks = values.reshape(*values.shape[:-2], gy, b, gx, b).mean(axis=(-3, -1)) > min_fraction
+        coords = {d: structure[d] for d in lead if d in structure.coords}
+        return xr.DataArray(blocks, dims=(*lead, *GRID_DIMS), coords=coords)
+    if set(GRID_DIMS) <= set(structure.dims):
+        got = (structure.sizes["block_y"], structure.sizes["block_x"])
+        if got != (gy, gx):
+            raise ValueError(f"structure has a {got[0]}x{got[1]} block grid, the maps {gy}x{gx}")
+        grid_coords = [c for c in ("block_y", "block_x", "y_start", "x_start") if c in structure.coords]
+        return structure.astype(bool).drop_vars(grid_coords)
+    raise ValueError(f"structure must have dims (..., y, x) or (..., block_y, block_x), got {structure.dims}")
+
+
+# -- numpy kernels on (..., gy, gx) ------------------------------------------------------------------
+def _dilate(mask: np.ndarray, erode: bool = False) -> np.ndarray:
+    """8-neighbour (3 x 3) binary dilation over the last two axes (or erosion, the grid's outside
+    counting as set so that the border does not erode)."""
+    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)], constant_values=erode)
+    gy, gx = mask.shape[-2:]
+    out = np.ones_like(mask) if erode else np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            if erode:
+                out &= padded[..., dy : dy + gy, dx : dx + gx]
+            else:
+                out |= padded[..., dy : dy + gy, dx : dx + gx]
+    return out
+
+
+def _close(mask: np.ndarray) -> np.ndarray:
+    """3 x 3 morphological closing: bridges gaps of up to two blocks in a chain of blocks."""
+    return _dilate(_dilate(mask), erode=True) | mask
+
+
+def _grow(seed: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of `allowed` connected to `seed`, and their number of 8-neighbour steps from it.
+
+    One vectorised breadth-first search for all maps at once: each loop iteration is one step.
+    Unreached blocks get step -1.
+    """
+    reached = seed.copy()
+    steps = np.where(seed, 0, -1)
+    front = seed
+    k = 0
+    while front.any():
+        k += 1
+        front = _dilate(front) & allowed & ~reached
+        steps[front] = k
+        reached |= front
+    return reached, steps
+
+
+def _mass_quantile(w: np.ndarray, d: np.ndarray, q: float) -> np.ndarray:
+    """Smallest distance within which a share `q` of the mass lies (flattened grids (..., G))."""
+    order = np.argsort(d, axis=-1, kind="stable")
+    ds = np.take_along_axis(d, order, -1)
+    cum = np.cumsum(np.take_along_axis(w, order, -1), axis=-1)
+    total = cum[..., -1:]
+    idx = np.argmax(cum >= q * total * (1 - 1e-12), axis=-1)
+    out = np.take_along_axis(ds, idx[..., None], -1)[..., 0]
+    return np.where(total[..., 0] > 0, out, np.nan)
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def _kernel(
+    ate: np.ndarray, roi: np.ndarray, structure: np.ndarray, near: float, level: float
+) -> tuple[np.ndarray, ...]:
+    """All descriptors of maps ``ate`` (..., gy, gx); returns them in the order of ``DESCRIPTORS``."""
+    ate, roi, structure = np.broadcast_arrays(ate, roi.astype(bool), structure.astype(bool))
+    gy, gx = ate.shape[-2:]
+    lead = ate.shape[:-2]
+    cand = ~roi
+    w = np.where(cand, np.abs(ate), 0.0)
+    flat = lambda a: a.reshape(*lead, gy * gx)  # noqa: E731
+    yy, xx = np.meshgrid(np.arange(gy, dtype=float), np.arange(gx, dtype=float), indexing="ij")
+    pos = np.stack([yy.ravel(), xx.ravel()], axis=-1)  # (G, 2)
+    pair = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)).astype(np.float32)  # (G, G)
+    d = np.where(flat(roi)[..., None, :], pair, np.inf).min(-1).astype(float)  # (..., G)
+    d = d.reshape(*lead, gy, gx)
+
+    mass = w.sum((-2, -1))
+    support = np.where(ate < 0, -ate, 0.0).sum((-2, -1))
+    harm = np.where(ate > 0, ate, 0.0).sum((-2, -1))
+    balance = _safe_div(support - harm, support + harm)
+
+    rings = int(np.ceil(pair.max()))
+    ring = np.where(cand, np.ceil(d - 1e-9), 0).astype(int)
+    radial = (flat(w)[..., None] * (flat(ring)[..., None] == np.arange(1, rings + 1))).sum(-2)
+
+    d50 = _mass_quantile(flat(w), flat(d), 0.5)
+    d50_uniform = _mass_quantile(flat(cand).astype(float), flat(d), 0.5)
+    mean_distance = _safe_div((w * d).sum((-2, -1)), mass)
+    near_share = _safe_div(np.where(d <= near, w, 0.0).sum((-2, -1)), mass)
+
+    n_cand = cand.sum((-2, -1))
+    nonzero_fraction = ((ate != 0) & cand).sum((-2, -1)) / n_cand
+    p = flat(w) / np.where(mass > 0, mass, 1)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0.0).sum(-1)
+    n_eff = np.where(mass > 0, np.exp(entropy), np.nan)
+    n_eff_fraction = n_eff / n_cand
+
+    centre = (flat(roi)[..., None] * pos).sum(-2) / flat(roi).sum(-1)[..., None]  # (..., 2)
+    off = pos - centre[..., None, :]  # (..., G, 2)
+    moment = np.einsum("...g,...gi,...gj->...ij", flat(w), off, off)
+    eig = np.linalg.eigvalsh(moment)  # ascending
+    anisotropy = np.where(mass > 0, 1 - _safe_div(eig[..., 0], eig[..., 1]), np.nan)
+
+    conn, _ = _grow(roi, structure | roi)
+    conn &= cand
+    structure_share = _safe_div(np.where(conn, w, 0.0).sum((-2, -1)), mass)
+    structure_chance = conn.sum((-2, -1)) / n_cand
+
+    peak = w.max((-2, -1), keepdims=True)
+    strong = (w > 0) & (w >= level * peak)
+    # Thick structures are redundant (a vessel straddling two block rows survives the replacement of
+    # either block), so a chain of strong blocks has gaps: close them before following the chain.
+    comp, steps = _grow(roi, _close(strong | roi))
+    comp &= cand
+    path_mass = _safe_div(np.where(comp, w, 0.0).sum((-2, -1)), mass)
+    path_near_share = _safe_div(np.where(comp & (d <= near), w, 0.0).sum((-2, -1)), mass)
+    path_blocks = comp.sum((-2, -1))
+    path_extent = np.where(comp & (w > 0), d, 0.0).max((-2, -1))  # bridged gaps carry no mass
+    on_path = np.where(comp, w, 0.0)
+    path_far_share = _safe_div(np.where(d > near, on_path, 0.0).sum((-2, -1)), on_path.sum((-2, -1)))
+    path_steps = np.where(comp, steps, 0).max((-2, -1))
+    path_linearity = _safe_div(path_steps.astype(float), path_blocks.astype(float))
+    path_on_structure = _safe_div((comp & conn).sum((-2, -1)).astype(float), path_blocks.astype(float))
+
+    values = {
+        "mass": mass, "support": support, "harm": harm, "balance": balance, "radial_mass": radial,
+        "d50": d50, "d50_uniform": d50_uniform, "d50_rel": _safe_div(d50, d50_uniform),
+        "mean_distance": mean_distance, "near_share": near_share, "nonzero_fraction": nonzero_fraction,
+        "n_eff": n_eff, "n_eff_fraction": n_eff_fraction, "anisotropy": anisotropy,
+        "structure_share": structure_share, "structure_chance": structure_chance,
+        "path_mass": path_mass, "path_near_share": path_near_share, "path_blocks": path_blocks,
+        "path_extent": path_extent, "path_far_share": path_far_share, "path_steps": path_steps,
+        "path_linearity": path_linearity,
+        "path_on_structure": path_on_structure,
+    }
+    return tuple(np.asarray(values[k], dtype=float) for k in DESCRIPTORS)
+
+
+def descriptors(
+    effects: Any,
+    structure: Any = None,
+    *,
+    near: float = DEFAULT_NEAR,
+    path_level: float = DEFAULT_PATH_LEVEL,
+    structure_fraction: float = 0.0,
+    dim: str = "image",
+) -> xr.Dataset:
+    r"""Spatial descriptors of every effect map, vectorised over the stack dims.
+
+    Parameters
+    ----------
+    effects : xarray.Dataset (or a list/dict of them on one grid, stacked along `dim`)
+        Effects in the schema of :mod:`pdcr_lab.schema` with ``ate`` over (block_y, block_x) and a
+        recorded RoI (``roi_block`` or the RoI box). Raw signed effects; nothing is normalised.
+    structure : DataArray or array, optional
+        Foreground/structure mask (pixels or blocks, see :func:`structure_blocks`), e.g. the ground
+        truth or the prediction; may carry stack dims such as ``image``. Without it the
+        ``structure_*`` and ``path_on_structure`` descriptors are NaN.
+    near : float
+        Radius (blocks) of the RoI's neighbourhood for ``near_share``.
+    path_level : float
+        A block is *strong* when w(p) > 0 and w(p) >= path_level * max_q w(q).
+    structure_fraction : float
+        See :func:`structure_blocks`.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per descriptor, over the stack dims of `effects` (``radial_mass`` also over
+        ``ring``, k = 1..ceil(grid diagonal)). Definitions (w, W, C, d as in the module docstring):
+
+        * ``mass`` :math:`W = \sum_p w(p)`; ``support`` :math:`S = \sum_{ATE<0} |ATE|`;
+          ``harm`` :math:`H = \sum_{ATE>0} ATE`; ``balance`` :math:`(S-H)/(S+H)` in [-1, 1].
+        * ``radial_mass`` :math:`R_k = \sum_{p: k-1 < d(p) \le k} w(p)`, the radial profile.
+        * ``d50`` :math:`= \min\{t : \sum_{d(p) \le t} w(p) \ge W/2\}`; ``d50_uniform`` the same with
+          w = 1 on C; ``d50_rel`` their ratio; ``mean_distance`` :math:`\sum_p w d / W`;
+          ``near_share`` :math:`\sum_{d(p) \le near} w / W`.
+        * ``nonzero_fraction`` :math:`|\{p \in C: ATE(p) \ne 0\}| / n_C`; ``n_eff``
+          :math:`\exp(-\sum_p \pi_p \log \pi_p)`, :math:`\pi_p = w(p)/W` (1 for a single block, n_C for
+          a flat map); ``n_eff_fraction`` :math:`n_{eff} / n_C`.
+        * ``anisotropy`` :math:`1 - \lambda_{min}/\lambda_{max}` of
+          :math:`M = \sum_p w(p) (p - c)(p - c)^T` with c the mean position of the RoI blocks: 0 for
+          mass spread evenly around the RoI, 1 for mass on one line through c (or one side of it).
+        * ``structure_share`` :math:`\sum_{p \in T} w / W` with T the structure blocks connected to
+          the RoI (8-neighbour component of structure blocks reached from the RoI);
+          ``structure_chance`` :math:`|T| / n_C`, the share a map spread evenly would get.
+        * ``path_*``: K = the path component (module docstring: strong blocks and the gaps the
+          closing bridges, connected to the RoI). ``path_mass`` :math:`\sum_K w / W`;
+          ``path_near_share`` :math:`\sum_{K, d \le near} w / W`; ``path_far_share``
+          :math:`\sum_{K, d > near} w / \sum_K w` (how much of the path's own mass lies beyond the
+          near radius); ``path_blocks`` |K|; ``path_extent`` :math:`\max_{K, w > 0} d`;
+          ``path_steps`` the largest number of 8-neighbour steps from the RoI to a block of K inside
+          K; ``path_linearity`` ``path_steps / path_blocks`` (1 for a one-block-wide chain leading
+          away, 1/2 for a two-wide band, about 1/(pi r) for a filled disc of radius r);
+          ``path_on_structure`` :math:`|K \cap T| / |K|`.
+
+        Scale-free descriptors are NaN for maps without any effect (W = 0).
+
+    Raises
+    ------
+    ValueError
+        maps with no recorded RoI, maps of different grids mixed in one call.
+
+    Examples
+    --------
+    >>> import numpy as np, pdcr_lab
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(6, 6), block=4)
+    >>> ds["roi_block"][2:4, 2:4] = True
+    >>> ds["ate"][2, 5] = -3.0
+    >>> out = pdcr_lab.strategies.descriptors(ds)
+    >>> float(out.d50), float(out.balance)
+    (2.0, 1.0)
+    """
+    ate, roi, ds = effect_grid(effects, dim=dim)
+    if structure is None:
+        struct = xr.zeros_like(roi, dtype=bool)
+        has_structure = False
+    else:
+        struct = structure_blocks(structure, ds, min_fraction=structure_fraction)
+        has_structure = True
+    names = list(DESCRIPTORS)
+    outputs = xr.apply_ufunc(
+        _kernel,
+        ate.astype(float),
+        roi,
+        struct,
+        kwargs={"near": float(near), "level": float(path_level)},
+        input_core_dims=[list(GRID_DIMS)] * 3,
+        output_core_dims=[["ring"] if k == "radial_mass" else [] for k in names],
+        dask="forbidden",
+    )
+    units = str(ds.attrs.get("units", ds["ate"].attrs.get("units", "")))
+    out = xr.Dataset()
+    for name, values in zip(names, outputs):
+        long_name, unit = DESCRIPTORS[name]
+        if not has_structure and name in ("structure_share", "structure_chance", "path_on_structure"):
+            values = xr.full_like(values, np.nan)
+        out[name] = values.assign_attrs(long_name=long_name, units=units if unit == "outcome" else unit)
+    out = out.assign_coords(ring=np.arange(1, out.sizes["ring"] + 1))
+    out["ring"].attrs = {"long_name": "distance ring k: k - 1 < d <= k", "units": "blocks"}
+    out = out.drop_vars([c for c in ("y_start", "x_start", "block_y", "block_x") if c in out.coords])
+    out.attrs = {
+        "near": float(near),
+        "path_level": float(path_level),
+        "structure": "given" if has_structure else "none",
+        "block": int(ds.attrs["block"]),
+        "grid": f"{ds.sizes['block_y']}x{ds.sizes['block_x']}",
+        "units": units,
+    }
+    return out
