@@ -1,0 +1,57 @@
+"""``pdcr-lab sweep``: a thin layer over :func:`pdcr_lab.sweep.run_sweep`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_subparser"]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be >= 1, got {value}")
+    return value
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="explain models x datasets x images x RoIs x methods into one Zarr store (dask, resumable)",
+        description=(
+            "Run a sweep described by CONFIG (YAML or TOML) into the Zarr store PATH. Without --scheduler a "
+            "local dask cluster is started; with it, the workers of a running scheduler are used. Rerunning "
+            "the same command resumes an interrupted sweep."
+        ),
+    )
+    p.add_argument("config", type=Path, help="sweep config (.yaml, .yml or .toml)")
+    p.add_argument("--store", type=Path, required=True, metavar="PATH", help="output Zarr store (ends with .zarr)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler: its address (tcp://10.0.0.1:8786) or scheduler file")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="local cluster size (default: one per GPU, else one per core); with --scheduler: wait for N workers")
+    p.add_argument("--dry-run", action="store_true", help="validate the config and the store location, compute nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import ConfigError, plan_sweep, run_sweep
+
+    try:
+        if args.dry_run:
+            plan = plan_sweep(args.config, args.store)
+            sizes = ", ".join(f"{k} {v}" for k, v in plan.sizes.items())
+            print(f"config OK: {len(plan.tasks())} tasks; store dims: {sizes}")
+            return 0
+        summary = run_sweep(args.config, args.store, scheduler=args.scheduler, workers=args.workers,
+                            progress=not args.no_progress)
+    except ConfigError as exc:
+        print(f"pdcr-lab sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished tasks are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0 if summary.complete else 1
