@@ -2,8 +2,60 @@
 
 Colour convention (METHOD.md section 4): red = the block supports the RoI (ATE < 0), blue = it hurts
 it (ATE > 0), white = irrelevant, green outline = the RoI. Scales are symmetric around 0.
+
+* static matplotlib figures: :func:`overlay_figure`;
+* paper figures (vector, one font, shared symmetric scales): :func:`paper_style`, :func:`maps_figure`,
+  :func:`curves_figure`, :func:`components_figure`, :func:`strategies_figure`, :func:`save_figure`;
+* interactive holoviews elements for notebooks and the dashboard (call :func:`extension` first; it
+  loads the JavaScript inline, no CDN): :func:`map_image`, :func:`overlay`, :func:`side_by_side`,
+  :func:`radial_profile`, :func:`composition`, :func:`histogram`, :func:`component_heatmap`,
+  :func:`deletion_curves`, :func:`method_maps`. holoviews is imported only when one is drawn.
 """
 
+from ._holoviews import (
+    SIGN_COLOURS,
+    component_heatmap,
+    composition,
+    deletion_curves,
+    extension,
+    histogram,
+    image_plot,
+    map_image,
+    method_maps,
+    overlay,
+    radial_profile,
+    roi_outline,
+    side_by_side,
+)
+from ._maps import split_maps
+from ._paper import PAPER_RC, components_figure, curves_figure, maps_figure, paper_style, save_figure
 from ._static import EFFECT_CMAP, overlay_figure, symmetric_limit
+from ._strategies import STRATEGY_COLOURS, strategies_figure
 
-__all__ = ["EFFECT_CMAP", "overlay_figure", "symmetric_limit"]
+__all__ = [
+    "EFFECT_CMAP",
+    "PAPER_RC",
+    "SIGN_COLOURS",
+    "STRATEGY_COLOURS",
+    "component_heatmap",
+    "components_figure",
+    "composition",
+    "curves_figure",
+    "deletion_curves",
+    "extension",
+    "histogram",
+    "image_plot",
+    "map_image",
+    "maps_figure",
+    "method_maps",
+    "overlay",
+    "overlay_figure",
+    "paper_style",
+    "radial_profile",
+    "roi_outline",
+    "save_figure",
+    "side_by_side",
+    "split_maps",
+    "strategies_figure",
+    "symmetric_limit",
+]

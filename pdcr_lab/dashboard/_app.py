@@ -1,0 +1,403 @@
+"""The dashboard: a panel app to explain, compare, browse and export PdCR maps in a browser.
+
+Choose a dataset, an image and one or more zoo models, click the image to place the RoI, press
+*Explain*. The computation runs in a worker thread (:class:`pdcr_lab.widgets.ExplainRunner`) with a
+progress bar, so the page never freezes; each model's result is saved to the results folder as soon
+as it is computed (a later failure loses nothing) and drawn on one shared colour scale. The
+*Stored results* tab opens any ``.nc`` file of the folder; *Export* writes the current figure as
+PNG (matplotlib, :func:`pdcr_lab.viz.overlay_figure`) or as a self-contained HTML page.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import param
+import xarray as xr
+
+from ..schema import STACK_DIMS, stack
+from ..viz._holoviews import composition, histogram, radial_profile, side_by_side
+from ..viz._maps import split_maps
+from ..widgets import ExplainRunner, RoiPicker, _server_document, readable_error, statistics_html
+from ._store import ResultStore
+
+__all__ = ["Dashboard", "ModelSource", "zoo_source", "create_app", "DATASETS"]
+
+#: The embedded datasets offered by default: those the zoo's models are trained on.
+DATASETS = ("lesions", "vessels")
+SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the dashboard gets models: ``names(dataset) -> list`` and ``load(name, dataset) -> model``."""
+
+    names: Callable[[str], list[str]]
+    load: Callable[[str, str], Any]
+
+
+def _zoo_names(dataset: str) -> list[str]:
+    """Zoo architectures with a trained checkpoint for `dataset`, in registry order."""
+    from .. import zoo
+
+    if hasattr(zoo, "available"):
+        return list(zoo.available(dataset))
+    from ..zoo._store import read_manifest
+
+    trained = read_manifest()["models"]
+    return [name for name in zoo.list() if f"{dataset}/{name}" in trained]
+
+
+def _zoo_load(name: str, dataset: str) -> Any:
+    from .. import zoo
+
+    model, _meta = zoo.load(name, dataset)
+    return model
+
+
+def zoo_source() -> ModelSource:
+    """Models of :mod:`pdcr_lab.zoo` (the trained checkpoints of each dataset)."""
+    return ModelSource(_zoo_names, _zoo_load)
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset(name: str) -> Any:
+    from .. import datasets
+
+    return datasets.load(name)
+
+
+def _split_stacked(ds: xr.Dataset, label: str) -> dict[str, xr.Dataset]:
+    """label -> single map: one per entry of the first stack dim (first entry of any other)."""
+    maps = split_maps(ds, first_of_others=True)
+    dims = [d for d in ds.ate.dims if d in STACK_DIMS]
+    return maps if not dims else {f"{label} [{dims[0]}={key}]": m for key, m in maps.items()}
+
+
+class Dashboard(param.Parameterized):
+    """The app's state and widgets; :meth:`view` lays them out.
+
+    Parameters
+    ----------
+    results_dir : folder of stored results (created on the first save)
+    models : where models come from (default: the zoo)
+    datasets : dataset names offered
+    fine, coarse : default draws (small defaults keep a CPU run under a minute)
+    """
+
+    status = param.String(default="", doc="last message shown to the user")
+
+    def __init__(
+        self,
+        results_dir: str | os.PathLike = "results",
+        *,
+        models: ModelSource | None = None,
+        datasets: Sequence[str] = DATASETS,
+        fine: int = 10,
+        coarse: int = 3,
+        roi_size: int = 16,
+        **params: Any,
+    ) -> None:
+        import panel as pn
+
+        super().__init__(**params)
+        self.source = models or zoo_source()
+        self.store = ResultStore(results_dir)
+        self.runner = ExplainRunner()
+        self.current: dict[str, xr.Dataset] = {}  # label -> single map on show
+        self.current_image: Any = None
+        self._models_cache: dict[tuple[str, str], Any] = {}
+
+        self.dataset = pn.widgets.Select(label="dataset", options=list(datasets), value=datasets[0], width=200)
+        self.image_select = pn.widgets.Select(label="test image", options={}, width=200)
+        self.models = pn.widgets.MultiChoice(label="models", options=[], width=420)
+        self.intervention = pn.widgets.Select(label="intervention", options=["natural", "zero", "mean", "blur"], value="natural", width=130)
+        self.seed = pn.widgets.IntInput(label="seed", value=0, start=0, width=130)
+        self.fine = pn.widgets.IntInput(label="fine draws N", value=fine, start=1, width=130)
+        self.coarse = pn.widgets.IntInput(label="coarse draws S", value=coarse, start=0, width=130)
+        self.tau = pn.widgets.FloatInput(label="tau", value=0.02, start=0.0, step=0.01, width=130)
+        self.run_button = pn.widgets.Button(label="Explain", color="primary", width=420)
+        self.message = pn.pane.Alert("", alert_type="secondary", visible=False, width=420)
+
+        self.picker = RoiPicker(np.zeros((96, 96)), size=roi_size, block=8)
+        # linked_axes=False everywhere: panel would otherwise tie the ranges of unrelated plots.
+        self.maps = pn.pane.HoloViews(None, linked_axes=False, css_classes=["pdcr-maps"])
+        self.overlays = pn.pane.HoloViews(None, linked_axes=False)
+        self.details = pn.Column()
+        self.profiles = pn.pane.HoloViews(None, linked_axes=False)
+
+        self.folder = pn.widgets.TextInput(label="results folder", value=str(self.store.folder), width=400)
+        self.files = pn.widgets.Select(label="stored results", options=[], size=10, width=400)
+        self.refresh_button = pn.widgets.Button(label="Refresh", width=100)
+        self.open_button = pn.widgets.Button(label="Open", color="primary", width=100)
+
+        self.export_choice = pn.widgets.Select(label="result to export", options=[], width=300)
+        self.png_download = pn.widgets.FileDownload(callback=self._png_bytes, filename="pdcr_map.png", label="Download PNG", width=300)
+        self.html_download = pn.widgets.FileDownload(callback=self._html_bytes, filename="pdcr_maps.html", label="Download HTML", width=300)
+
+        self.dataset.param.watch(lambda e: self._load_dataset(e.new), "value")
+        self.image_select.param.watch(lambda e: self._load_image(), "value")
+        self.run_button.on_click(self.run)
+        self.refresh_button.on_click(lambda e: self.refresh_files())
+        self.open_button.on_click(lambda e: self.open_file(self.files.value))
+        self.folder.param.watch(lambda e: self._set_folder(e.new), "value")
+        self.export_choice.param.watch(lambda e: self._name_exports(), "value")
+        self.runner.on_error(lambda label, text: self._after_run(f"{label} failed. {text}", failed=True))
+        self._load_dataset(self.dataset.value)
+        self.refresh_files()
+
+    # -- inputs -------------------------------------------------------------------------------
+    @property
+    def data(self) -> Any:
+        return _dataset(self.dataset.value)
+
+    def _say(self, text: str, kind: str = "info") -> None:
+        self.status = text
+        self.message.object = html.escape(text)
+        self.message.alert_type = kind
+        self.message.visible = bool(text)
+
+    def _load_dataset(self, name: str) -> None:
+        try:
+            data = _dataset(name)
+            names = self.source.names(name)
+        except Exception as exc:  # noqa: BLE001 - an unavailable dataset or zoo must not break the page
+            self._say(readable_error(exc), "danger")
+            return
+        ids = data.ids(SPLIT)
+        self.image_select.options = {image_id: i for i, image_id in enumerate(ids)}
+        self.image_select.value = 0
+        self.picker.block = int(data.bank.block)
+        kept = [m for m in self.models.value if m in names]
+        self.models.options = list(names)
+        self.models.value = kept or list(names[:1])
+        if not names:
+            self._say(f"no trained model is available for {name!r} yet", "warning")
+        self._load_image()
+
+    def _load_image(self) -> None:
+        from ..rois import boundary_roi
+
+        index = self.image_select.value or 0
+        data = self.data
+        image, mask = data.images(SPLIT)[index], data.masks(SPLIT)[index]
+        self.current_image = image
+        self.picker.set_image(image)
+        try:
+            self.picker.roi = boundary_roi(mask, size=self.picker.size, block=self.picker.block)
+        except ValueError:  # empty mask: keep the centred RoI
+            pass
+
+    @property
+    def image_id(self) -> str:
+        return self.data.ids(SPLIT)[self.image_select.value or 0]
+
+    def settings(self) -> dict[str, Any]:
+        """The estimator settings of the next run (also the stored file's name parts)."""
+        return {
+            "intervention": self.intervention.value,
+            "coarse": int(self.coarse.value),
+            "fine": int(self.fine.value),
+            "tau": float(self.tau.value),
+            "seed": int(self.seed.value),
+        }
+
+    def model(self, name: str, dataset: str) -> Any:
+        key = (name, dataset)
+        if key not in self._models_cache:
+            self._models_cache[key] = self.source.load(name, dataset)
+        return self._models_cache[key]
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, event: Any = None) -> Any:
+        """Start explaining the chosen models (returns the runner's Future, or None if refused)."""
+        names = list(self.models.value)
+        if not names:
+            self._say("choose at least one model", "warning")
+            return None
+        if self.runner.running:
+            self._say("a computation is already running; wait for it to finish", "warning")
+            return None
+        dataset, index = self.dataset.value, self.image_select.value or 0
+        roi = tuple(int(v) for v in self.picker.roi)
+        # On a served page the button is disabled while it runs. Not in a notebook: panel there drops
+        # a property change that returns to an earlier value within one cell, which would leave the
+        # button disabled after `app.run(); app.runner.wait()`; the runner refuses a second run anyway.
+        self.run_button.disabled = _server_document() is not None
+        self._say("")
+        return self.runner.submit(self._job, names, dataset, index, roi, self.settings(), label=", ".join(names))
+
+    def _job(self, names: list[str], dataset: str, index: int, roi: tuple[int, int, int, int], settings: dict[str, Any],
+             progress: Callable[[int, int], None]) -> xr.Dataset:
+        data = _dataset(dataset)
+        image, target, image_id = data.images(SPLIT)[index], data.masks(SPLIT)[index], data.ids(SPLIT)[index]
+        done: dict[str, xr.Dataset] = {}
+        for i, name in enumerate(names):
+            self.runner.message = f"{name} ({i + 1}/{len(names)}): computing ..."
+
+            def step(n: int, total: int, i: int = i) -> None:
+                progress(1000 * i + (1000 * n) // max(total, 1), 1000 * len(names))
+
+            done[name] = self.store.explain(self.model(name, dataset), image, name=name, dataset=dataset, image_id=image_id,
+                                            roi=roi, target=target, bank=data.bank, progress=step, **settings)
+            # Show (and keep) every model's map as soon as it exists: a later failure loses nothing.
+            self.runner.in_ui(self.show, dict(done), image)
+        # The folder's full path is in "Stored results"; its name is enough here (and fits the box).
+        self.runner.in_ui(self._after_run, f"saved {len(done)} result(s) of {dataset} {image_id}, RoI {roi} "
+                                           f"in the results folder {self.store.folder.name!r}")
+        return stack(done, dim="model") if len(done) > 1 else next(iter(done.values()))
+
+    def _after_run(self, text: str, failed: bool = False) -> None:
+        self.run_button.disabled = False
+        self._say(text, "danger" if failed else "success")
+        self.refresh_files()
+
+    # -- showing ------------------------------------------------------------------------------
+    def show(self, results: dict[str, xr.Dataset], image: Any = None) -> None:
+        """Draw maps (one shared colour scale), overlays, statistics and profiles of `results`."""
+        import panel as pn
+
+        self.current, self.current_image = dict(results), image
+        self.maps.object = side_by_side(results)
+        self.overlays.object = side_by_side(results, image=image) if image is not None else None
+        self.profiles.object = radial_profile(results, dim="model")
+        rows = []
+        for label, ds in results.items():
+            table = statistics_html(ds, title=label)
+            rows.append(pn.Row(
+                pn.pane.HTML(f'<div class="pdcr-result" data-model="{html.escape(label)}">{table}</div>', width=330),
+                pn.pane.HoloViews(composition(ds), linked_axes=False),
+                pn.pane.HoloViews(histogram(ds), linked_axes=False),
+            ))
+        self.details.objects = rows
+        self.export_choice.options = list(results)
+        self.export_choice.value = next(iter(results))
+        self._name_exports()
+
+    def refresh_files(self) -> None:
+        self.files.options = [p.name for p in self.store.files()]
+
+    def _set_folder(self, folder: str) -> None:
+        self.store = ResultStore(folder)
+        self.refresh_files()
+
+    def open_file(self, name: str | None) -> dict[str, xr.Dataset]:
+        """Show a stored result; its image is found again from its ``dataset``/``image_id`` attrs."""
+        if not name:
+            self._say("choose a stored result first", "warning")
+            return {}
+        try:
+            ds = self.store.load(name)
+            results = _split_stacked(ds, str(ds.attrs.get("model", Path(name).stem)))
+            image = None
+            dataset, image_id = ds.attrs.get("dataset"), ds.attrs.get("image_id")
+            if dataset and image_id:
+                try:
+                    data = _dataset(str(dataset))
+                    split, i = data.index(str(image_id))
+                    image = data.images(split)[i]
+                except (KeyError, ValueError):
+                    image = None
+            self.show(results, image)
+        except Exception as exc:  # noqa: BLE001 - a broken file gets a message, the page stays usable
+            self._say(f"could not open {name}: {readable_error(exc)}", "danger")
+            return {}
+        self._say(f"opened {name}", "success")
+        return results
+
+    # -- export -------------------------------------------------------------------------------
+    def _name_exports(self) -> None:
+        label = self.export_choice.value or "pdcr"
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(label))
+        self.png_download.filename = f"{stem}.png"
+
+    def figure(self, label: str | None = None):
+        """The matplotlib figure of one current result (:func:`pdcr_lab.viz.overlay_figure`)."""
+        from ..viz import overlay_figure
+
+        if not self.current:
+            raise ValueError("there is no result to export yet: run an explanation or open a stored result")
+        label = label or self.export_choice.value or next(iter(self.current))
+        ds = self.current[label]
+        return overlay_figure(ds, self.current_image, title=f"{label}  M0 = {float(ds.m0):.2f} {ds.attrs.get('units', '')}")
+
+    def _png_bytes(self) -> io.BytesIO:
+        import matplotlib.pyplot as plt
+
+        try:
+            fig = self.figure()
+        except ValueError as exc:
+            self._say(readable_error(exc), "warning")
+            return io.BytesIO()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=200)
+        plt.close(fig)
+        buf.seek(0)
+        return buf
+
+    def _html_bytes(self) -> io.BytesIO:
+        import panel as pn
+        from bokeh.resources import INLINE
+
+        if not self.current:
+            self._say("there is no result to export yet", "warning")
+            return io.BytesIO()
+        text = io.StringIO()
+        body = [side_by_side(self.current)]
+        if self.current_image is not None:
+            body.append(side_by_side(self.current, image=self.current_image))
+        pn.Column(*[pn.pane.HoloViews(b) for b in body], *[pn.pane.HTML(statistics_html(ds, title=k)) for k, ds in self.current.items()]).save(
+            text, resources=INLINE, title="PdCR maps"
+        )
+        return io.BytesIO(text.getvalue().encode())
+
+    # -- layout -------------------------------------------------------------------------------
+    def view(self) -> Any:
+        """The whole page (a panel layout): controls and RoI picker on the left, results on the right."""
+        import panel as pn
+
+        # No pn.Tabs: bokeh plots updated inside a non-dynamic Tabs are laid out wrongly.
+        stored = pn.Card(
+            self.folder, self.files, pn.Row(self.refresh_button, self.open_button),
+            title="Stored results", collapsed=False, width=430,
+        )
+        controls = pn.Column(
+            pn.pane.Markdown("## PdCR lab\nCausal explanation of segmentation models: **red** blocks support the "
+                             "RoI (ATE < 0), **blue** blocks hurt it, white are irrelevant; the RoI is **green**.", width=420),
+            pn.Row(self.dataset, self.image_select),
+            self.models,
+            pn.pane.Markdown("**Click the image to place the RoI** (or type it)"),
+            self.picker.panel(),
+            pn.Row(self.intervention, self.seed, self.tau),
+            pn.Row(self.fine, self.coarse),
+            self.run_button,
+            self.runner.panel(),
+            self.message,
+            stored,
+            width=440,
+        )
+        results = pn.Column(
+            pn.pane.Markdown("### Effect maps (one shared colour scale)"),
+            self.maps,
+            self.details,
+            pn.pane.Markdown("### Over the image"),
+            self.overlays,
+            pn.pane.Markdown("### Radial profiles"),
+            self.profiles,
+            pn.pane.Markdown("### Export"),
+            pn.Row(self.export_choice, pn.Column(self.png_download, self.html_download)),
+        )
+        return pn.Row(controls, results)
+
+
+def create_app(results_dir: str | os.PathLike = "results", **kwargs: Any) -> Any:
+    """A fresh dashboard page (one per browser session)."""
+    return Dashboard(results_dir, **kwargs).view()

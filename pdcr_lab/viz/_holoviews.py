@@ -1,0 +1,396 @@
+"""Interactive figures of effect maps with holoviews (bokeh backend), for notebooks and the dashboard.
+
+Every function takes effects datasets (:mod:`pdcr_lab.schema`) and returns a holoviews object whose
+key and value dimensions name what is drawn, so tests and callers can inspect the data behind a
+plot. Colours follow the static figures: red = support (ATE < 0), blue = harm (ATE > 0), white =
+irrelevant, green outline = RoI, on a symmetric scale. Images use pixel coordinates: ``x`` is the
+column, ``y`` the row, with the y axis inverted so that row 0 is at the top like in an image viewer.
+
+Resources are always inlined (:func:`extension`): plots render without internet access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..schema import GRID_DIMS, STACK_DIMS, to_pixels, validate
+from ..statistics import statistics
+from ._maps import split_maps
+from ._static import EFFECT_CMAP, ROI_COLOUR, _as_hwc, symmetric_limit
+
+__all__ = [
+    "SIGN_COLOURS",
+    "extension",
+    "image_plot",
+    "roi_outline",
+    "map_image",
+    "overlay",
+    "side_by_side",
+    "radial_profile",
+    "composition",
+    "histogram",
+    "component_heatmap",
+    "deletion_curves",
+    "method_maps",
+]
+
+#: Colours of the three kinds of blocks, consistent with :data:`EFFECT_CMAP`.
+SIGN_COLOURS = {"support": "#d7301f", "harm": "#2b6cb0", "irrelevant": "#c8c8c8"}
+
+_MAP_SIZE = 320
+
+
+def extension(*, notebook: bool = True) -> None:
+    """Load the bokeh backend with inline resources (no CDN), for holoviews and panel.
+
+    Call it once at the top of a notebook. With ``notebook=False`` only the backend is selected
+    (scripts, servers and tests, where nothing is displayed in a notebook).
+    """
+    import holoviews as hv
+
+    if notebook:
+        import panel as pn
+
+        hv.extension("bokeh", inline=True, logo=False)
+        pn.extension(inline=True)
+    else:
+        _backend()
+
+
+def _backend():
+    import holoviews as hv
+
+    if "bokeh" not in hv.Store.renderers:
+        import holoviews.plotting.bokeh  # noqa: F401  (registers the backend)
+    if hv.Store.current_backend != "bokeh":
+        hv.Store.set_current_backend("bokeh")
+    return hv
+
+
+def _one_map(ds: xr.Dataset, what: str) -> None:
+    validate(ds)
+    extra = [d for d in ds.ate.dims if d not in GRID_DIMS]
+    if extra:
+        raise ValueError(f"{what} draws one map; select along {extra} first (e.g. ds.isel({extra[0]}=0))")
+
+
+def _roi_box(ds: xr.Dataset) -> tuple[int, int, int, int]:
+    return tuple(int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width"))  # type: ignore[return-value]
+
+
+def _frame(element: Any, height: int, width: int, title: str = "") -> Any:
+    """Image-like axes: pixel coordinates, row 0 at the top, square pixels."""
+    return element.opts(
+        invert_yaxis=True,
+        xlim=(-0.5, width - 0.5),
+        ylim=(-0.5, height - 0.5),
+        data_aspect=1,
+        frame_width=_MAP_SIZE,
+        title=title,
+        xlabel="x (column)",
+        ylabel="y (row)",
+    )
+
+
+def image_plot(image: Any, *, title: str = "image") -> Any:
+    """The image as ``hv.RGB`` (colour) or a grey ``hv.Image``; kdims ``x, y`` in pixels.
+
+    Parameters
+    ----------
+    image : (C, H, W) or (H, W, C) array or tensor in [0, 1]
+    """
+    hv = _backend()
+    pixels = _as_hwc(image)
+    h, w = pixels.shape[:2]
+    xs, ys = np.arange(w), np.arange(h)
+    if pixels.ndim == 2:
+        element = hv.Image((xs, ys, pixels), kdims=["x", "y"], vdims=["intensity"]).opts(
+            cmap="gray", clim=(0, 1), colorbar=False
+        )
+    else:
+        element = hv.RGB((xs, ys, *np.moveaxis(pixels, -1, 0)), kdims=["x", "y"], vdims=["R", "G", "B"])
+    return _frame(element, h, w, title)
+
+
+def roi_outline(box: tuple[int, int, int, int] | xr.Dataset) -> Any:
+    """Green rectangle around an RoI ``(row, col, height, width)`` (or the RoI of a result)."""
+    hv = _backend()
+    row, col, height, width = _roi_box(box) if isinstance(box, xr.Dataset) else (int(v) for v in box)
+    rect = (col - 0.5, row - 0.5, col + width - 0.5, row + height - 0.5)
+    return hv.Rectangles([rect], kdims=["x0", "y0", "x1", "y1"]).opts(
+        fill_alpha=0, line_color=ROI_COLOUR, line_width=2
+    )
+
+
+def _map_array(ds: xr.Dataset, variable: str) -> xr.DataArray:
+    da = to_pixels(ds[[variable, "roi_block"]].assign_attrs(ds.attrs))[variable]
+    return da.astype(float).rename(variable)
+
+
+def map_image(
+    ds: xr.Dataset,
+    *,
+    vmax: float | None = None,
+    variable: str = "ate",
+    title: str | None = None,
+    colorbar: bool = True,
+) -> Any:
+    """The effect map as an ``hv.Image`` (kdims ``x, y`` in pixels, vdim `variable`) with the RoI.
+
+    Returns an ``hv.Overlay`` of the map and the RoI outline; the map is ``overlay.Image.I``.
+
+    Parameters
+    ----------
+    ds : effects dataset of one map
+    vmax : half-width of the symmetric colour scale (default max |ATE|; share it between maps)
+    variable : ``"ate"`` (default), ``"ate_raw"`` or ``"stderr"``
+    """
+    hv = _backend()
+    _one_map(ds, "map_image")
+    da = _map_array(ds, variable)
+    units = ds[variable].attrs.get("units", ds.attrs.get("units", ""))
+    if variable == "stderr":
+        limit = vmax if vmax is not None else symmetric_limit(ds[variable])
+        cmap, clim = "viridis", (0.0, limit)
+    else:
+        limit = vmax if vmax is not None else symmetric_limit(ds[variable])
+        cmap, clim = EFFECT_CMAP, (-limit, limit)
+    vdim = hv.Dimension(variable, label=variable.upper() if variable == "ate" else variable, unit=units or None)
+    image = hv.Image(da, kdims=["x", "y"], vdims=[vdim]).opts(
+        cmap=cmap, clim=clim, colorbar=colorbar, tools=["hover"], clabel=f"{variable} [{units}]" if units else variable
+    )
+    h, w = da.shape
+    label = title if title is not None else f"{ds.attrs.get('method', 'pdcr').upper()} map"
+    return _frame(image * roi_outline(ds), h, w, label)
+
+
+def overlay(ds: xr.Dataset, image: Any, *, vmax: float | None = None, alpha: float = 0.65, title: str = "map over image",
+            colorbar: bool = True) -> Any:
+    """Image, effect map (irrelevant blocks transparent) and RoI outline in one ``hv.Overlay``."""
+    hv = _backend()
+    _one_map(ds, "overlay")
+    da = _map_array(ds, "ate")
+    limit = vmax if vmax is not None else symmetric_limit(ds.ate)
+    shown = da.where(da != 0)  # zero effect: show the image, not white
+    units = ds.ate.attrs.get("units", ds.attrs.get("units", ""))
+    effect = hv.Image(shown, kdims=["x", "y"], vdims=["ate"]).opts(
+        cmap=EFFECT_CMAP, clim=(-limit, limit), alpha=alpha, colorbar=colorbar, clipping_colors={"NaN": "transparent"},
+        tools=["hover"], clabel=f"ate [{units}]" if units else "ate",
+    )
+    h, w = da.shape
+    return _frame(image_plot(image, title="") * effect * roi_outline(ds), h, w, title)
+
+
+def side_by_side(
+    results: xr.Dataset | Mapping[Any, xr.Dataset],
+    *,
+    dim: str | None = None,
+    image: Any | None = None,
+    vmax: float | None = None,
+    cols: int = 3,
+    width: int | None = None,
+) -> Any:
+    """Maps next to each other on ONE shared symmetric colour scale (an ``hv.Layout``).
+
+    Parameters
+    ----------
+    results : a stacked effects dataset (one stack dim, or choose it with `dim`) or a mapping
+        label -> single-map dataset
+    image : draw each map over this image (:func:`overlay`) instead of alone
+    vmax : shared half-width of the colour scale (default: max |ATE| over all maps)
+    width : width of each map in pixels (default 320 for up to two maps, 220 otherwise); the one
+        colour bar is drawn next to the last map of each row
+    """
+    hv = _backend()
+    maps = split_maps(results, dim)
+    if not maps:
+        raise ValueError("results is empty: nothing to draw")
+    limit = vmax if vmax is not None else symmetric_limit(np.concatenate([m.ate.values.ravel() for m in maps.values()]))
+    cols = min(cols, len(maps))
+    width = width or (_MAP_SIZE if len(maps) <= 2 else 220)
+    panels = []
+    for k, (label, m) in enumerate(maps.items()):
+        bar = k % cols == cols - 1 or k == len(maps) - 1
+        panel = overlay(m, image, vmax=limit, title=label, colorbar=bar) if image is not None else map_image(
+            m, vmax=limit, title=label, colorbar=bar)
+        panels.append(panel.opts(frame_width=width))
+    return hv.Layout(panels).cols(cols).opts(shared_axes=True)
+
+
+def radial_profile(results: xr.Dataset | Mapping[Any, xr.Dataset], *, dim: str | None = None, cumulative: bool = False) -> Any:
+    """Radial profile: the share of each map's effect mass per distance ring around the RoI.
+
+    Ring k holds the blocks at distance k-1 < d <= k (in blocks) from the RoI; the mass per ring is
+    ``radial_mass`` of :func:`pdcr_lab.strategies.descriptors` (the same profile the strategy labels
+    are derived from), divided by the map's total mass ``mass``. A local map puts its mass in the
+    first rings, a global one spreads it out.
+
+    Parameters
+    ----------
+    results : one map, a stacked dataset (one stack dim, or choose it with `dim`), or a mapping
+        label -> map
+    cumulative : plot the cumulative share (reaches 1 at the last ring)
+
+    Returns
+    -------
+    ``hv.NdOverlay`` of ``hv.Curve`` (kdims ``ring``, vdims ``mass_share``), one per map.
+    """
+    from ..strategies import descriptors
+
+    hv = _backend()
+    maps = split_maps(results, dim)
+    curves = {}
+    for label, m in maps.items():
+        d = descriptors(m)
+        share = d["radial_mass"] / d["mass"].where(d["mass"] > 0)
+        if cumulative:
+            share = share.cumsum("ring")
+        curves[label] = hv.Curve((d.ring.values, share.values), kdims=["ring"], vdims=["mass_share"], label=label).opts(
+            xlabel="distance ring k from the RoI [blocks]",
+            ylabel="cumulative share of |ATE| mass" if cumulative else "share of |ATE| mass",
+            width=520, height=300, tools=["hover"],
+        )
+    if dim is None and isinstance(results, xr.Dataset):
+        dim = next((d for d in results.ate.dims if d in STACK_DIMS), None)
+    return hv.NdOverlay(curves, kdims=[dim or "map"]).opts(legend_position="right", title="radial profile")
+
+
+def _wedges(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """Pie slices as polygons (holoviews has no working pie element for bokeh)."""
+    total = sum(counts.values())
+    slices, start = [], np.pi / 2  # start at 12 o'clock, go clockwise
+    for name, n in counts.items():
+        if n == 0:
+            continue
+        sweep = 2 * np.pi * n / total
+        angles = np.linspace(start, start - sweep, max(4, int(120 * n / total) + 2))
+        xs = np.concatenate([[0.0], np.cos(angles), [0.0]])
+        ys = np.concatenate([[0.0], np.sin(angles), [0.0]])
+        slices.append({"pie_x": xs, "pie_y": ys, "category": name, "blocks": int(n), "percent": round(100.0 * n / total, 2)})
+        start -= sweep
+    return slices
+
+
+def composition(ds: xr.Dataset, *, kind: str = "pie", title: str = "blocks outside the RoI") -> Any:
+    """Support / harm / irrelevant blocks (RoI excluded) as a pie (``hv.Polygons``) or ``hv.Bars``.
+
+    Bars: kdims ``category``, vdims ``blocks``. Pie: one polygon per non-empty category, kdims
+    ``pie_x, pie_y``, vdims ``category, blocks, percent``. Counts come from :func:`pdcr_lab.statistics`.
+    """
+    hv = _backend()
+    _one_map(ds, "composition")
+    st = statistics(ds)
+    counts = {"support": int(st.neg), "harm": int(st.pos), "irrelevant": int(st.zero)}
+    if kind == "pie":
+        # Own axis names: a pie must never share (link) the x, y ranges of the image plots.
+        element = hv.Polygons(_wedges(counts), kdims=["pie_x", "pie_y"], vdims=["category", "blocks", "percent"]).opts(
+            color="category", cmap=SIGN_COLOURS, line_color="white", data_aspect=1, frame_width=200,
+            xaxis=None, yaxis=None, show_grid=False, tools=["hover"], show_legend=True, legend_position="right",
+            xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), toolbar=None,
+        )
+    elif kind == "bars":
+        element = hv.Bars(list(counts.items()), kdims=["category"], vdims=["blocks"]).opts(
+            color="category", cmap=SIGN_COLOURS, width=320, height=300, tools=["hover"], show_legend=False
+        )
+    else:
+        raise ValueError(f"kind={kind!r} is not supported; expected one of ['pie', 'bars']")
+    return element.opts(title=title)
+
+
+def histogram(ds: xr.Dataset, *, title: str = "ATE histogram (all blocks)") -> Any:
+    """The reference's effect histogram as ``hv.Bars`` (kdims ``bin``, vdims ``blocks``, ``sign``)."""
+    hv = _backend()
+    _one_map(ds, "histogram")
+    st = statistics(ds)
+    lower, upper = st.bin_lower.values, st.bin_upper.values
+    # The central bin (-tau, tau) straddles 0: irrelevant; every other bin lies on one side of 0.
+    sign = np.where(upper <= 0, "support", np.where(lower >= 0, "harm", "irrelevant"))
+    data = list(zip(st.bin.values.tolist(), st.histogram.values.astype(int).tolist(), sign.tolist()))
+    return hv.Bars(data, kdims=["bin"], vdims=["blocks", "sign"]).opts(
+        color="sign", cmap=SIGN_COLOURS, xrotation=45, width=420, height=300, tools=["hover"], title=title, show_legend=False,
+        xlabel=f"ATE [{ds.attrs.get('units', '')}]",
+    )
+
+
+def component_heatmap(report: xr.Dataset, *, dataset: str | None = None, title: str = "stage-by-stage effects") -> Any:
+    """Component effects as an ``hv.HeatMap`` (kdims ``layer, model``, vdims ``ate``) on a symmetric scale.
+
+    `report` has dims (model, [dataset], [image], layer) with ``ate`` per layer (e.g. the
+    components report); images are averaged and `dataset` (default: the first) is selected.
+    """
+    hv = _backend()
+    ate = report["ate"]
+    if "dataset" in ate.dims:
+        ate = ate.sel(dataset=dataset if dataset is not None else ate["dataset"].values[0])
+    if "image" in ate.dims:
+        ate = ate.mean("image")
+    if "model" not in ate.dims:
+        ate = ate.expand_dims(model=[str(report.attrs.get("model", "model"))])
+    ate = ate.transpose("model", "layer")
+    rows = [(str(layer), str(model), float(ate.sel(model=model, layer=layer)))
+            for model in ate["model"].values for layer in ate["layer"].values]
+    finite = np.asarray([v for *_, v in rows if np.isfinite(v)])
+    limit = symmetric_limit(finite) if finite.size else 1.0
+    units = report["ate"].attrs.get("units", report.attrs.get("units", ""))
+    return hv.HeatMap(rows, kdims=["layer", "model"], vdims=["ate"]).opts(
+        cmap=EFFECT_CMAP, clim=(-limit, limit), colorbar=True, xrotation=60, tools=["hover"], width=620,
+        height=60 + 32 * ate.sizes["model"], title=title, clabel=f"ATE [{units}]" if units else "ATE",
+        clipping_colors={"NaN": "#d9d9d9"},
+    )
+
+
+def deletion_curves(curves: xr.Dataset) -> Any:
+    """Deletion / insertion curves: an ``hv.Layout`` (one panel per curve and policy) of
+    ``hv.NdOverlay`` with one ``hv.Curve`` per method (kdims ``fraction``, vdims ``outcome``).
+
+    `curves` is :func:`pdcr_lab.faithfulness.deletion_insertion` output; labels carry each AUC.
+    """
+    hv = _backend()
+    panels = []
+    units = curves["outcome"].attrs.get("units", "DSC points")
+    fraction = curves["fraction"].values
+    for kind in curves["curve"].values:
+        for policy in curves["policy"].values:
+            lines = {}
+            for method in curves["method"].values:
+                values = curves["outcome"].sel({"method": method, "curve": kind, "policy": policy}).values
+                auc = float(curves["auc"].sel({"method": method, "curve": kind, "policy": policy}))
+                lines[f"{method} ({auc:.2f})"] = hv.Curve((fraction, values), kdims=["fraction"], vdims=["outcome"]).opts(
+                    line_dash="dashed" if str(method) == "random" else "solid", tools=["hover"],
+                )
+            panels.append(hv.NdOverlay(lines, kdims=["method"]).opts(
+                title=f"{kind}, {policy} replacement", xlabel="fraction of blocks", ylabel=f"RoI outcome [{units}]",
+                width=330, height=260, legend_position="right", show_legend=True,
+            ))
+    return hv.Layout(panels).cols(len(curves["policy"].values))
+
+
+def method_maps(results: Mapping[Any, xr.Dataset], *, cols: int = 4, width: int = 200) -> Any:
+    """Maps of different explainers (own units and sign) side by side, in the package's colours.
+
+    Each map is turned into support scores (``support_sign * ate``, the baselines' convention:
+    larger = supports the RoI) and scaled by its own largest magnitude, for colour only: red =
+    supports, blue = hurts, on [-1, 1]. Returns an ``hv.Layout`` of ``hv.Image`` overlays whose vdim
+    is ``relative_support``.
+    """
+    hv = _backend()
+    panels = []
+    for k, (label, ds) in enumerate(results.items()):
+        _one_map(ds, "method_maps")
+        sign = int(ds.attrs.get("support_sign", -1))
+        scores = sign * ds["ate"].astype(float)
+        limit = float(np.nanmax(np.abs(scores.values))) or 1.0
+        # Shown as -score so that the diverging map puts support in red, as for PdCR maps.
+        shown = to_pixels((-scores / limit).rename("relative_support").to_dataset().assign_attrs(block=ds.attrs["block"]))
+        da = shown["relative_support"]
+        bar = k % cols == cols - 1 or k == len(results) - 1
+        image = hv.Image(da, kdims=["x", "y"], vdims=["relative_support"]).opts(
+            cmap=EFFECT_CMAP, clim=(-1, 1), colorbar=bar, tools=["hover"], clabel="support (red) / harm, scaled per map",
+        )
+        h, w = da.shape
+        panels.append(_frame(image * roi_outline(ds), h, w, str(label)).opts(frame_width=width))
+    return hv.Layout(panels).cols(min(cols, len(panels)))
