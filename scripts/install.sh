@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command set-up: a virtual environment in .venv with pdcr_lab, its notebook stack and test tools.
+# One-command set-up: a virtual environment in .venv with pdcr_lab, its notebook stack, the sweep
+# (dask.distributed) and benchmark extras, and the test tools.
 #   bash scripts/install.sh            # CPU build of torch (small, works everywhere)
 #   PDCR_TORCH="torch==2.14.1" bash scripts/install.sh   # e.g. a CUDA build for a GPU machine
 set -euo pipefail
@@ -10,5 +11,5 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on Linux.
 .venv/bin/python -m pip install --quiet "${PDCR_TORCH:-torch==2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[dev,notebook]"
+.venv/bin/python -m pip install --quiet -e ".[dev,notebook,sweep,bench]"
 .venv/bin/python -c "import pdcr_lab, torch; print('pdcr_lab', pdcr_lab.__version__, 'with torch', torch.__version__)"
