@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["reference_explain", "CenterSurroundModel", "PlantedCauseModel", "dice_points"]
+__all__ = ["reference_explain", "CenterSurroundModel", "PlantedCauseModel", "OutOfMemoryAbove", "dice_points"]
 
 
 def dice_points(pred: torch.Tensor, target: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
@@ -124,3 +124,18 @@ class PlantedCauseModel(nn.Module):
         gate = torch.sigmoid(self.sharpness * (x[:, :, r : r + s, c : c + s].mean(dim=(1, 2, 3)) - 0.5))
         pixel = torch.sigmoid(self.sharpness * (x.mean(dim=1, keepdim=True) - 0.5))
         return pixel * gate[:, None, None, None]
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Wraps `net` and raises ``torch.OutOfMemoryError`` for batches larger than `limit`, like a device
+    whose memory is full; ``largest`` records the largest batch that ran."""
+
+    def __init__(self, net: nn.Module, limit: int, message: str = "out of memory (simulated)") -> None:
+        super().__init__()
+        self.net, self.limit, self.message, self.largest = net, limit, message, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(self.message)
+        self.largest = max(self.largest, x.shape[0])
+        return self.net(x)

@@ -61,3 +61,13 @@ def small_bank():
 
     g = torch.Generator().manual_seed(2)
     return PatchBank(torch.rand(6, 3, 4, 4, generator=g), {"recipe": "test"})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of tests on tiny models: as fast as several, and far
+    faster on a shared machine where several threads spin-wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

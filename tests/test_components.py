@@ -41,13 +41,7 @@ class Net(nn.Module):
         return torch.sigmoid(self.dec(torch.cat([u, e], 1)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batched models: one intra-op thread is as fast, and far faster on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

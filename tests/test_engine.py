@@ -10,7 +10,7 @@ import xarray as xr
 import pdcr_lab
 from pdcr_lab import PatchBank, explain
 from pdcr_lab.interventions import compose, draw_table
-from pdcr_lab.testing import CenterSurroundModel, PlantedCauseModel, reference_explain
+from pdcr_lab.testing import CenterSurroundModel, OutOfMemoryAbove, PlantedCauseModel, reference_explain
 
 ROI = (12, 12, 8, 8)
 
@@ -227,19 +227,7 @@ def test_progress_callback_reaches_total(tiny_net, image, small_bank):
 
 
 def test_out_of_memory_halves_the_batch(tiny_net, image, small_bank):
-    class Fussy(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = tiny_net
-            self.largest = 0
-
-        def forward(self, x):
-            if x.shape[0] > 8:
-                raise torch.OutOfMemoryError("out of memory (simulated)")
-            self.largest = max(self.largest, x.shape[0])
-            return self.net(x)
-
-    fussy = Fussy()
+    fussy = OutOfMemoryAbove(tiny_net, 8, "out of memory (simulated)")
     ds = explain(fussy, image, roi=ROI, bank=small_bank, block=4, fine=10, batch_size=64)
     ref = explain(tiny_net, image, roi=ROI, bank=small_bank, block=4, fine=10, batch_size=64)
     np.testing.assert_allclose(ds.ate.values, ref.ate.values, atol=1e-5)

@@ -15,7 +15,7 @@ from pdcr_lab import PatchBank, explain
 from pdcr_lab.engine import PRECISION_TOLERANCE, PrecisionWarning
 from pdcr_lab.estimator import Batcher, adaptive_ate, run_batched, screened_ate
 from pdcr_lab.interventions import compose, draw_table
-from pdcr_lab.testing import PlantedCauseModel, dice_points
+from pdcr_lab.testing import OutOfMemoryAbove, PlantedCauseModel, dice_points
 
 ROI = (12, 12, 8, 8)
 
@@ -196,19 +196,7 @@ def test_memory_budget_halves_the_batch_and_keeps_the_map(tiny_net, image, small
 
 
 def test_out_of_memory_in_adaptive_rounds_halves_and_continues(tiny_net, image, small_bank):
-    class Fussy(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = tiny_net
-            self.largest = 0
-
-        def forward(self, x):
-            if x.shape[0] > 5:
-                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            self.largest = max(self.largest, x.shape[0])
-            return self.net(x)
-
-    fussy = Fussy()
+    fussy = OutOfMemoryAbove(tiny_net, 5, "CUDA out of memory (simulated)")
     kw = dict(roi=ROI, bank=small_bank, block=4, mode="adaptive", target_se=0.3, batch_size=64)
     runtime: dict = {}
     ds = explain(fussy, image, runtime=runtime, **kw)

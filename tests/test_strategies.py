@@ -22,14 +22,7 @@ from pdcr_lab.strategies._tasks import ConnectivityModel, GlobalContrastModel, p
 from pdcr_lab.testing import CenterSurroundModel, PlantedCauseModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The validation models loop over small tensors; on a shared machine several intra-op threads
-    # spin-wait for each other and run many times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def effect_map(values: dict[tuple[int, int], float] | np.ndarray, roi=(5, 5, 2, 2), grid=(12, 12), block=4):
