@@ -197,6 +197,9 @@ def _template(plan: Plan) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
         data_vars[name] = (dims, da.full(shape, fill, dtype=dtype, chunks=chunks), dict(attrs))
         # Integers and booleans keep their dtype on load (no CF masking): their fill is zarr's own.
         encoding[name] = {"_FillValue": fill} if dtype.startswith("float") else {"fill_value": fill}
+        # Flat chunk keys ("c.0.0.3.0...") in one folder per variable: "/"-separated keys of these
+        # many-dimensional arrays cost a directory per key level and multiplied the store's disk use.
+        encoding[name]["chunk_key_encoding"] = {"name": "default", "separator": "."}
     units = {m.units for m in plan.methods}
     outcomes = {m.outcome for m in plan.methods}
     if len(units) == 1:  # CF-style units label plots; with mixed units they live in the coord
