@@ -348,17 +348,23 @@ def screened_ate(
     survivors = candidates.copy()
     forwards, rounds = 0, 0
     size = batch_size.size if isinstance(batch_size, Batcher) else int(batch_size)
-    if n_coarse > 0 and len(pool):
-        units, draws = _jobs(pool, 0, n_coarse)
+
+    def stage(cols: np.ndarray, first: int, count: int, sub: np.ndarray) -> np.ndarray:
+        """Draws first..first+count of every unit in `cols`; records the estimate where `sub`."""
+        nonlocal forwards, rounds, size
+        units, draws = _jobs(cols, first, count)
         values, size = run_batched(evaluate, units, draws, batch_size, tick)
         forwards += len(units)
         rounds += 1
-        deltas = values.numpy().reshape(len(pool), n_coarse, n_roi).transpose(2, 0, 1) - m0  # (R, P, S)
-        quiet = (np.abs(deltas) < tau).all(axis=2)  # (R, P)
+        deltas = values.numpy().reshape(len(cols), count, n_roi).transpose(2, 0, 1) - m0  # (R, U, draws)
+        ate_raw[:, cols] = np.where(sub, deltas.mean(axis=2), ate_raw[:, cols])
+        stderr[:, cols] = np.where(sub, _stderr(deltas, axis=2), stderr[:, cols])
+        n_draws[:, cols] = np.where(sub, count, n_draws[:, cols])
+        return deltas
+
+    if n_coarse > 0 and len(pool):
         sub = candidates[:, pool]
-        ate_raw[:, pool] = np.where(sub, deltas.mean(axis=2), 0.0)
-        stderr[:, pool] = np.where(sub, _stderr(deltas, axis=2), 0.0)
-        n_draws[:, pool] = np.where(sub, n_coarse, 0)
+        quiet = (np.abs(stage(pool, 0, n_coarse, sub)) < tau).all(axis=2)  # (R, P)
         screened[:, pool] = sub & quiet
         survivors[:, pool] = sub & ~quiet
         if not stochastic:  # one forward is the whole estimate
@@ -367,15 +373,7 @@ def screened_ate(
         keep = np.flatnonzero(survivors.any(axis=0))
         state[1] += len(keep) * fine
         if len(keep):
-            units, draws = _jobs(keep, n_coarse, fine)
-            values, size = run_batched(evaluate, units, draws, batch_size, tick)
-            forwards += len(units)
-            rounds += 1
-            deltas = values.numpy().reshape(len(keep), fine, n_roi).transpose(2, 0, 1) - m0
-            sub = survivors[:, keep]
-            ate_raw[:, keep] = np.where(sub, deltas.mean(axis=2), ate_raw[:, keep])
-            stderr[:, keep] = np.where(sub, _stderr(deltas, axis=2), stderr[:, keep])
-            n_draws[:, keep] = np.where(sub, fine, n_draws[:, keep])
+            stage(keep, n_coarse, fine, survivors[:, keep])
     relevant = candidates & ~screened
     ate = np.where(relevant & (np.abs(ate_raw) >= tau), ate_raw, 0.0)
     low, high = _interval(ate_raw, stderr, n_draws, ci_level, stochastic)
