@@ -32,7 +32,7 @@ import importlib
 from typing import Any
 
 from . import schema
-from ._version import __version__
+from .version import __version__
 from .banks import PatchBank
 from .defaults import PAPER
 from .engine import explain

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._checks import as_tensor, check_choice, describe
+from .checks import as_tensor, check_choice, describe
 
 __all__ = ["ModelAdapter", "Activation"]
 

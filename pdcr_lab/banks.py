@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import as_tensor, check_int, describe
+from .checks import as_tensor, check_int, describe
 
 __all__ = ["PatchBank"]
 

@@ -109,7 +109,7 @@ def _provider_exists(name: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._version import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="pdcr-lab", description="PdCR causal explanations of segmentation models.")
     parser.add_argument("--version", action="version", version=f"pdcr_lab {__version__}")

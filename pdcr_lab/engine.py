@@ -22,132 +22,19 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._version import __version__
-from ._checks import as_image, as_mask, check_choice, check_float, check_int, describe
+from .version import __version__
+from .checks import as_image, as_mask, check_choice, check_float, check_int, describe
 from .adapters import Activation, ModelAdapter
 from .banks import PatchBank
 from .defaults import PAPER
+from .call import auto_batch_size, evaluation, progress_callback
 from .estimator import Batcher, adaptive_ate, run_batched, screened_ate
 from .interventions import block_grid, compose, make_intervention
 from .outcomes import Outcome, get_outcome
+from .rois import Roi, parse_rois
 from .schema import effects_dataset, validate
 
-__all__ = ["explain", "parse_rois", "auto_batch_size", "PrecisionWarning", "PRECISIONS", "MODES"]
-
-Roi = Any  # (row, col, height, width) | bool (H, W) mask | a sequence of those | (R, H, W) masks
-
-
-def parse_rois(roi: Roi, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray, bool]:
-    """RoI argument -> (R, H, W) bool masks, (R, 4) bounding boxes, and whether several were given.
-
-    A box is ``(row, col, height, width)`` in pixels and must lie inside the image.
-    """
-    h, w = shape
-    if _is_box(roi):
-        items, multi = [roi], False
-    elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == 2:
-        items, multi = [roi], False
-    elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == 3:
-        items, multi = list(roi), True
-    elif isinstance(roi, Sequence) and not isinstance(roi, str) and len(roi) > 0:
-        items, multi = list(roi), True
-    else:
-        raise ValueError(
-            f"roi must be a (row, col, height, width) box, a boolean (H, W) mask or a list of them, got {describe(roi)}"
-        )
-    masks, boxes = [], []
-    for i, item in enumerate(items):
-        name = f"roi[{i}]" if multi else "roi"
-        if _is_box(item):
-            r, c, bh, bw = (int(v) for v in item)
-            if bh < 1 or bw < 1:
-                raise ValueError(f"{name}={tuple(item)} is empty; height and width must be >= 1")
-            if r < 0 or c < 0 or r + bh > h or c + bw > w:
-                raise ValueError(
-                    f"{name}={tuple(item)} (row, col, height, width) is out of bounds for an image of {h}x{w}"
-                )
-            mask = torch.zeros(h, w, dtype=torch.bool)
-            mask[r : r + bh, c : c + bw] = True
-        else:
-            try:
-                mask = as_mask(name, item, (h, w))
-            except TypeError:
-                raise ValueError(
-                    f"{name} must be a (row, col, height, width) box or a boolean (H, W) mask, got {describe(item)}"
-                ) from None
-            if not mask.any():
-                raise ValueError(f"{name} is an empty mask: it covers no pixel of the {h}x{w} image")
-        rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
-        boxes.append((int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)))
-        masks.append(mask)
-    return torch.stack(masks), np.asarray(boxes, dtype=np.int64), multi
-
-
-def _is_box(value: Any) -> bool:
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 4
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    )
-
-
-def auto_batch_size(image_shape: tuple[int, int, int], device: torch.device) -> int:
-    """Largest batch size worth trying: about 16 MB of input on a CPU, free-memory based on CUDA.
-
-    With ``batch_size=None`` :func:`explain` times the powers of two up to this size on its first
-    jobs and keeps the fastest (:class:`pdcr_lab.estimator.Batcher`).
-    """
-    pixels = int(np.prod(image_shape))
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        # Activations of small segmentation nets take roughly 100-300 floats per input value.
-        size = int(free * 0.5 / (pixels * 4 * 300))
-        return int(max(1, min(1024, 2 ** int(np.log2(max(size, 1))))))
-    size = max(1, (4 * 1024 * 1024) // pixels)
-    return int(min(64, 2 ** int(np.log2(size))))
-
-
-@contextlib.contextmanager
-def _evaluation(model: nn.Module, device: torch.device | None, *, channels_last: bool = False) -> Iterator[None]:
-    """Eval mode, the requested device (and memory layout) for the explanation; all restored afterwards."""
-    training = model.training
-    first = next(iter([*model.parameters(), *model.buffers()]), None)
-    original = first.device if first is not None else None
-    # Only convert back what we converted: a model that already was channels-last stays so.
-    restore_layout = channels_last and not any(
-        p.ndim == 4 and not p.is_contiguous() for p in model.parameters()
-    )
-    try:
-        model.eval()
-        if device is not None and original is not None and original != device:
-            model.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            yield
-    finally:
-        if restore_layout:
-            model.to(memory_format=torch.contiguous_format)
-        if device is not None and original is not None and original != device:
-            model.to(original)
-        model.train(training)
-
-
-def _progress_callback(progress: bool | Callable[[int, int], None]) -> tuple[Callable[[int, int], None] | None, Any]:
-    if callable(progress):
-        return progress, None
-    if not progress:
-        return None, None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=0, unit="fwd", desc="PdCR", dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    return update, bar
+__all__ = ["explain", "PrecisionWarning", "PRECISIONS", "MODES"]
 
 
 class PrecisionWarning(UserWarning):
@@ -415,10 +302,10 @@ def explain(
     y1, x1 = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
     layout = torch.channels_last if channels_last else torch.contiguous_format
 
-    callback, bar = _progress_callback(progress)
+    callback, bar = progress_callback(progress)
     facts: dict[str, Any] = {}
     try:
-        with _evaluation(model, device, channels_last=channels_last):
+        with evaluation(model, device, channels_last=channels_last):
             image_dev = image.to(device)
             roi_crop = rois[:, y0:y1, x0:x1].to(device)
             runner = _compiled(model) if compile else None

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ._checks import check_choice
+from .checks import check_choice
 from .banks import PatchBank
 
 __all__ = ["Intervention", "INTERVENTIONS", "make_intervention", "compose", "draw_table", "block_grid"]

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from ._checks import check_choice
+from .checks import check_choice
 
 __all__ = ["Outcome", "Dice", "SoftDice", "IoU", "OUTCOMES", "get_outcome", "register_outcome"]
 

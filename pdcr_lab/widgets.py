@@ -30,7 +30,7 @@ import numpy as np
 import param
 import xarray as xr
 
-from ._checks import check_int
+from .checks import check_int
 from .statistics import statistics
 from .viz._holoviews import _backend, image_plot, roi_outline
 from .viz._static import _as_hwc

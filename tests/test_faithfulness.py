@@ -134,7 +134,7 @@ def test_batched_curves_equal_a_naive_loop(policy, tiny_net, image, small_bank):
     ds = occlusion(tiny_net, image, roi=(12, 12, 8, 8), block=4)
     res = deletion_insertion(tiny_net, image, ds, target=target, policies=[policy], bank=small_bank, batch_size=17,
                              random_control=False, steps=13)
-    from pdcr_lab.baselines._common import replacement_image
+    from pdcr_lab.call import replacement_image
 
     fill = replacement_image(policy, image, 4, bank=small_bank, seed=0)
     ks = [int(k) for k in res.blocks.values]

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
-from .._checks import check_choice, describe
+from ..checks import check_choice, describe
 from ..adapters import ModelAdapter
-from ._common import RoiOutcome, block_means, finish, gradients, prepare, shared_doc
+from ..call import RoiOutcome, block_means, finish, gradients, prepare, shared_doc
 
 __all__ = ["gradcam", "feature_layers"]
 

@@ -56,10 +56,10 @@ import xarray as xr
 from scipy import ndimage
 from torch import nn
 
-from .._checks import check_choice, check_float, check_int
-from ..engine import auto_batch_size
+from ..checks import check_choice, check_float, check_int
+from ..call import auto_batch_size
 from ..estimator import run_batched
-from ._common import RoiOutcome, block_means, finish, gradients, prepare, replacement_image, shared_doc
+from ..call import RoiOutcome, block_means, finish, gradients, prepare, replacement_image, shared_doc
 
 __all__ = ["misure"]
 

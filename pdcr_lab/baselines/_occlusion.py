@@ -15,10 +15,10 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .._checks import check_choice
+from ..checks import check_choice
 from ..engine import explain
 from ..schema import validate
-from ._common import check_reading, shared_doc
+from ..call import check_reading, shared_doc
 
 __all__ = ["occlusion", "OCCLUDERS"]
 

@@ -32,11 +32,11 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
-from .._checks import check_choice, check_float, check_int, describe
-from ..engine import _evaluation, auto_batch_size
+from ..checks import check_choice, check_float, check_int, describe
+from ..call import auto_batch_size, evaluation
 from ..estimator import run_batched
 from ..interventions import INTERVENTIONS
-from ._common import RoiOutcome, block_means, finish, prepare, replacement_image, shared_doc
+from ..call import RoiOutcome, block_means, finish, prepare, replacement_image, shared_doc
 
 __all__ = ["rise", "rise_masks"]
 
@@ -126,7 +126,7 @@ def rise(
         kept = kept.repeat_interleave(call.block, 0).repeat_interleave(call.block, 1)
         masks = torch.where(kept, torch.ones(()), masks)
     size = batch_size or auto_batch_size(tuple(call.image.shape), call.device)
-    with _evaluation(model, call.device):
+    with evaluation(model, call.device):
         state = RoiOutcome(call)
         fill_dev, masks_dev = filler.to(call.device), masks.to(call.device)
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..adapters import ModelAdapter
-from ..engine import _evaluation
+from ..call import evaluation
 from ._hooks import describe_output, hooked, tensor_leaves
 
 __all__ = ["Component", "ROLES", "find_components", "list_components"]
@@ -87,7 +87,7 @@ def _dry_run(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, tuple[int, An
         if path not in records:
             records[path] = (len(records), out)
 
-    with _evaluation(model, None), hooked([m for _, m in named], record):
+    with evaluation(model, None), hooked([m for _, m in named], record):
         first = next(iter([*model.parameters(), *model.buffers()]), None)
         try:
             output = model(x.to(first.device) if first is not None else x)

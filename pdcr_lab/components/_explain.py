@@ -12,10 +12,9 @@ forward passes that record every requested layer, and kept on the device.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +23,12 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .._checks import as_image, as_mask, as_tensor, check_choice, check_float, check_int, describe
-from .._version import __version__
+from ..checks import as_image, as_mask, as_tensor, check_choice, check_float, check_int, describe
+from ..version import __version__
 from ..adapters import Activation, ModelAdapter
 from ..defaults import PAPER
-from ..engine import Roi, _evaluation, _progress_callback, auto_batch_size, parse_rois
+from ..call import auto_batch_size, evaluation, reporting
+from ..rois import Roi, parse_rois
 from ..estimator import screened_ate
 from ..interventions import block_grid, draw_table
 from ..outcomes import Outcome, get_outcome
@@ -260,17 +260,6 @@ def _donor_activations(
     ]
 
 
-@contextlib.contextmanager
-def _progress(progress: bool | Callable[[int, int], None]) -> Iterator[Callable[[int, int], None] | None]:
-    """The engine's progress callback (a tqdm bar for ``True``), closed on exit."""
-    callback, bar = _progress_callback(progress)
-    try:
-        yield callback
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def _donors(donors: Any, intervention: str, image: torch.Tensor) -> torch.Tensor | None:
     if intervention == "zero":
         return None
@@ -408,7 +397,7 @@ def explain_components(
     natural = intervention == "natural"
     surgery = _Surgery(paths, natural)
     modules = [model.get_submodule(p) for p in paths]
-    with _progress(progress) as callback, _evaluation(model, device), hooked(modules, surgery.hook):
+    with reporting(progress) as callback, evaluation(model, device), hooked(modules, surgery.hook):
         image_dev = image.to(device)
         try:
             factual, record = surgery.run(lambda: adapter.logits(image_dev.unsqueeze(0)), 1, record=True)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_choice
+from ..checks import check_choice
 from ..banks import PatchBank
 
 __all__ = ["SegmentationData", "bank_block", "build_bank"]

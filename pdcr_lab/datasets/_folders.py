@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_int
+from ..checks import check_choice, check_int
 from ..banks import PatchBank
 from ._data import SegmentationData, build_bank
 from ._io import read_image, read_mask, resize_pair

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._checks import check_choice
+from ..checks import check_choice
 from ._data import SegmentationData
 from ._folders import OnError, Pair, assemble, folder_pairs, from_pairs
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._checks import check_choice, check_int
+from ..checks import check_choice, check_int
 from . import _brain, _lesions, _vessels
 from ._cache import cached_arrays
 from ._data import SegmentationData, from_arrays

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._checks import check_int
+from ..checks import check_int
 
 __all__ = ["RoiSpec", "read_roi_list"]
 

@@ -24,9 +24,9 @@ import numpy as np
 import xarray as xr
 
 from ..baselines import gradcam, misure, occlusion, rise
-from ..baselines._common import RoiOutcome, finish, prepare
+from ..call import RoiOutcome, evaluation, finish, prepare
 from ..defaults import PAPER
-from ..engine import _evaluation, explain
+from ..engine import explain
 from ..rois import boundary_roi
 from ._curves import CURVES, POLICIES, deletion_insertion, support_scores
 from ._sanity import randomization_check
@@ -46,7 +46,7 @@ def random_ranking(model: Any, image: Any, *, roi: Any, target: Any = None, bloc
     It ignores the model (beyond recording ``m0``), so it should fail the randomisation check.
     """
     call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="random_ranking", block=block)
-    with _evaluation(model, call.device):
+    with evaluation(model, call.device):
         state = RoiOutcome(call)
     values = np.random.default_rng(seed).random((len(call.rois), *call.grid))
     return finish(call, method="random", block_map=values, m0=state.m0, forwards=state.forwards, support_sign=1,

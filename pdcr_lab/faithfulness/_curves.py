@@ -35,10 +35,9 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .._checks import as_image, check_choice, check_int, describe
+from ..checks import as_image, check_choice, check_int, describe
 from ..banks import PatchBank
-from ..baselines._common import READING, RoiOutcome, check_reading, prepare, replacement_image
-from ..engine import _evaluation, auto_batch_size
+from ..call import READING, RoiOutcome, auto_batch_size, check_reading, evaluation, prepare, replacement_image
 from ..estimator import run_batched
 from ..interventions import INTERVENTIONS
 from ..schema import GRID_DIMS, effects_dataset, validate
@@ -258,7 +257,7 @@ def deletion_insertion(
     fills = torch.stack([replacement_image(p, call.image, block, bank=bank, seed=call.seed) for p in policies])
     size = batch_size or auto_batch_size((c, h, w), call.device)
     b = block
-    with _evaluation(model, call.device):
+    with evaluation(model, call.device):
         state = RoiOutcome(call)
         dev = call.device
         pos_dev, ks_dev = torch.from_numpy(position).to(dev), torch.from_numpy(ks).to(dev)

@@ -41,7 +41,7 @@ import xarray as xr
 from scipy import ndimage
 from torch import nn
 
-from .._checks import check_choice, check_int
+from ..checks import check_choice, check_int
 from ..banks import PatchBank
 from ..rois import boundary_roi
 

@@ -28,7 +28,7 @@ import xarray as xr
 from scipy import stats
 from torch import nn
 
-from .._checks import check_float, check_int, describe
+from ..checks import check_float, check_int, describe
 from ._curves import support_scores
 
 __all__ = ["randomize_weights", "rank_correlation", "randomization_check"]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._checks import check_float
+from ..checks import check_float
 from ._descriptors import DEFAULT_NEAR, DEFAULT_PATH_LEVEL, descriptors
 
 __all__ = ["LABELS", "STRATEGIES", "StrategyThresholds", "THRESHOLDS", "classify"]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._checks import check_float, check_int
+from ..checks import check_float, check_int
 from ..schema import stack
 from ._classify import LABELS, THRESHOLDS, StrategyThresholds, classify
 

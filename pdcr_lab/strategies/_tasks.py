@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_int
+from ..checks import check_int
 from ..banks import PatchBank
 
 __all__ = ["PathTask", "path_task", "ConnectivityModel", "GlobalContrastModel"]

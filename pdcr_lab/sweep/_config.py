@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import describe
+from ..checks import describe
 from ..schema import SCHEMA_VERSION
 from ._methods import SUPPLIED, Method, accepted_parameters, get_method, import_object, parameter_default
 

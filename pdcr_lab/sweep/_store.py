@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._version import __version__
+from ..version import __version__
 from ..schema import SCHEMA_VERSION
 from ._config import ConfigError, Plan
 

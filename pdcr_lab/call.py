@@ -1,16 +1,23 @@
-"""Plumbing shared by the baselines and the faithfulness metrics.
+"""The shared call layer of every explainer: checks, RoIs, outcome, evaluation context, result.
 
-One preparation of an explainer call (:func:`prepare`: the same argument checks and RoI parsing as
-:func:`pdcr_lab.explain`), one RoI outcome bound to the device (:class:`RoiOutcome`: the quantity
-PdCR measures, M = 100 x DSC in the RoI by default), full replacement images for the project's
-interventions (:func:`replacement_image`) and one result builder (:func:`finish`) so that every
-baseline returns the effects schema with the same attrs.
+Every explainer (:func:`pdcr_lab.explain`, :func:`pdcr_lab.components.explain_components`, the
+baselines) and the faithfulness metrics stand on this module:
+
+* :func:`prepare` checks the call the same way for all of them (image, block grid, channels, RoIs,
+  target, seed, device, how the model is read) and returns a :class:`Call`;
+* :func:`evaluation` is the context a model is run in (eval mode, device, restored afterwards);
+* :class:`RoiOutcome` is the quantity PdCR measures, M = 100 x DSC in the RoI by default, bound
+  to the device and cropped to the RoIs' bounding box;
+* :func:`progress_callback` / :func:`reporting` and :func:`auto_batch_size` are the shared progress
+  reporting and batch sizing;
+* :func:`finish` assembles a result in the effects schema (:mod:`pdcr_lab.schema`) with the attrs
+  every explainer records.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,20 +26,90 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .._checks import as_image, as_mask, check_float, check_int
-from .._version import __version__
-from ..adapters import ModelAdapter
-from ..banks import PatchBank
-from ..defaults import PAPER
-from ..engine import _evaluation, parse_rois
-from ..interventions import block_grid, make_intervention
-from ..outcomes import Outcome, get_outcome
-from ..schema import effects_dataset, validate
+from .checks import as_image, as_mask, check_float, check_int
+from .version import __version__
+from .adapters import ModelAdapter
+from .banks import PatchBank
+from .defaults import PAPER
+from .rois import parse_rois
+from .interventions import block_grid, make_intervention
+from .outcomes import Outcome, get_outcome
+from .schema import effects_dataset, validate
 
 __all__ = [
     "Call", "READING", "check_reading", "prepare", "RoiOutcome", "replacement_image", "block_means", "finish",
-    "gradients", "shared_doc",
+    "gradients", "shared_doc", "evaluation", "reporting", "progress_callback", "auto_batch_size",
 ]
+
+
+def auto_batch_size(image_shape: tuple[int, int, int], device: torch.device) -> int:
+    """Largest batch size worth trying: about 16 MB of input on a CPU, free-memory based on CUDA.
+
+    With ``batch_size=None`` :func:`explain` times the powers of two up to this size on its first
+    jobs and keeps the fastest (:class:`pdcr_lab.estimator.Batcher`).
+    """
+    pixels = int(np.prod(image_shape))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        # Activations of small segmentation nets take roughly 100-300 floats per input value.
+        size = int(free * 0.5 / (pixels * 4 * 300))
+        return int(max(1, min(1024, 2 ** int(np.log2(max(size, 1))))))
+    size = max(1, (4 * 1024 * 1024) // pixels)
+    return int(min(64, 2 ** int(np.log2(size))))
+
+
+@contextlib.contextmanager
+def evaluation(model: nn.Module, device: torch.device | None, *, channels_last: bool = False) -> Iterator[None]:
+    """Eval mode, the requested device (and memory layout) for the explanation; all restored afterwards."""
+    training = model.training
+    first = next(iter([*model.parameters(), *model.buffers()]), None)
+    original = first.device if first is not None else None
+    # Only convert back what we converted: a model that already was channels-last stays so.
+    restore_layout = channels_last and not any(
+        p.ndim == 4 and not p.is_contiguous() for p in model.parameters()
+    )
+    try:
+        model.eval()
+        if device is not None and original is not None and original != device:
+            model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            yield
+    finally:
+        if restore_layout:
+            model.to(memory_format=torch.contiguous_format)
+        if device is not None and original is not None and original != device:
+            model.to(original)
+        model.train(training)
+
+
+def progress_callback(progress: bool | Callable[[int, int], None]) -> tuple[Callable[[int, int], None] | None, Any]:
+    if callable(progress):
+        return progress, None
+    if not progress:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, unit="fwd", desc="PdCR", dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar
+
+
+@contextlib.contextmanager
+def reporting(progress: bool | Callable[[int, int], None]) -> Iterator[Callable[[int, int], None] | None]:
+    """:func:`progress_callback` as a context: the tqdm bar (for ``True``) is closed on exit."""
+    callback, bar = progress_callback(progress)
+    try:
+        yield callback
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @dataclass
@@ -163,7 +240,7 @@ class RoiOutcome:
 def gradients(model: nn.Module, device: torch.device) -> Iterator[None]:
     """The explanation context of :func:`pdcr_lab.explain` (eval mode, device, restored afterwards),
     with autograd switched back on for the gradient-based baselines."""
-    with _evaluation(model, device), torch.inference_mode(False), torch.enable_grad():
+    with evaluation(model, device), torch.inference_mode(False), torch.enable_grad():
         yield
 
 
