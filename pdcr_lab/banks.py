@@ -1,7 +1,7 @@
 """Natural-distribution patch banks: the blocks that PdCR's "natural" intervention draws from.
 
 A bank holds b x b blocks cut from real images of the same dataset that are *not* being explained
-(METHOD.md section 2). Blocks are float32 in [0, 1], channels first, exactly like the images the
+(docs/method.md section 2). Blocks are float32 in [0, 1], channels first, exactly like the images the
 engine receives; any model-specific normalisation happens inside the model adapter, never here.
 """
 

@@ -2,7 +2,7 @@
 
 For each candidate block p of the image, PdCR estimates
 ATE(p) = E_B[ M(f(X with block p := B)) ] - M(f(X)) with B drawn from natural blocks, using the
-paper's coarse-to-fine screening (METHOD.md sections 2-3). The work is batched: the perturbed
+paper's coarse-to-fine screening (docs/method.md sections 2-3). The work is batched: the perturbed
 images of many (block, draw) pairs are composed on the device by indexing and run through the model
 together; the outcome is reduced on the device and only one number per image leaves it.
 """

@@ -6,7 +6,7 @@ The estimators see *units* (image blocks for :func:`pdcr_lab.explain`, network c
 the outcome differs per RoI. Draw ``d`` of unit ``u`` is always the same treatment (the draw table
 is fixed up front), so no result depends on batching, on the batch size or on the device's timing.
 
-* :func:`screened_ate` is the paper's coarse-to-fine estimator (METHOD.md section 3): every
+* :func:`screened_ate` is the paper's coarse-to-fine estimator (docs/method.md section 3): every
   screening draw of every candidate unit in large batches, then *fresh* fine draws of the survivors.
 * :func:`adaptive_ate` *(ours, beyond the paper)* samples every unit sequentially in rounds and stops
   it as soon as its confidence interval settles the tau question or its standard error reaches a

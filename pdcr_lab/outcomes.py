@@ -1,4 +1,4 @@
-"""Outcomes: the RoI state M that PdCR's treatment effect is measured on (METHOD.md section 2).
+"""Outcomes: the RoI state M that PdCR's treatment effect is measured on (docs/method.md section 2).
 
 An outcome maps a batch of predictions, the reference mask and one or more RoI masks to one number
 per (prediction, RoI). All outcomes are computed on the device in one batched reduction.

@@ -2,7 +2,7 @@
 
 An *effects dataset* holds treatment effects in raw, signed outcome units (DSC points for the
 paper's outcome). Negative ATE: the original content SUPPORTS the RoI's segmentation (replacing it
-lowers the outcome); positive: it HURTS it; 0: irrelevant (METHOD.md section 4).
+lowers the outcome); positive: it HURTS it; 0: irrelevant (docs/method.md section 4).
 
 Dimensions (always in this order; every one but the effect grid is optional)::
 

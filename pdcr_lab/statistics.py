@@ -1,4 +1,4 @@
-"""Summary statistics of effect maps, as in the reference's statistics file (METHOD.md section 4).
+"""Summary statistics of effect maps, as in the reference's statistics file (docs/method.md section 4).
 
 Counts exclude the RoI blocks (``pos``: ATE > 0, the block hurts the RoI; ``neg``: ATE < 0, it
 supports it; ``zero``), percentages are of the non-RoI blocks, and the histogram counts *all*

@@ -1,6 +1,6 @@
 """MiSuRe (Hasany et al., arXiv 2406.12173): the minimally sufficient region of an RoI's segmentation.
 
-Two stages (METHOD.md section 6), on the image blended with a baseline B where a mask m is 0:
+Two stages (docs/method.md section 6), on the image blended with a baseline B where a mask m is 0:
 x(m) = m * X + (1 - m) * B.
 
 1. *Sufficient region.* Keep-masks K_r = {pixels within Euclidean distance r of the RoI} are grown in

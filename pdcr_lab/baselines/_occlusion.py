@@ -1,6 +1,6 @@
 """Occlusion on PdCR's block grid: each block replaced by a fixed occluder, one forward per block.
 
-This is the paper's "zero" ablation (METHOD.md section 5) without screening or tau-zeroing: the map
+This is the paper's "zero" ablation (docs/method.md section 5) without screening or tau-zeroing: the map
 is M(f(X with block p := occluder)) - M0 for every non-RoI block, in outcome units. It runs
 :func:`pdcr_lab.explain` with a deterministic intervention and ``tau = 0`` (nothing is screened out
 or zeroed), so it shares the engine's batching and checks. Negative = the block SUPPORTS the RoI

@@ -1,6 +1,6 @@
 """PdCR on network components: the causal effect of a layer, a channel group or a feature cell on an RoI.
 
-METHOD.md section 8 (ours): a component effect is do(A_l := a'), where A_l is the output of module
+docs/method.md section 8 (ours): a component effect is do(A_l := a'), where A_l is the output of module
 l (optionally only one channel group of it, or the feature cells under one input block) and a' is
 the same module's output on another natural image of the dataset (a *donor*), or zero / the donors'
 mean for ablation. ATE(l) = E[M(f(X) with A_l := a')] - M(f(X)) with the paper's outcome, screening

@@ -1,7 +1,7 @@
 """PdCR on network components: :func:`explain_components`.
 
 A treatment do(A_l := a') replaces the output A_l of module l during the forward pass of the image
-being explained (METHOD.md section 8). Forward hooks do the replacement, so the model's code is
+being explained (docs/method.md section 8). Forward hooks do the replacement, so the model's code is
 not touched: for each row of a batch the hook swaps in that row's replacement, so many
 (unit, draw) treatments of several layers run in one forward pass. The replacement is the same
 module's activation on a donor image (``natural``: the donors are images of the dataset that are
@@ -305,7 +305,7 @@ def explain_components(
     """PdCR effects of network components (layers, channel groups, feature cells) on an RoI.
 
     ATE(l) = E_a'[ M(f(X) with A_l := a') ] - M(f(X)), estimated with the paper's coarse-to-fine
-    screening (METHOD.md sections 3 and 8). Same sign convention as :func:`pdcr_lab.explain`:
+    screening (docs/method.md sections 3 and 8). Same sign convention as :func:`pdcr_lab.explain`:
     negative = the factual activation supports the RoI's segmentation.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Loaders for the paper's two datasets in their published folder layouts (METHOD.md section 7)."""
+"""Loaders for the paper's two datasets in their published folder layouts (docs/method.md section 7)."""
 
 from __future__ import annotations
 

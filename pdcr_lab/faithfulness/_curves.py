@@ -1,6 +1,6 @@
 """Deletion and insertion curves of the RoI outcome over the blocks a map ranks most supportive.
 
-Definitions *(ours, METHOD.md section 8)*. For an image X, an RoI and a map on the b x b block grid:
+Definitions *(ours, docs/method.md section 8)*. For an image X, an RoI and a map on the b x b block grid:
 
 * **Candidates**: the K blocks that do not overlap the RoI (RoI blocks are never perturbed, as in PdCR).
 * **Ranking**: candidates sorted by the support score ``support_sign * ate`` in decreasing order

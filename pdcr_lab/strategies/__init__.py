@@ -1,4 +1,4 @@
-"""Perceptual strategies of effect maps: local, global and sequential (METHOD.md section 8).
+"""Perceptual strategies of effect maps: local, global and sequential (docs/method.md section 8).
 
 * :func:`descriptors`: how the effect mass of each map lies around its RoI (radial profile and d50,
   spread, anisotropy, support/harm balance, alignment with image structure, the path leading away

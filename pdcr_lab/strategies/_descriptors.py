@@ -1,6 +1,6 @@
-"""Descriptors of the spatial layout of an effect map around its RoI (METHOD.md section 8).
+"""Descriptors of the spatial layout of an effect map around its RoI (docs/method.md section 8).
 
-Every descriptor is computed from the raw, signed map ``ate`` (outcome units, METHOD.md section 4),
+Every descriptor is computed from the raw, signed map ``ate`` (outcome units, docs/method.md section 4),
 the RoI blocks, and optionally a structure mask, for every map of a dataset at once: the leading
 stack dims (``model``, ``dataset``, ``image``, ``roi``, ``method``, ...) are carried through by
 :func:`xarray.apply_ufunc` and the numpy kernels work on ``(..., block_y, block_x)`` arrays, so no

@@ -140,7 +140,7 @@ def _register_builtins() -> None:
     from ..engine import explain
 
     register_method("pdcr", explain, multi_roi=True)
-    # The reference's ablation (METHOD.md section 5): the block set to 0, one forward per block.
+    # The reference's ablation (docs/method.md section 5): the block set to 0, one forward per block.
     register_method("zero", explain, multi_roi=True, intervention="zero")
     try:  # the baselines (Seg-Grad-CAM, MiSuRe, occlusion, RISE) share the signature and take RoI lists
         from ..baselines import BASELINES

@@ -1,6 +1,6 @@
 """Figures of effect maps. The only place where effects are normalised (for colour only).
 
-Colour convention (METHOD.md section 4): red = the block supports the RoI (ATE < 0), blue = it hurts
+Colour convention (docs/method.md section 4): red = the block supports the RoI (ATE < 0), blue = it hurts
 it (ATE > 0), white = irrelevant, green outline = the RoI. Scales are symmetric around 0.
 
 * static matplotlib figures: :func:`overlay_figure`;
