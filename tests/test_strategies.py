@@ -1,5 +1,6 @@
 """Strategies: descriptor formulas on hand-made maps, the classifier's rule and its bad inputs, the
-labels of models whose strategy is known by construction, and the zoo report's statistics."""
+labels of models whose strategy is known by construction, and the statistics and table of labelled
+maps (the zoo study that produces them is tested in tests/test_studies.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import xarray as xr
 import pdcr_lab
 from pdcr_lab import schema
 from pdcr_lab.strategies import (
-    LABELS,
+    ConnectivityModel,
+    GlobalContrastModel,
     StrategyThresholds,
     classify,
     descriptors,
+    format_table,
+    label_maps,
+    path_task,
     structure_blocks,
+    summarize,
 )
-from pdcr_lab.strategies._report import ReportSettings, explain_zoo, format_table, label_maps, summarize
-from pdcr_lab.strategies._tasks import ConnectivityModel, GlobalContrastModel, path_task
 from pdcr_lab.testing import CenterSurroundModel, PlantedCauseModel
 
 
@@ -279,7 +283,7 @@ def test_path_task_is_what_it_claims(task):
         assert c >= task.images.shape[-1] // 2  # far from the source at the left edge
 
 
-# -- the report ----------------------------------------------------------------------------------
+# -- statistics of labelled maps ------------------------------------------------------------------
 def _fake_result(labels: dict[tuple[str, str], list[str]], d50: dict[tuple[str, str], list[float]]) -> xr.Dataset:
     models = sorted({m for m, _ in labels})
     sets = sorted({d for _, d in labels})
@@ -314,62 +318,26 @@ def test_summarize_shares_intervals_and_shift():
     xr.testing.assert_identical(out, again)  # seeded
 
 
-def test_report_end_to_end_with_toy_zoo(monkeypatch, tmp_path):
-    from pdcr_lab import zoo
-    from pdcr_lab.cli import main
+def test_summary_of_degenerate_cells_has_no_spread_and_no_warning():
+    """One image, or all images alike: the interval is the estimate itself (scipy would warn or give NaN)."""
+    import warnings
 
-    toys = {"box": 3, "box5": 5}
-    monkeypatch.setattr(zoo, "list", lambda: ["box"])
-    monkeypatch.setattr(zoo, "load", lambda name, d: (CenterSurroundModel(toys[name], channels=3), {"test_dice": 0.5}))
-    settings = ReportSettings(images=1, fine=2, n_boot=50)
-    maps, skipped = explain_zoo(None, settings=settings, log=lambda line: None)
-    assert skipped == {}
-    assert maps.ate.dims == ("model", "dataset", "image", "block_y", "block_x")
+    result = _fake_result({("m", "a"): ["local"], ("m", "b"): ["global"]}, {("m", "a"): [2.0], ("m", "b"): [2.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = summarize(result, n_boot=50)
+    assert out.share.sel(model="m", dataset="a", label="local").values.tolist() == [1.0, 1.0, 1.0]
+    assert out.tvd.sel(model="m").values.tolist() == [1.0, 1.0, 1.0]
+    assert out.delta_d50.sel(model="m").values.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_table_of_labelled_maps_lists_not_explained_pairs():
+    maps = pdcr_lab.stack([effect_map({(5, 8): -10.0}), effect_map({(5, 8): -10.0})], "image", labels=[0, 1])
+    maps = pdcr_lab.stack({"m": maps}, "model")
+    maps = pdcr_lab.stack({"a": maps, "b": maps}, "dataset")
+    maps["explained"] = (("model", "dataset"), np.array([[True, False]]))
     result = label_maps(maps)
-    assert set(np.unique(result.label.values)) <= set(LABELS)
-    assert "structure_mask" in result and result.attrs["fine"] == 2
-    strict = label_maps(result, StrategyThresholds(dominance=1.0))  # relabelling replaces the labels
-    assert strict.attrs["threshold_dominance"] == 1.0
-    assert set(np.unique(strict.label.values)) <= {"mixed", "no effect", "local", "global", "sequential"}
-    assert (strict.confidence <= result.confidence).all()
-    out = tmp_path / "strategies.nc"
-    pdcr_lab.save(result, out)
-    # Resuming reuses the stored maps and explains only the models that are new.
-    reused, _ = explain_zoo(["box", "box5"], settings=settings, previous=pdcr_lab.load(out), log=lambda line: None)
-    xr.testing.assert_equal(reused.ate.sel(model=["box"]), maps.ate)
-    assert list(reused.model.values) == ["box", "box5"]
-    pdcr_lab.save(label_maps(reused), tmp_path / "again.nc")
-    summary = summarize(result, n_boot=50)
-    table = format_table(summary, result, command="test")
-    assert "| box | lesions | 1 |" in table and "TVD" in table
-    # The command relabels and summarises a stored result without explaining anything again.
-    argv = ["strategies", "--relabel", "--out", str(out), "--table", str(tmp_path / "t.md"),
-            "--figure", str(tmp_path / "f.png"), "--images", "1", "--bootstrap", "50"]
-    assert main(argv) == 0
-    assert (tmp_path / "t.md").read_text().startswith("# Perceptual strategies")
-    assert (tmp_path / "f.png").stat().st_size > 10_000
-
-
-def test_missing_checkpoints_are_skipped_and_reported(monkeypatch):
-    from pdcr_lab import zoo
-
-    def load(name, dataset):
-        if name == "absent" or (name == "half" and dataset == "vessels"):
-            raise FileNotFoundError(f"no checkpoint for {name!r} on {dataset!r}")
-        return CenterSurroundModel(k=3, channels=3), {}
-
-    monkeypatch.setattr(zoo, "list", lambda: ["box", "half", "absent"])
-    monkeypatch.setattr(zoo, "load", load)
-    settings = ReportSettings(images=1, fine=2)
-    maps, skipped = explain_zoo(None, settings=settings, log=lambda s: None)
-    assert list(maps.model.values) == ["box", "half"]
-    assert set(skipped) == {("absent", "lesions"), ("absent", "vessels"), ("half", "vessels")}
-    assert maps["explained"].values.tolist() == [[True, True], [True, False]]
-    result = label_maps(maps)
-    assert str(result.label.sel(model="half", dataset="vessels", image=0).values) == "not explained"
+    assert str(result.label.sel(model="m", dataset="b", image=0).values) == "not explained"
     summary = summarize(result, n_boot=20)
-    assert int(summary.n_maps.sel(model="half", dataset="vessels")) == 0
-    assert np.isnan(summary.share.sel(model="half", dataset="vessels")).all()
-    assert np.isnan(summary.tvd.sel(model="half")).all() and not np.isnan(summary.tvd.sel(model="box")).any()
-    table = format_table(summary, result, skipped=skipped)
-    assert "| half | vessels | 0 | not explained |" in table and "half (vessels); absent (lesions, vessels)" in table
+    table = format_table(summary, result, skipped={("m", "b"): "no checkpoint"})
+    assert "| m | b | 0 | not explained |" in table and "m (b)" in table

@@ -8,24 +8,26 @@ and sign convention, so component effects and input-block maps are in the same u
 
 * :func:`explain_components` - the explainer (forward hooks; batched; no change to the model);
 * :func:`find_components` / :func:`list_components` - which modules of a model are its stages;
-* ``pdcr-lab components`` - the report over the zoo (:mod:`pdcr_lab.components._report`).
+* :func:`stage_labels`, :func:`stage_order`, :func:`summarize`, :func:`format_summary` - reading
+  component results: comparable stage labels and which stage carries most of the effect.
+
+The study over the zoo (``pdcr-lab components``) is :func:`pdcr_lab.studies.components_study`.
 """
 
 from ._discover import ROLES, Component, find_components, list_components
 from ._explain import COMPONENT_INTERVENTIONS, UNITS, explain_components
-from ._report import REPORT, ReportSettings, format_summary, run_report, summarize
+from ._report import format_summary, stage_labels, stage_order, summarize
 
 __all__ = [
     "COMPONENT_INTERVENTIONS",
     "Component",
-    "REPORT",
     "ROLES",
-    "ReportSettings",
     "UNITS",
     "explain_components",
     "find_components",
     "format_summary",
     "list_components",
-    "run_report",
+    "stage_labels",
+    "stage_order",
     "summarize",
 ]

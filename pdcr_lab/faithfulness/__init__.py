@@ -4,13 +4,14 @@
   are replaced (deletion) or restored (insertion), under several replacement policies, batched.
 - :func:`randomization_check`: the map must change when the model's weights are re-initialised.
 - :func:`planted_benchmark`: attribution accuracy (AUROC / AUPRC) against a planted cause.
-- :func:`faithfulness_benchmark`, :func:`summarize`, :func:`write_table`: the comparison of PdCR
-  with the baselines on the zoo (``pdcr-lab benchmark faithfulness``).
+- :func:`summarize`, :func:`format_table`, :func:`write_table`: the
+  summary and table of the comparison of PdCR with the baselines on the zoo, which
+  :func:`pdcr_lab.studies.faithfulness_study` runs (``pdcr-lab benchmark faithfulness``).
 
 Every definition is written in the docstring of the module that implements it.
 """
 
-from ._benchmark import default_methods, faithfulness_benchmark, random_ranking, summarize, write_table
+from ._benchmark import LOWER_IS_BETTER, format_table, summarize, write_table
 from ._curves import CURVES, POLICIES, curve_auc, deletion_insertion, random_map, ranking, support_scores
 from ._planted import (
     TASKS,
@@ -30,6 +31,7 @@ from ._sanity import randomization_check, randomize_weights, rank_correlation
 
 __all__ = [
     "CURVES",
+    "LOWER_IS_BETTER",
     "POLICIES",
     "TASKS",
     "GateOracle",
@@ -38,15 +40,13 @@ __all__ = [
     "auroc",
     "average_precision",
     "curve_auc",
-    "default_methods",
     "deletion_insertion",
-    "faithfulness_benchmark",
+    "format_table",
     "load_planted",
     "make_planted",
     "planted_benchmark",
     "planted_models",
     "random_map",
-    "random_ranking",
     "randomization_check",
     "randomize_weights",
     "rank_correlation",

@@ -8,9 +8,10 @@
 * :func:`path_task`, :class:`ConnectivityModel`, :class:`GlobalContrastModel`: a generated task and
   hand-built models whose strategy is known by construction; they validate the labels
   (``tests/test_strategies.py``).
-* :func:`explain_zoo`, :func:`label_maps`, :func:`summarize`, :func:`format_table`: the zoo report
-  (``pdcr-lab strategies``): shares and descriptors with bootstrap intervals per architecture and
-  dataset, and the shift between datasets.
+* :func:`label_maps`, :func:`summarize`, :func:`format_table`: labels of a stack of maps, shares
+  and descriptors with bootstrap intervals per architecture and dataset, the shift between
+  datasets, and the Markdown report. The study that explains the zoo for them (``pdcr-lab
+  strategies``) is :func:`pdcr_lab.studies.strategies_study`.
 
 Examples
 --------
@@ -25,23 +26,24 @@ Examples
 
 from ._classify import LABELS, STRATEGIES, THRESHOLDS, StrategyThresholds, classify
 from ._descriptors import DESCRIPTORS, descriptors, effect_grid, structure_blocks
-from ._report import ReportSettings, explain_zoo, format_table, label_maps, summarize
+from ._report import MAP_VARIABLES, SHIFT_DESCRIPTORS, SUMMARY_DESCRIPTORS, format_table, label_maps, summarize
 from ._tasks import ConnectivityModel, GlobalContrastModel, PathTask, path_task
 
 __all__ = [
     "DESCRIPTORS",
     "LABELS",
+    "MAP_VARIABLES",
+    "SHIFT_DESCRIPTORS",
     "STRATEGIES",
+    "SUMMARY_DESCRIPTORS",
     "THRESHOLDS",
     "ConnectivityModel",
     "GlobalContrastModel",
     "PathTask",
-    "ReportSettings",
     "StrategyThresholds",
     "classify",
     "descriptors",
     "effect_grid",
-    "explain_zoo",
     "format_table",
     "label_maps",
     "path_task",
