@@ -22,7 +22,16 @@ pytest.importorskip("distributed")
 yaml = pytest.importorskip("yaml")
 
 import pdcr_lab  # noqa: E402
-from pdcr_lab.sweep import ConfigError, derive_seed, parse_config, plan_sweep, provenance, run_sweep  # noqa: E402
+from pdcr_lab.sweep import (  # noqa: E402
+    ConfigError,
+    config_schema,
+    derive_seed,
+    load_config,
+    parse_config,
+    plan_sweep,
+    provenance,
+    run_sweep,
+)
 from pdcr_lab.sweep import _driver, _store  # noqa: E402
 from pdcr_lab.sweep.toys import blobs, tiny_cnn  # noqa: E402
 
@@ -241,12 +250,12 @@ def no_cluster(monkeypatch):
          r"^datasets\[0\] \('blobs'\): images=3 but split 'test' has 2 images"),
         ({"rois": [[8, 8, 8, 8], [28, 24, 8, 8]]}, r"^datasets\[0\] \('blobs'\): RoI \[28, 24, 8, 8\] .*outside the 32x32 image"),
         ({"methods": {"pdcr": {"corse": 3}}}, r"^methods\.pdcr: unknown parameter\(s\) \['corse'\]"),
-        ({"methods": {"shap": {}}}, r"^methods\.shap: unknown method 'shap'"),
+        ({"methods": {"shap": {}}}, r"^methods\.shap: unknown (method|explainer) 'shap'; registered: \["),
         ({"methods": {"blur": {"method": "pdcr", "intervention": "blurr"}}}, r"^methods\.blur: intervention='blurr' is not supported"),
         ({"methods": {"pdcr": {"seed": 3}}}, r"^methods\.pdcr: parameter\(s\) \['seed'\] are set by the sweep"),
         ({"models": [{"name": "x", "factory": "pdcr_lab.sweep.toys:tiny_cnn", "options": {"channels": 1}}]},
          r"^models\[0\] \('x'\) on datasets\[0\] \('blobs'\): the images have 3 channels"),
-        ({"modles": []}, r"^config: unknown key\(s\) \['modles'\]"),
+        ({"modles": []}, r"^config: modles: unknown key \(value \[\]\); allowed keys: block, datasets, "),
     ],
 )
 def test_bad_config_fails_before_any_work(no_cluster, tmp_path, change, message):
@@ -283,11 +292,110 @@ def test_read_only_folder_is_refused(no_cluster, tmp_path):
         folder.chmod(0o700)
 
 
+def test_store_created_meanwhile_by_another_driver_is_kept(tmp_path, monkeypatch):
+    import zarr
+
+    store = tmp_path / "s.zarr"
+    plan = plan_sweep(config(probe=False), store)
+    template = _store._template
+    raced = []
+
+    def other_driver_first(p):
+        if not raced:  # another driver finishes its store while this one stages its own
+            raced.append(True)
+            _store._create(store, p)
+            zarr.open_group(store=str(store), mode="r+").attrs["made_by"] = "the other driver"
+        return template(p)
+
+    monkeypatch.setattr(_store, "_template", other_driver_first)
+    _store.prepare(store, plan)
+    assert zarr.open_group(store=str(store), mode="r").attrs["made_by"] == "the other driver"
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]  # no temporaries left
+
+
 def test_store_of_another_config_is_refused(no_cluster, tmp_path):
     store = tmp_path / "s.zarr"
     _store.prepare(store, plan_sweep(config(), store))
     with pytest.raises(ConfigError, match=r"holds a different sweep .*differs in: seed"):
         run_sweep(config(seed=8), store, progress=False, log=lambda m: None)
+
+
+# -- config structure: pydantic's errors as key paths, the JSON schema ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # an unknown key at depth: its path and the keys allowed there
+        ({"datasets": [dict(CONFIG["datasets"][0], rois={"auto": 8, "sizee": 3})]},
+         r"^config: datasets\[0\]\.rois\.sizee: unknown key \(value 3\); allowed keys: auto, boxes, file, size$"),
+        ({"models": [CONFIG["models"][0], dict(CONFIG["models"][1], option={})]},
+         r"^config: models\[1\]\.option: unknown key \(value \{\}\); allowed keys: factory, name, options, zoo$"),
+        # negative or zero values
+        ({"seed": -1}, r"^config: seed: got -1; expected a value >= 0 \(base seed"),
+        ({"rois": [[8, 8, 8, 8], [16, 8, 0, 16]]}, r"^config: rois\[1\]\[2\]: got 0; expected a value >= 1 "),
+        ({"resources": {"GPU": -1}}, r"^config: resources\.GPU: got -1; expected a value >= 0 "),
+        # wrong types
+        ({"probe": "yes"}, r"^config: probe: got 'yes'; expected true or false "),
+        ({"retries": 1.5}, r"^config: retries: got 1\.5; expected an integer "),
+        ({"methods": {"pdcr": {"coarse": 3}, "zero": 3}}, r"^config: methods\.zero: got 3; expected a mapping "),
+        ({"methods": {"pdcr": {"method": 3}}}, r"^config: methods\.pdcr\.method: got 3; expected a string "),
+        ({"datasets": [dict(CONFIG["datasets"][0], images=[0, 1.5])]},
+         r"^config: datasets\[0\]\.images\[1\]: got 1\.5; expected a string or an integer "),
+        ({"datasets": [dict(CONFIG["datasets"][0], factory="toys.blobs")]},
+         r"^config: datasets\[0\]\.factory: got 'toys\.blobs'; expected an import path 'package\.module:function'"),
+        ({"target": "truth"}, r"^config: target: got 'truth'; expected 'ground_truth' or 'prediction'"),
+        # cross-field rules
+        ({"rois": {"auto": 8, "size": 8}}, r"^config: rois: write the RoI side as auto: 8"),
+        ({"models": [CONFIG["models"][0], dict(CONFIG["models"][1], name="tiny_a")]},
+         r"^config: models: name 'tiny_a' is used by models\[0\] and models\[1\]"),
+        ({"datasets": [{"split": "test"}]}, r"^config: datasets\[0\]\.name: required but missing"),
+    ],
+)
+def test_structural_errors_name_the_key_value_and_expectation(change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(config(**change))
+
+
+def test_every_structural_error_is_listed_with_the_config_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config(seed=-2, models=[{"zoo": "unet", "optionz": {}}], block="8")))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert all(line.startswith(f"config {str(path.resolve())!r}: ") for line in lines)
+    assert len(lines) == 3
+    for part in ("models[0].optionz: unknown key", "seed: got -2", "block: got '8'; expected an integer"):
+        assert any(part in line for line in lines), (part, lines)
+
+
+def test_relative_roi_file_is_relative_to_the_config(tmp_path):
+    (tmp_path / "sub").mkdir()
+    cfg = config(rois={"file": "coords.txt", "size": 8})
+    (tmp_path / "sub" / "s.yaml").write_text(yaml.safe_dump(cfg))
+    assert load_config(tmp_path / "sub" / "s.yaml").rois.file == str(tmp_path / "sub" / "coords.txt")
+    assert parse_config(cfg, base_dir=tmp_path).rois.file == str(tmp_path / "coords.txt")
+
+
+def test_json_schema_describes_the_config_and_accepts_the_examples(tmp_path, capsys):
+    from pdcr_lab import cli
+
+    schema = config_schema()
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert sorted(schema["required"]) == ["datasets", "methods", "models"]
+    assert schema["additionalProperties"] is False and schema["$defs"]["RoiRule"]["additionalProperties"] is False
+    assert schema["properties"]["seed"]["minimum"] == 0 and schema["properties"]["seed"]["description"]
+    assert schema["properties"]["target"]["enum"] == ["ground_truth", "prediction"]
+    assert cli.main(["sweep", "--schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.validate(yaml.safe_load((ROOT / "examples" / "sweep_small.yaml").read_text()))
+    validator.validate(config())
+    validator.validate(config(rois={"file": "coords.txt", "size": 8}, methods=["pdcr", "zero"]))
+    assert not validator.is_valid(config(seed=-1))
+    assert not validator.is_valid(config(rois={"auto": 8, "sizee": 3}))
 
 
 # -- config format, seeds, CLI ------------------------------------------------------------------------
@@ -356,6 +464,8 @@ def test_cli_subcommand_and_dry_run(tmp_path, capsys):
     assert not (tmp_path / "s.zarr").exists()
     assert cli.main(["sweep", str(cfg), "--store", str(tmp_path / "s.nc"), "--dry-run"]) == 2
     assert "must end with .zarr" in capsys.readouterr().err
+    assert cli.main(["sweep", str(cfg)]) == 2  # a config needs a store (only --schema needs neither)
+    assert "give CONFIG and --store PATH (or --schema)" in capsys.readouterr().err
 
 
 def test_example_config_is_valid(tmp_path):

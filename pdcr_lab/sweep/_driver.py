@@ -34,14 +34,14 @@ __all__ = ["run_sweep", "plan_sweep", "SweepSummary"]
 class SweepSummary:
     """What a :func:`run_sweep` call did."""
 
-    store: Path
-    total: int
-    skipped: int = 0
-    computed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    workers: int = 0
-    dashboard: str | None = None
+    store: Path  #: the sweep store
+    total: int  #: tasks of the sweep
+    skipped: int = 0  #: tasks done before this run
+    computed: int = 0  #: tasks done by this run
+    failed: list[tuple[str, str]] = field(default_factory=list)  #: (task, error) of the failed tasks
+    seconds: float = 0.0  #: wall time of this run
+    workers: int = 0  #: dask workers used
+    dashboard: str | None = None  #: the dask dashboard's address, if served
 
     @property
     def complete(self) -> bool:
@@ -79,6 +79,13 @@ def plan_sweep(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, stor
     """Validate `config` and the `store` location without computing anything; return the plan.
 
     Raises :class:`~pdcr_lab.sweep.ConfigError` naming the offending entry.
+
+    Parameters
+    ----------
+    config : path to a YAML/TOML file, a mapping, or a SweepConfig
+        What the sweep computes.
+    store : str or os.PathLike
+        Where its Zarr store goes (checked, not created).
     """
     cfg = _as_config(config)
     check_target(store)
@@ -196,6 +203,8 @@ def run_sweep(
         Show a progress bar with counts and the time left.
     on_task : callable(provenance dict), optional
         Called in this process after every finished task (e.g. to follow a sweep from a notebook).
+    log : callable(str)
+        Where progress messages go (default: print).
 
     Returns
     -------

@@ -36,7 +36,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -48,8 +47,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..version import __version__
+from ..atomic import atomic_path
 from ..schema import SCHEMA_VERSION
+from ..version import __version__
 from ._config import ConfigError, Plan
 
 __all__ = ["check_target", "prepare", "done_mask", "write_task", "record_run", "task_name", "provenance", "versions"]
@@ -80,7 +80,13 @@ _MARKER_VARS = ("seconds", "done")
 
 
 def task_name(index: tuple[int, int, int, int]) -> str:
-    """Name of a task's provenance group: ``m<model>-d<dataset>-i<image>-k<method>``."""
+    """Name of a task's provenance group: ``m<model>-d<dataset>-i<image>-k<method>``.
+
+    Parameters
+    ----------
+    index : (int, int, int, int)
+        The task's (model, dataset, image, method) position.
+    """
     m, d, i, k = index
     return f"m{m}-d{d}-i{i}-k{k}"
 
@@ -112,7 +118,13 @@ ZARR_MINIMUM = (3, 1, 3)
 
 
 def check_target(path: str | os.PathLike) -> Path:
-    """Check that a sweep store can be created or continued at `path`; raise ConfigError otherwise."""
+    """Check that a sweep store can be created or continued at `path`; raise ConfigError otherwise.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sweep store (a ``.zarr`` folder).
+    """
     import zarr
 
     found = tuple(int(v) for v in re.findall(r"\d+", zarr.__version__)[:3])
@@ -243,21 +255,15 @@ def _quiet() -> Iterator[None]:
 def _create(path: Path, plan: Plan) -> None:
     import zarr
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    staged = tmp / path.name
-    try:
-        template, encoding = _template(plan)
-        with _quiet():
-            template.to_zarr(staged, mode="w-", compute=False, consolidated=False, encoding=encoding)
-        zarr.open_group(store=str(staged), mode="r+").create_group("tasks")
-        try:
-            os.replace(staged, path)  # the store appears complete or not at all
-        except OSError:
-            if not path.exists():  # another driver created it meanwhile: check that one instead
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    template, encoding = _template(plan)
+    try:  # the store appears complete or not at all
+        with atomic_path(path, replace=False) as staged:
+            with _quiet():
+                template.to_zarr(staged, mode="w-", compute=False, consolidated=False, encoding=encoding)
+            zarr.open_group(store=str(staged), mode="r+").create_group("tasks")
+    except OSError:  # FileExistsError included: another driver created it meanwhile, keep that one
+        if not path.exists():
+            raise  # a real failure; otherwise prepare() checks the other driver's store
 
 
 def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -265,7 +271,15 @@ def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[
 
 
 def prepare(path: str | os.PathLike, plan: Plan) -> bool:
-    """Create the store for `plan`, or check that an existing one belongs to it; True if created."""
+    """Create the store for `plan`, or check that an existing one belongs to it; True if created.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sweep store (a ``.zarr`` folder).
+    plan : Plan
+        The resolved sweep; an existing store must have its fingerprint.
+    """
     import zarr
 
     path = Path(path)
@@ -290,7 +304,13 @@ def prepare(path: str | os.PathLike, plan: Plan) -> bool:
 
 
 def done_mask(path: str | os.PathLike) -> np.ndarray:
-    """The completion markers, bool (model, dataset, image, method)."""
+    """The completion markers, bool (model, dataset, image, method).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sweep store (a ``.zarr`` folder).
+    """
     import zarr
 
     return np.asarray(zarr.open_array(store=str(path), path="done", mode="r")[...], dtype=bool)
@@ -308,8 +328,19 @@ def write_task(path: str | os.PathLike, index: tuple[int, int, int, int], arrays
                seconds: float, info: Mapping[str, Any]) -> None:
     """Write one task: its results, then its provenance, then ``done`` (the order makes it safe).
 
-    `arrays` maps every name of :data:`RESULT_VARS` to an array shaped like the task's region
-    (length 1 along model, dataset, image and method; full along roi and the block grid).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sweep store (a ``.zarr`` folder).
+    index : (int, int, int, int)
+        The task's (model, dataset, image, method) position.
+    arrays : mapping
+        Every name of :data:`RESULT_VARS` -> an array shaped like the task's region (length 1 along
+        model, dataset, image and method; full along roi and the block grid).
+    seconds : float
+        The task's wall time.
+    info : mapping
+        The task's provenance (JSON-able after ``default=str``).
     """
     import zarr
 
@@ -323,7 +354,15 @@ def write_task(path: str | os.PathLike, index: tuple[int, int, int, int], arrays
 
 
 def record_run(path: str | os.PathLike, run: Mapping[str, Any]) -> None:
-    """Append (or update, same ``run_id``) one driver run in the store's ``sweep_runs`` history."""
+    """Append (or update, same ``run_id``) one driver run in the store's ``sweep_runs`` history.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sweep store (a ``.zarr`` folder).
+    run : mapping
+        The run's record, with its ``run_id``.
+    """
     import zarr
 
     group = zarr.open_group(store=str(path), mode="r+")
@@ -333,7 +372,13 @@ def record_run(path: str | os.PathLike, run: Mapping[str, Any]) -> None:
 
 
 def provenance(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Per-task provenance of a sweep store: task name -> attrs (host, worker, timing, seed, ...)."""
+    """Per-task provenance of a sweep store: task name -> attrs (host, worker, timing, seed, ...).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sweep store (a ``.zarr`` folder).
+    """
     import zarr
 
     tasks = zarr.open_group(store=str(path), path="tasks", mode="r")

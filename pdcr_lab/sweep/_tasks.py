@@ -42,23 +42,23 @@ _VERSIONS: dict[str, str] = {}
 class TaskSpec:
     """Everything a worker needs for one task (small and picklable)."""
 
-    store: str
-    index: tuple[int, int, int, int]
-    model: ModelEntry
-    dataset: DatasetEntry
-    method: ResolvedMethod
-    image_id: str
-    image_index: int
-    image_sha1: str
-    bank_id: str
-    rois: tuple[tuple[int, int, int, int], ...]
-    n_roi: int
-    seed: int
-    block: int
-    grid: tuple[int, int]
-    target: str
-    device: str
-    model_cache: int
+    store: str  #: path of the Zarr store the task writes into
+    index: tuple[int, int, int, int]  #: (model, dataset, image, method) position in the store
+    model: ModelEntry  #: the config's model entry
+    dataset: DatasetEntry  #: the config's dataset entry
+    method: ResolvedMethod  #: the method with its explainer and parameters
+    image_id: str  #: the image's id in the dataset
+    image_index: int  #: the image's index in the split
+    image_sha1: str  #: checksum of the image the plan saw (the worker checks it)
+    bank_id: str  #: id of the dataset's natural bank
+    rois: tuple[tuple[int, int, int, int], ...]  #: the image's RoI boxes
+    n_roi: int  #: how many of them
+    seed: int  #: the task's seed (from the config's seed and the task's position)
+    block: int  #: block side of the maps
+    grid: tuple[int, int]  #: (Gy, Gx) of the maps
+    target: str  #: "ground_truth" or "prediction"
+    device: str  #: where the worker runs the model
+    model_cache: int  #: models a worker keeps loaded
 
     @property
     def name(self) -> str:
@@ -69,7 +69,17 @@ class TaskSpec:
 
 
 def build_specs(plan: Plan, store: str, indices: Sequence[tuple[int, int, int, int]]) -> list[TaskSpec]:
-    """Task specs of `plan` for the given (model, dataset, image, method) indices."""
+    """Task specs of `plan` for the given (model, dataset, image, method) indices.
+
+    Parameters
+    ----------
+    plan : Plan
+        The validated sweep plan.
+    store : str
+        Path of the store.
+    indices : sequence of (model, dataset, image, method)
+        Positions of the tasks to build.
+    """
     cfg = plan.config
     specs = []
     for m, d, i, k in indices:
@@ -206,7 +216,13 @@ def region_arrays(ds: xr.Dataset, spec: TaskSpec) -> dict[str, np.ndarray]:
 
 
 def run_task(spec: TaskSpec) -> dict[str, Any]:
-    """Compute one task and write it into the store; returns its provenance (also stored)."""
+    """Compute one task and write it into the store; returns its provenance (also stored).
+
+    Parameters
+    ----------
+    spec : TaskSpec
+        The task.
+    """
     import torch
 
     started = time.time()

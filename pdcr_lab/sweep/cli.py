@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -17,6 +18,13 @@ def _positive(text: str) -> int:
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pdcr-lab sweep`` to the command line.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The sub-commands of ``pdcr-lab``.
+    """
     p = subparsers.add_parser(
         "sweep",
         help="explain models x datasets x images x RoIs x methods into one Zarr store (dask, resumable)",
@@ -26,19 +34,27 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
             "the same command resumes an interrupted sweep."
         ),
     )
-    p.add_argument("config", type=Path, help="sweep config (.yaml, .yml or .toml)")
-    p.add_argument("--store", type=Path, required=True, metavar="PATH", help="output Zarr store (ends with .zarr)")
+    p.add_argument("config", type=Path, nargs="?", help="sweep config (.yaml, .yml or .toml)")
+    p.add_argument("--store", type=Path, metavar="PATH", help="output Zarr store (ends with .zarr); required with CONFIG")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler: its address (tcp://10.0.0.1:8786) or scheduler file")
     p.add_argument("--workers", type=_positive, metavar="N",
                    help="local cluster size (default: one per GPU, else one per core); with --scheduler: wait for N workers")
     p.add_argument("--dry-run", action="store_true", help="validate the config and the store location, compute nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    p.add_argument("--schema", action="store_true",
+                   help="print the JSON schema of sweep configs (for editors: pdcr-lab sweep --schema > sweep.schema.json) and exit")
+    p.set_defaults(func=_run, usage=p.format_usage)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import ConfigError, plan_sweep, run_sweep
+    from . import ConfigError, config_schema, plan_sweep, run_sweep
 
+    if args.schema:
+        print(json.dumps(config_schema(), indent=2))
+        return 0
+    if args.config is None or args.store is None:
+        print(f"{args.usage()}pdcr-lab sweep: error: give CONFIG and --store PATH (or --schema)", file=sys.stderr)
+        return 2
     try:
         if args.dry_run:
             plan = plan_sweep(args.config, args.store)

@@ -27,6 +27,17 @@ class TinyCNN(nn.Module):
     """A random CNN whose sigmoid output hovers around 0.5, so block effects are non-trivial.
 
     ``depth`` extra 3 x 3 layers of ``width`` channels make it as slow as a benchmark needs.
+
+    Parameters
+    ----------
+    channels : int
+        Input channels.
+    width : int
+        Hidden channels.
+    depth : int
+        Extra residual 3 x 3 layers.
+    seed : int
+        Seed of the random weights.
     """
 
     def __init__(self, channels: int = 3, width: int = 6, depth: int = 0, seed: int = 0) -> None:
@@ -41,6 +52,17 @@ class TinyCNN(nn.Module):
             layer.weight.data /= 3.0 * width**0.5  # keeps activations O(1) whatever the depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground probabilities.
+
+        Parameters
+        ----------
+        x : Tensor (B, channels, H, W)
+            Images in [0, 1].
+
+        Returns
+        -------
+        Tensor (B, 1, H, W)
+        """
         h = torch.tanh(self.a(x - 0.5))
         for layer in self.middle:
             h = torch.tanh(layer(h)) + h
@@ -49,6 +71,18 @@ class TinyCNN(nn.Module):
 
 def tiny_cnn(*, seed: int = 0, channels: int = 3, width: int = 6, depth: int = 0, dataset: str | None = None) -> tuple[nn.Module, dict]:
     """A :class:`TinyCNN` (the same weights for every dataset; `dataset` is accepted and recorded).
+
+    Parameters
+    ----------
+    seed, channels, width, depth
+        As in :class:`TinyCNN`.
+    dataset : str, optional
+        Name of the dataset the sweep asks the model for; only recorded in the metadata.
+
+    Returns
+    -------
+    (TinyCNN, dict)
+        The model in eval mode and its metadata (``params``, ``dataset``, ``seed``).
 
     Examples
     --------
@@ -62,6 +96,21 @@ def tiny_cnn(*, seed: int = 0, channels: int = 3, width: int = 6, depth: int = 0
 
 def blobs(*, n: int = 4, size: int = 32, block: int = 8, channels: int = 3, seed: int = 0, n_bank: int = 8) -> SegmentationData:
     """`n` test images of one bright ellipse on noise (mask = the ellipse), and a bank from `n_bank` others.
+
+    Parameters
+    ----------
+    n : int
+        Test images (the split a sweep explains).
+    size : int
+        Image side in pixels.
+    block : int
+        Block side of the bank.
+    channels : int
+        Image channels.
+    seed : int
+        Seed of every image.
+    n_bank : int
+        Further images (the ``train`` split) the natural bank is cut from, 10 blocks each; 0: no bank.
 
     Examples
     --------
