@@ -1,18 +1,49 @@
-"""Shared fixtures: tiny models, small images and banks, and the optional reference data."""
+"""Shared fixtures: tiny models, small images and banks, the optional reference data, and the
+hypothesis settings profile (deterministic, no deadline, no example database in the repository).
+
+The toy models themselves live in :mod:`pdcr_lab.testing`.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pdcr_lab.testing import RandomConvNet
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdcr_reference"
 
 requires_reference = pytest.mark.skipif(
     not REFERENCE.is_dir(), reason="reference data (../shared/data/pdcr_reference) not present"
 )
+
+# Hypothesis caches what it reads from the source (.hypothesis/constants) in the working directory,
+# even without an example database, from the collection on: point it outside the repository before
+# it is imported.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "pdcr_lab_hypothesis"))
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - hypothesis is a test dependency; test_properties skips without it
+    pass
+else:
+    # Same examples on every run and machine (derandomize), no timing-based failures (deadline), and
+    # no .hypothesis/ folder written into the repository (database=None).
+    settings.register_profile(
+        "pdcr-lab",
+        derandomize=True,
+        deadline=None,
+        max_examples=25,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("PDCR_LAB_HYPOTHESIS_PROFILE", "pdcr-lab"))
 
 
 @pytest.fixture(autouse=True)
@@ -29,24 +60,10 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
-class TinyNet(torch.nn.Module):
-    """A random 2-layer CNN whose sigmoid output hovers around 0.5, so block effects are non-trivial."""
-
-    def __init__(self, channels: int = 3, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.a = torch.nn.Conv2d(channels, 6, 3, padding=2, dilation=2)
-        self.b = torch.nn.Conv2d(6, 1, 5, padding=2)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g) * 0.4
-
-    def forward(self, x):
-        return torch.sigmoid(self.b(torch.tanh(self.a(x - 0.5))))
-
-
 @pytest.fixture
-def tiny_net() -> TinyNet:
-    return TinyNet().eval()
+def tiny_net() -> RandomConvNet:
+    """A random 2-layer CNN for 3-channel images whose sigmoid output hovers around 0.5."""
+    return RandomConvNet().eval()
 
 
 @pytest.fixture
@@ -63,6 +80,21 @@ def small_bank():
     return PatchBank(torch.rand(6, 3, 4, 4, generator=g), {"recipe": "test"})
 
 
+@pytest.fixture
+def quick_explain():
+    """``explain`` with the small defaults of the argument tests: RoI (12, 12, 8, 8) of a 32 x 32 image,
+    the zero intervention and 4-pixel blocks; keyword arguments override them."""
+    from pdcr_lab import explain
+
+    def call(model, image, **kw):
+        kw.setdefault("roi", (12, 12, 8, 8))
+        kw.setdefault("intervention", "zero")
+        kw.setdefault("block", 4)
+        return explain(model, image, **kw)
+
+    return call
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for a module of tests on tiny models: as fast as several, and far
@@ -71,3 +103,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _tiny96(seed: int) -> RandomConvNet:
+    return RandomConvNet(hidden=4, kernel=5, seed=seed, scale=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny96():
+    """Factory of the fixed random CNNs of the 96 x 96 interactive tests (viz, widgets, dashboard):
+    ``tiny96(seed)``; their output hovers around 0.5, so their maps are non-trivial."""
+    return _tiny96
+
+
+@pytest.fixture(scope="module")
+def lesions():
+    """The embedded lesions dataset (generated once and cached)."""
+    from pdcr_lab import datasets
+
+    return datasets.load("lesions")
+
+
+@pytest.fixture(scope="module")
+def lesion_maps(lesions):
+    """(image, map a, map b): two zero-intervention maps of two random CNNs on one 96 x 96 test image."""
+    from pdcr_lab import explain
+
+    image, target = lesions.images("test")[0], lesions.masks("test")[0]
+    kw = dict(roi=(40, 40, 16, 16), target=target, bank=lesions.bank, fine=4, intervention="zero")
+    return image, explain(_tiny96(1), image, **kw), explain(_tiny96(4), image, **kw)

@@ -8,33 +8,16 @@ import torch
 from torch import nn
 
 import pdcr_lab
-from pdcr_lab.baselines import BASELINES, feature_layers, gradcam, misure, occlusion, rise, rise_masks
-from pdcr_lab.testing import CenterSurroundModel, PlantedCauseModel
+from pdcr_lab.baselines import feature_layers, gradcam, misure, occlusion, random_scores, rise, rise_masks
+from pdcr_lab.testing import (
+    CenterSurroundModel,
+    PlantedCauseModel,
+    ThresholdedModel,
+    TwoChannelLinear,
+    assert_effects_equal,
+)
 
 ROI = (8, 8, 8, 8)
-
-
-class TwoChannelLinear(nn.Module):
-    """features = [x, -x] (1x1 conv), logit z = a * A1 + b * A2 = (a - b) x: Grad-CAM is known exactly.
-
-    S = sum over the RoI of z, so dS/dA1 = a and dS/dA2 = b on RoI pixels, 0 elsewhere:
-    alpha = (a, b) * |RoI| / (H W) and cam = (a - b) |RoI| / (H W) * x.
-    """
-
-    def __init__(self, a: float, b: float, probabilities: bool = False) -> None:
-        super().__init__()
-        self.features = nn.Conv2d(1, 2, 1, bias=False)
-        self.head = nn.Conv2d(2, 1, 1, bias=False)
-        self.features.weight.data = torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1)
-        self.head.weight.data = torch.tensor([a, b]).reshape(1, 2, 1, 1)
-        self.probabilities = probabilities
-
-    def logits(self, x):
-        return self.head(self.features(x))
-
-    def forward(self, x):
-        z = self.logits(x)
-        return torch.sigmoid(z) if self.probabilities else z
 
 
 @pytest.fixture
@@ -93,18 +76,9 @@ def test_gradcam_layer_without_feature_map_output(gray):
         gradcam(model, gray, roi=ROI, layer="flat", block=4)
 
 
-class Thresholded(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-
-    def forward(self, x):
-        return (self.conv(x) > 0).float()
-
-
 def test_gradcam_refuses_a_non_differentiable_model(gray):
     with pytest.raises(ValueError, match=r"the model is not differentiable: its output carries no gradient"):
-        gradcam(Thresholded(), gray, roi=ROI, block=4)
+        gradcam(ThresholdedModel(), gray, roi=ROI, block=4)
 
 
 def test_gradcam_leaves_the_model_as_it_found_it(gray):
@@ -155,7 +129,7 @@ def test_rise_is_independent_of_the_batch_size(planted):
     model, image = planted
     a = rise(model, image, roi=ROI, n_masks=50, cell=8, block=4, batch_size=7)
     b = rise(model, image, roi=ROI, n_masks=50, cell=8, block=4, batch_size=64)
-    np.testing.assert_allclose(a.ate.values, b.ate.values, rtol=1e-10)
+    assert_effects_equal(a, b, variables=["ate"], rtol=1e-10, atol=0)
 
 
 def test_rise_masks_follow_the_recipe():
@@ -191,6 +165,7 @@ def test_misure_checks_its_hyper_parameters(gray):
         misure(CenterSurroundModel(), gray, roi=ROI, block=4, stride=5)
 
 
+BASELINES = {"gradcam": gradcam, "misure": misure, "occlusion": occlusion, "rise": rise, "random": random_scores}
 EXPLAINERS = {"pdcr": pdcr_lab.explain, **BASELINES}
 OPTIONS = {"pdcr": {"intervention": "zero"}, "misure": {"steps": 3}, "rise": {"n_masks": 20}}
 

@@ -1,4 +1,4 @@
-"""Component effects: consistency with the input engine, known zeros, discovery, bad input, report."""
+"""Component effects: consistency with the input engine, known zeros, discovery, bad input, stage labels."""
 
 from __future__ import annotations
 
@@ -10,35 +10,14 @@ from torch import nn
 
 import pdcr_lab
 from pdcr_lab import PatchBank, explain
-from pdcr_lab.components import explain_components, find_components, list_components
+from pdcr_lab.components import explain_components, find_components, format_summary, list_components, stage_labels
 from pdcr_lab.components._explain import _cell_mask, _span
-from pdcr_lab.components._report import ReportSettings, format_summary, run_report, stage_labels, summarize
+from pdcr_lab.testing import BranchyModel as Branchy
+from pdcr_lab.testing import SkipNet as Net
+from pdcr_lab.testing import randomise_parameters
 
 ROI = (12, 12, 8, 8)
 LAYERS = ["enc", "down", "up"]
-
-
-def _randomise(module: nn.Module, seed: int, scale: float = 0.4) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.data = torch.randn(p.shape, generator=g) * scale
-
-
-class Net(nn.Module):
-    """A tiny random encoder-decoder with a skip: effects of every stage are non-trivial."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        self.enc = nn.Conv2d(3, 6, 3, padding=1)
-        self.down = nn.Conv2d(6, 8, 3, stride=2, padding=1)
-        self.up = nn.Upsample(scale_factor=2)
-        self.dec = nn.Conv2d(14, 1, 3, padding=1)
-        _randomise(self, seed)
-
-    def forward(self, x):
-        e = torch.tanh(self.enc(x - 0.5))
-        u = self.up(torch.tanh(self.down(e)))
-        return torch.sigmoid(self.dec(torch.cat([u, e], 1)))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,24 +61,6 @@ def test_cells_of_identity_input_layer_reproduce_the_input_block_map(tiny_net, i
     zero_blocks = explain(model, image, roi=(8, 8, 8, 8), block=8, intervention="zero")
     zero_cells = explain_components(model, image, roi=(8, 8, 8, 8), layers="0", unit="cells", block=8, intervention="zero")
     np.testing.assert_array_equal(zero_cells.ate.sel(layer="0").values, zero_blocks.ate.values)
-
-
-class Branchy(nn.Module):
-    """`dead` is multiplied by zero; `outside` only reaches output rows 0-9, away from the RoI (12-19)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.main = nn.Conv2d(3, 1, 3, padding=1)
-        self.dead = nn.Conv2d(3, 4, 3, padding=1)
-        self.outside = nn.Conv2d(3, 1, 3, padding=1)
-        self.post = nn.Conv2d(1, 1, 5, padding=2)
-        _randomise(self, 1)
-
-    def forward(self, x):
-        rows = torch.zeros(1, 1, x.shape[-2], 1)
-        rows[..., :8, :] = 1
-        y = self.main(x - 0.5) + 0 * self.dead(x).sum(1, keepdim=True) + rows * self.outside(x)
-        return torch.sigmoid(4 * self.post(y))
 
 
 @pytest.mark.parametrize("unit", ["module", "channels", "cells"])
@@ -218,7 +179,7 @@ class Odd(nn.Module):
         self.folded = Folded()
         self.tokens = nn.Identity()
         self.blocks = nn.ModuleList([nn.Conv2d(4, 1, 1)])
-        _randomise(self, 4)
+        randomise_parameters(self, 4)
 
     def forward(self, x):
         a, extra = self.pair(x)
@@ -259,7 +220,7 @@ def test_a_module_called_twice_has_every_call_replaced(image, donors):
         def __init__(self) -> None:
             super().__init__()
             self.shared = nn.Conv2d(3, 3, 3, padding=1)
-            _randomise(self, 6)
+            randomise_parameters(self, 6)
 
         def forward(self, x):
             return torch.sigmoid(self.shared(torch.tanh(self.shared(x - 0.5))).mean(1, keepdim=True) * 4)
@@ -366,7 +327,7 @@ def test_attention_blocks_are_found_structurally():
     assert "1.1.attn" not in comps  # only the outermost block
 
 
-# -- report ------------------------------------------------------------------------------------------
+# -- stage labels ------------------------------------------------------------------------------------
 
 
 class TinyStages(nn.Module):
@@ -377,7 +338,7 @@ class TinyStages(nn.Module):
         self.extra = nn.Conv2d(4, 4, 1) if extra else nn.Identity()
         self.dec1 = nn.Upsample(scale_factor=4)
         self.head = nn.Conv2d(4, 1, 1)
-        _randomise(self, 5)
+        randomise_parameters(self, 5)
 
     def forward(self, x):
         return torch.sigmoid(self.head(self.dec1(self.extra(self.bottleneck(self.enc1(x - 0.5))))))
@@ -387,35 +348,14 @@ class TinyStages(nn.Module):
         return roles | ({"extra": "decoder"} if isinstance(self.extra, nn.Conv2d) else {})
 
 
-def test_report_stacks_models_datasets_and_images(tmp_path):
-    def loader(name, dataset):
-        if name == "gone":
-            raise FileNotFoundError("no checkpoint")
-        return TinyStages(extra=name == "b").eval(), {}
-
-    settings = ReportSettings(images=2, donors=2, coarse=1, fine=2)
-    report, missing = run_report(["a", "b", "gone"], ["lesions"], settings=settings, loader=loader, echo=lambda s: None)
-    assert missing == ["gone/lesions"]
-    assert report.ate.dims == ("model", "dataset", "image", "layer")
-    assert list(report.layer.values) == ["encoder1", "bottleneck", "decoder1", "decoder2"]
-    a = report.sel(model="a", dataset="lesions")
-    assert np.isnan(a.ate.sel(layer="decoder2")).all() and a.layer_path.sel(layer="decoder2").item() == ""
-    assert report.sel(model="b").layer_path.sel(layer="decoder1").item() == "extra"
-    rows = summarize(report)
-    assert [(r["model"], r["stages"]) for r in rows] == [("a", 3), ("b", 4)]
-    assert "top stage" in format_summary(rows)
-    back = pdcr_lab.load(pdcr_lab.save(report, tmp_path / "components.nc"))
-    xr.testing.assert_allclose(back.ate, report.ate)
-
-
 def test_stage_labels_number_repeated_roles_in_execution_order():
     comps = find_components(TinyStages(extra=True), (3, 32, 32))
     assert stage_labels(comps) == {"enc1": "encoder1", "bottleneck": "bottleneck", "extra": "decoder1",
                                    "dec1": "decoder2", "head": "head"}
 
 
-def test_cli_registers_the_components_command():
-    from pdcr_lab.cli import build_parser
-
-    args = build_parser().parse_args(["components", "--models", "unet", "--images", "1"])
-    assert args.models == ["unet"] and args.images == 1 and str(args.out).endswith("components.nc")
+def test_summary_table_names_the_top_stage():
+    row = {"model": "m", "dataset": "d", "stages": 2, "m0": 50.0, "top": "encoder1", "path": "enc1", "ate": -3.0,
+           "share": 0.75, "second": "decoder1"}
+    text = format_summary([row])
+    assert "top stage" in text.splitlines()[0] and "encoder1" in text and "75%" in text

@@ -1,4 +1,5 @@
-"""Faithfulness metrics pinned to hand-computed toy answers, naive loops and bad-input errors."""
+"""Faithfulness metrics pinned to hand-computed toy answers, naive loops and bad-input errors; the
+bootstrap and the table of the comparison (the study that runs it is tested in tests/test_studies.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from pdcr_lab.baselines import gradcam, occlusion
+from pdcr_lab.baselines import gradcam, occlusion, random_scores
 from pdcr_lab.faithfulness import (
     GateOracle,
     attribution_accuracy,
@@ -19,10 +20,8 @@ from pdcr_lab.faithfulness import (
     average_precision,
     curve_auc,
     deletion_insertion,
-    faithfulness_benchmark,
     load_planted,
     make_planted,
-    random_ranking,
     randomization_check,
     randomize_weights,
     rank_correlation,
@@ -32,23 +31,9 @@ from pdcr_lab.faithfulness import (
 )
 from pdcr_lab.faithfulness._planted import PLANTED_DIR
 from pdcr_lab.schema import empty_effects
+from pdcr_lab.statistics import bootstrap_interval
+from pdcr_lab.testing import ColumnsModel as Columns
 from pdcr_lab.testing import dice_points
-
-
-class Columns(nn.Module):
-    """Image (1, 4, 20), block 4: a 1 x 5 grid whose block 0 is the RoI.
-
-    RoI columns 0-2 are foreground iff block 1 is bright, column 3 iff block 2 is; blocks 3 and 4
-    do nothing. With the target = the whole RoI and p foreground columns, DSC = 2p / (p + 4).
-    """
-
-    def forward(self, x):
-        b1 = x[:, 0, :, 4:8].mean(dim=(1, 2))
-        b2 = x[:, 0, :, 8:12].mean(dim=(1, 2))
-        out = torch.zeros(x.shape[0], 1, 4, 20)
-        out[:, 0, :, 0:3] = torch.sigmoid(50 * (b1 - 0.5))[:, None, None]
-        out[:, 0, :, 3] = torch.sigmoid(50 * (b2 - 0.5))[:, None]
-        return out
 
 
 ROI_MASK = np.zeros((4, 20), bool)
@@ -196,7 +181,7 @@ def test_randomize_weights_is_seeded_and_leaves_the_model(tiny_net):
 def test_randomization_check_separates_model_dependent_maps(tiny_net, image):
     good = randomization_check(gradcam, tiny_net, image, roi=(12, 12, 8, 8), block=4)
     assert bool(good.passed) and abs(float(good.spearman)) < 0.5
-    blind = randomization_check(random_ranking, tiny_net, image, roi=(12, 12, 8, 8), block=4)
+    blind = randomization_check(random_scores, tiny_net, image, roi=(12, 12, 8, 8), block=4)
     assert float(blind.spearman) == 1.0 and not bool(blind.passed)  # ignores the model: must fail
     assert blind.attrs["method"] == "random"
 
@@ -207,12 +192,17 @@ def test_auroc_and_average_precision_by_hand():
     assert average_precision(scores, labels) == pytest.approx((1 + 2 / 3) / 2)
     assert auroc(np.array([1.0, 1.0]), np.array([1, 0], bool)) == 0.5  # a tie counts 1/2
     assert average_precision(np.array([1.0, 1.0]), np.array([1, 0], bool)) == 0.5  # ties count against
-    assert np.isnan(auroc(scores, np.zeros(4, bool)))
-    sklearn = pytest.importorskip("sklearn.metrics")
+    # One class only: NaN (scikit-learn raises for AUROC and gives 0 for average precision).
+    assert np.isnan(auroc(scores, np.zeros(4, bool))) and np.isnan(auroc(scores, np.ones(4, bool)))
+    assert np.isnan(average_precision(scores, np.zeros(4, bool)))
+    assert average_precision(scores, np.ones(4, bool)) == 1.0
+    # The definitions, pair by pair and positive by positive, on scores with ties.
     rng = np.random.default_rng(0)
-    s, y = rng.random(50), rng.random(50) < 0.3
-    assert auroc(s, y) == pytest.approx(sklearn.roc_auc_score(y, s))
-    assert average_precision(s, y) == pytest.approx(sklearn.average_precision_score(y, s))
+    s, y = rng.integers(0, 10, 60) / 10, rng.random(60) < 0.3
+    pos, neg = s[y][:, None], s[~y][None, :]
+    assert auroc(s, y) == pytest.approx(((pos > neg) + 0.5 * (pos == neg)).mean())
+    at_least = s[None, :] >= s[y][:, None]
+    assert average_precision(s, y) == pytest.approx(((at_least & y).sum(1) / at_least.sum(1)).mean())
 
 
 def test_planted_tasks_are_built_as_documented():
@@ -257,62 +247,62 @@ def test_planted_checkpoints_match_their_manifest(tmp_path):
         load_planted("gate", folder=tmp_path / "empty")
 
 
-class Tiny3(nn.Module):
-    """A random 3-channel CNN for the benchmark plumbing (96 x 96 images)."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.a = nn.Conv2d(3, 4, 3, padding=2, dilation=2)
-        self.b = nn.Conv2d(4, 1, 5, padding=2)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g) * 0.5
-
-    def forward(self, x):
-        return torch.sigmoid(self.b(torch.tanh(self.a(x - 0.5))) + 0.3)
+# -- bootstrap, summary and table ----------------------------------------------------------------------
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    values = np.array([0.1, 0.4, 0.35, 0.8, 0.5])
+    a = bootstrap_interval([values], n_boot=300, rng=3)
+    assert a[0] == pytest.approx(values.mean()) and a[1] <= a[0] <= a[2]
+    np.testing.assert_array_equal(a, bootstrap_interval([values], n_boot=300, rng=3))
 
 
-def test_benchmark_plumbing_table_and_file(tmp_path, monkeypatch):
-    from pdcr_lab import zoo
+@pytest.mark.parametrize("sample", [[0.7], [0.7, 0.7, 0.7]])
+def test_bootstrap_interval_of_a_degenerate_sample_is_the_value(sample):
+    import warnings
 
-    def load(name, dataset):
-        if name == "absent":
-            raise FileNotFoundError("no checkpoint")
-        return Tiny3().eval(), {"images_per_s": 1.0 if name == "slow" else 100.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scipy DegenerateDataWarning, no NaN
+        assert bootstrap_interval([sample]).tolist() == pytest.approx([0.7, 0.7, 0.7])
 
-    monkeypatch.setattr(zoo, "load", load)
-    def wrap(explainer):
-        return lambda m, x, *, roi, target=None, bank=None, seed=0: explainer(m, x, roi=roi, target=target, seed=seed)
 
-    methods = {"occlusion_zero": wrap(occlusion), "gradcam": wrap(gradcam), "random": wrap(random_ranking)}
-    res = faithfulness_benchmark(models=["tiny", "absent", "slow"], datasets=["lesions"], images=[0, 1],
-                                 methods=methods, steps=5, sanity_images=1, min_images_per_s=10)
-    assert res.auc.dims == ("model", "dataset", "image", "method", "policy", "curve")
-    assert res.auc.shape == (1, 1, 2, 3, 3, 2) and np.isfinite(res.auc.values).all()
-    assert json.loads(res.attrs["missing"]) == ["absent/lesions"]
-    assert json.loads(res.attrs["skipped"]) == ["slow/lesions (1.0 images/s)"]
-    assert res.spearman.sel({"method": "random"}).values.ravel().tolist() == [1.0]
-    summary = summarize(res, n_boot=200)
-    cell = {"model": "tiny", "dataset": "lesions", "method": "gradcam", "metric": "deletion_zero"}
-    mean, lo, hi = summary.summary.sel(cell).values
-    assert lo <= mean <= hi
-    path = write_table(res, summary, tmp_path / "table.md", command="test")
+def test_bootstrap_interval_of_two_samples_with_a_single_value():
+    diff = lambda a, b, axis=-1: np.mean(b, axis=axis) - np.mean(a, axis=axis)  # noqa: E731
+    est, lo, hi = bootstrap_interval([[1.0], [2.0, 4.0, 3.0]], diff, n_boot=200, rng=0)
+    assert est == pytest.approx(2.0) and 1.0 <= lo <= est <= hi <= 3.0
+    assert np.isnan(bootstrap_interval([[], [1.0, 2.0]], diff)).all()
+
+
+def test_bootstrap_interval_refuses_bad_arguments():
+    with pytest.raises(ValueError, match=r"level=1.5 must lie in \(0, 1\)"):
+        bootstrap_interval([[1.0, 2.0]], level=1.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_interval([[1.0, 2.0]], n_boot=0)
+
+
+def _fake_benchmark() -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    coords = {"model": ["a"], "dataset": ["lesions"], "image": [0, 1, 2], "method": ["pdcr", "random"],
+              "policy": ["zero"], "curve": ["deletion", "insertion"]}
+    auc = rng.random((1, 1, 3, 2, 1, 2))
+    auc[0, 0, :, 0, 0, 0] = 0.1  # pdcr deletes best on every image (and never varies)
+    seconds = np.ones((1, 1, 3, 2))
+    return xr.Dataset(
+        {"auc": (("model", "dataset", "image", "method", "policy", "curve"), auc),
+         "seconds": (("model", "dataset", "image", "method"), seconds),
+         "spearman": (("model", "dataset", "method"), [[[0.1, 1.0]]]),
+         "sanity_passed": (("model", "dataset", "method"), [[[1.0, 0.0]]]),
+         "sanity_constant": (("model", "dataset", "method"), [[[0.0, 0.0]]])},
+        coords=coords,
+        attrs={"roi_size": 16, "seed": 0, "steps": 5, "wall_seconds": 1.0, "missing": json.dumps(["b/lesions"])},
+    )
+
+
+def test_summary_and_table_of_a_benchmark_result(tmp_path):
+    result = _fake_benchmark()
+    summary = summarize(result, n_boot=100)
+    cell = summary.summary.sel({"model": "a", "dataset": "lesions", "method": "pdcr", "metric": "deletion_zero"}).values
+    assert cell.tolist() == pytest.approx([0.1, 0.1, 0.1])
+    assert summary.summary.dims == ("model", "dataset", "method", "metric", "stat")
+    path = write_table(result, summary, tmp_path / "t" / "table.md", command="test")
     text = path.read_text()
-    assert "## Overall: lesions" in text and "absent/lesions" in text and "| gradcam |" in text
-    assert "slow/lesions" in text and "randomised map constant" in text
-
-
-def test_cli_writes_the_result_and_the_table(tmp_path, monkeypatch):
-    from pdcr_lab import zoo
-    from pdcr_lab.cli import main
-
-    monkeypatch.setattr(zoo, "load", lambda name, dataset: (Tiny3().eval(), {}))
-    out, table = tmp_path / "faithfulness.nc", tmp_path / "table.md"
-    argv = ["benchmark", "faithfulness", "--models", "tiny", "--datasets", "lesions", "--images", "0", "1",
-            "--fine", "2", "--rise-masks", "10", "--misure-steps", "2", "--steps", "3", "--sanity-images", "0",
-            "--planted-images", "0", "--out", str(out), "--table", str(table), "--quiet"]
-    assert main(argv) == 0
-    result = xr.open_dataset(out, engine="h5netcdf")
-    assert set(result["method"].values) >= {"pdcr", "gradcam", "misure", "rise", "random"}
-    assert result.summary.dims == ("model", "dataset", "method", "metric", "stat")
-    assert "--fine 2" in result.attrs["command"] and "## Per model" in table.read_text()
+    assert "## Overall: lesions" in text and "b/lesions" in text and "| a | lesions | pdcr |" in text
+    assert "Produced by `test`" in text

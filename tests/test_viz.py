@@ -1,13 +1,31 @@
-"""Static figures: colours follow the sign convention, one map per figure."""
+"""pdcr_lab.viz: static figures (colours follow the sign convention, one map per figure) and the
+holoviews elements of notebooks and the dashboard (checked through their dimensions and data)."""
 
 import numpy as np
 import pytest
-import torch
 
-from pdcr_lab import explain
+from pdcr_lab import explain, stack, statistics
 from pdcr_lab.viz import EFFECT_CMAP, overlay_figure, symmetric_limit
 
 
+@pytest.fixture(scope="module")
+def hv():
+    return pytest.importorskip("holoviews")
+
+
+@pytest.fixture(scope="module")
+def hvz(hv):
+    """The holoviews functions of pdcr_lab.viz (imported only when holoviews is installed)."""
+    from pdcr_lab import viz
+
+    return viz
+
+
+def opts(hv, element):
+    return hv.Store.lookup_options("bokeh", element, "plot").kwargs | hv.Store.lookup_options("bokeh", element, "style").kwargs
+
+
+# -- static matplotlib figures -----------------------------------------------------------------
 def test_overlay_figure_draws_three_panels(tiny_net, image, small_bank, tmp_path):
     ds = explain(tiny_net, image, roi=(12, 12, 8, 8), bank=small_bank, block=4, fine=5)
     fig = overlay_figure(ds, image, title="t")
@@ -34,3 +52,93 @@ def test_overlay_refuses_stacked_maps(tiny_net, image):
     ds = explain(tiny_net, image, roi=[(12, 12, 8, 8), (0, 0, 8, 8)], intervention="zero", block=4)
     with pytest.raises(ValueError, match=r"select along \['roi'\] first"):
         overlay_figure(ds)
+
+
+# -- holoviews figures -------------------------------------------------------------------------
+def test_map_image_is_a_pixel_image_on_a_symmetric_scale(hv, hvz, lesion_maps):
+    _, a, _ = lesion_maps
+    plot = hvz.map_image(a)
+    image = plot.Image.I
+    assert [d.name for d in image.kdims] == ["x", "y"]
+    assert [d.name for d in image.vdims] == ["ate"]
+    values = image.dimension_values("ate", flat=False)
+    assert values.shape == (96, 96)
+    # Row 0 of the map is the first block row of the result (no flip of the data).
+    assert values[0, 0] == pytest.approx(float(a.ate[0, 0]))
+    assert np.nanmax(np.abs(values)) == pytest.approx(float(abs(a.ate).max()))
+    limit = symmetric_limit(a.ate)
+    options = opts(hv, image)
+    assert tuple(options["clim"]) == (-limit, limit)
+    assert options["cmap"] == "bwr_r"
+    rect = plot.Rectangles.I.data
+    assert (float(rect["x0"].iloc[0]), float(rect["y0"].iloc[0])) == (39.5, 39.5)  # RoI outline, pixel edges
+    hv.render(plot, backend="bokeh")
+
+
+def test_side_by_side_shares_one_colour_scale(hv, hvz, lesion_maps):
+    _, a, b = lesion_maps
+    layout = hvz.side_by_side({"a": a, "b": b})
+    limits = {tuple(opts(hv, p.Image.I)["clim"]) for p in layout}
+    expected = max(symmetric_limit(a.ate), symmetric_limit(b.ate))
+    assert limits == {(-expected, expected)}
+    stacked = hvz.side_by_side(stack({"m0": a, "m1": b}, dim="model"))
+    # One panel per model, in the stack's order, titled by its label, on the same shared scale.
+    assert len(stacked) == 2
+    assert [opts(hv, p)["title"] for p in stacked] == ["m0", "m1"]
+    assert {tuple(opts(hv, p.Image.I)["clim"]) for p in stacked} == {(-expected, expected)}
+    for panel, ds in zip(stacked, (a, b)):
+        shown = panel.Image.I.dimension_values("ate", flat=False)
+        np.testing.assert_allclose(np.nan_to_num(shown[::8, ::8]), ds.ate.values)
+    hv.render(stacked, backend="bokeh")
+
+
+def test_overlay_hides_irrelevant_blocks(hv, hvz, lesion_maps):
+    image, a, _ = lesion_maps
+    plot = hvz.overlay(a, image)
+    effect = plot.Image.I
+    values = effect.dimension_values("ate", flat=False)
+    zero = (a.ate.values == 0).repeat(8, 0).repeat(8, 1)
+    assert np.isnan(values[zero]).all() and np.isfinite(values[~zero]).all()
+    assert isinstance(plot.RGB.I, hv.RGB)
+    hv.render(plot, backend="bokeh")
+
+
+def test_composition_and_histogram_follow_statistics(hv, hvz, lesion_maps):
+    _, a, _ = lesion_maps
+    st = statistics(a)
+    bars = hvz.composition(a, kind="bars")
+    assert [d.name for d in bars.kdims] == ["category"] and [d.name for d in bars.vdims] == ["blocks"]
+    counts = dict(zip(bars.dimension_values("category"), bars.dimension_values("blocks")))
+    assert counts == {"support": int(st.neg), "harm": int(st.pos), "irrelevant": int(st.zero)}
+    pie = hvz.composition(a)
+    assert [d.name for d in pie.vdims] == ["category", "blocks", "percent"]
+    assert sum(p["blocks"] for p in pie.data) == 144 - int(a.roi_block.sum())
+    hist = hvz.histogram(a)
+    assert [d.name for d in hist.kdims] == ["bin"]
+    assert list(hist.dimension_values("blocks")) == st.histogram.values.tolist()
+    signs = list(hist.dimension_values("sign"))
+    assert signs[0] == "support" and signs[-1] == "harm" and signs[4] == "irrelevant"
+    with pytest.raises(ValueError, match="kind='donut' is not supported"):
+        hvz.composition(a, kind="donut")
+    for element in (bars, pie, hist):
+        hv.render(element, backend="bokeh")
+
+
+def test_radial_profile_is_the_strategies_mass_share(hvz, lesion_maps):
+    from pdcr_lab.strategies import descriptors
+
+    _, a, b = lesion_maps
+    overlay = hvz.radial_profile({"a": a, "b": b}, dim="model")
+    assert overlay.kdims[0].name == "model"
+    curve = overlay["a"]
+    assert [d.name for d in curve.kdims] == ["ring"] and [d.name for d in curve.vdims] == ["mass_share"]
+    d = descriptors(a)
+    expected = (d.radial_mass / d.mass).values
+    np.testing.assert_allclose(curve.dimension_values("mass_share"), expected)
+    assert hvz.radial_profile(stack({"a": a, "b": b}, dim="method")).kdims[0].name == "method"
+
+
+def test_one_map_functions_refuse_stacks(hvz, lesion_maps):
+    _, a, b = lesion_maps
+    with pytest.raises(ValueError, match=r"select along \['model'\] first"):
+        hvz.map_image(stack({"a": a, "b": b}, dim="model"))

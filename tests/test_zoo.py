@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 
@@ -10,12 +9,12 @@ import pytest
 import torch
 
 from pdcr_lab import zoo
-from pdcr_lab.zoo import _cli, _training
-from pdcr_lab.zoo._ssm import selective_scan
-from pdcr_lab.zoo._store import read_manifest
+from pdcr_lab.cli import build_parser, main
+from pdcr_lab.zoo import _training  # no public equivalent of predict / dice_iou / fit / evaluate yet
+from pdcr_lab.zoo._ssm import selective_scan  # the state-space kernel is internal to vm_unet
 
 NAMES = zoo.list()
-MANIFEST = read_manifest()["models"]
+MANIFEST = zoo.read_manifest()["models"]
 
 
 def test_registry_lists_twelve_architectures_of_five_families():
@@ -154,7 +153,7 @@ def test_early_stopping_restores_the_best_validation_epoch(monkeypatch):
 def test_train_save_load_roundtrip_and_errors(tmp_path):
     meta = zoo.train("unext", "lesions", epochs=1, out_dir=tmp_path, progress=False, data=TinyData())
     assert meta["epochs_run"] == 1 and meta["best_epoch"] == 0 and 0 <= meta["test_dice"] <= 1
-    entry = read_manifest(tmp_path)["models"]["lesions/unext"]
+    entry = zoo.read_manifest(tmp_path)["models"]["lesions/unext"]
     assert entry["sha256"] == meta["sha256"] and entry["images_per_s"] > 0
 
     model, loaded = zoo.load("unext", "lesions", root=tmp_path)
@@ -187,15 +186,14 @@ def test_unknown_names_are_refused_with_the_known_ones():
 
 
 def test_cli(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    _cli.add_subparser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["zoo", "train", "unet", "--dataset", "vessels", "--seed", "3", "--epochs", "2",
                               "--out", str(tmp_path)])
-    assert (args.name, args.dataset, args.seed, args.epochs, args.func) == ("unet", "vessels", 3, 2, _cli._train)
+    assert (args.name, args.dataset, args.seed, args.epochs, args.func.__name__) == ("unet", "vessels", 3, 2, "_train")
     with pytest.raises(SystemExit):
         parser.parse_args(["zoo", "train", "resnet", "--dataset", "vessels"])
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "models": {}}))
-    assert _cli.main(["zoo", "list", "--root", str(tmp_path)]) == 0
+    assert main(["zoo", "list", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "vm_unet" in out and "untrained" in out
-    assert _cli.main(["zoo", "benchmark", "--root", str(tmp_path)]) == 0
+    assert main(["zoo", "benchmark", "--root", str(tmp_path)]) == 0
