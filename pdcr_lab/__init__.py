@@ -1,28 +1,32 @@
 """pdcr_lab: a workbench for PdCR causal explanations of segmentation models (arXiv 2602.20511).
 
-The data flows one way: ``datasets`` -> ``zoo`` (models) -> ``engine`` -> xarray results
-(``schema``) -> analysis (``components``, ``strategies``, ``faithfulness``) -> ``viz`` / ``widgets`` /
-``dashboard``. Modules, one concept each:
+The data flows one way: ``datasets`` -> ``zoo`` (models) -> explainers (``engine``, ``components``,
+``baselines``, all on the ``call`` layer and in the ``explainers`` registry) -> xarray results
+(``schema``) -> analysis (``strategies``, ``faithfulness``, ``statistics``) -> ``viz`` -> ``widgets``,
+``studies``, ``sweep``, ``dashboard``, ``cli``. Modules, one concept each (docs/ARCHITECTURE.md):
 
+- ``defaults``: the paper's settings, the working settings and the named choices
+- ``checks``, ``atomic``: input checks at the public boundary; atomic writes
+- ``rois``: regions of interest (parsing, choosing, snapping, reading lists)
+- ``schema``, ``storage``, ``statistics``: the effects data model, :func:`save` / :func:`load`, summaries
 - ``banks``: natural-distribution patch banks (:class:`PatchBank`)
 - ``interventions``: what replaces a block and how perturbed images are composed
 - ``outcomes``: the RoI state M (Dice, soft Dice, IoU)
 - ``adapters``: how a model's input and output are read (bring your own model)
-- ``estimator``: the coarse-to-fine ATE estimator (paper and adaptive modes) shared by all explainers
-- ``engine``: :func:`explain`, the input-block explainer
-- ``schema``: the xarray effects data model and its validator
-- ``storage``: :func:`save` / :func:`load`
-- ``statistics``: support/harm counts and histograms of maps
-- ``rois``: regions of interest (e.g. a block on the lesion boundary)
 - ``datasets``: embedded generated datasets and loaders of the paper's datasets
 - ``zoo``: trained segmentation models of twelve architectures
+- ``estimator``: the coarse-to-fine ATE estimator (paper and adaptive modes) shared by the explainers
+- ``call``: the call layer every explainer stands on (checks, RoIs, outcome, evaluation context, result)
+- ``engine``: :func:`explain`, the input-block explainer
 - ``components``: PdCR on network components (stages, layers, channels)
+- ``baselines``: Grad-CAM, occlusion, RISE, MiSuRe and a random control on the same RoI outcome
+- ``explainers``: the explainer contract and the one registry of explainers
 - ``strategies``: local / global / sequential perceptual strategies of maps
-- ``baselines``: Grad-CAM, occlusion, RISE, MiSuRe on the same RoI outcome
 - ``faithfulness``: deletion/insertion curves, randomisation check, planted causes
+- ``viz``, ``widgets``: figures, notebook widgets
+- ``studies``: zoo-wide studies (components, strategies, faithfulness) on one shared loop
 - ``sweep``: studies on dask.distributed into one zarr store
-- ``viz``, ``widgets``, ``dashboard``: figures, notebook widgets, the ``pdcr-lab serve`` app
-- ``cli``: the ``pdcr-lab`` command
+- ``dashboard``, ``cli``: the ``pdcr-lab serve`` app and the ``pdcr-lab`` command
 
 Submodules other than the engine's are imported on first use (``pdcr_lab.zoo``), so
 ``import pdcr_lab`` stays light.
@@ -42,9 +46,9 @@ from .statistics import statistics
 from .storage import load, save
 
 _LAZY = (
-    "adapters", "banks", "baselines", "components", "dashboard", "datasets", "engine", "estimator",
-    "faithfulness", "interventions", "outcomes", "rois", "storage", "strategies", "sweep", "testing",
-    "viz", "widgets", "zoo",
+    "adapters", "atomic", "banks", "baselines", "call", "checks", "components", "dashboard", "datasets", "defaults",
+    "engine", "estimator", "explainers", "faithfulness", "interventions", "outcomes", "rois", "storage", "strategies",
+    "studies", "sweep", "testing", "viz", "widgets", "zoo",
 )
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .checks import as_tensor, check_choice, describe
+from .checks import as_tensor, check_choice, check_int, describe
 
 __all__ = ["ModelAdapter", "Activation"]
 
@@ -34,7 +34,33 @@ Activation = Literal["auto", "none", "sigmoid", "softmax"]
 
 @dataclass
 class ModelAdapter:
-    """Turns a model's raw output into the explained class's probability and binary mask."""
+    """Turns a model's raw output into the explained class's probability and binary mask.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The segmentation model; called on (B, C, H, W) images.
+    output_key : str or int, optional
+        Which part of a dict or tuple output is the segmentation (module notes); None: the
+        default rule.
+    activation : {"auto", "none", "sigmoid", "softmax"}
+        How scores become the explained class's probability (module notes).
+    class_index : int, optional
+        Explained class of a multi-channel output (default 1 for two channels; required above).
+    threshold : float
+        A one-channel output is foreground where its probability exceeds this.
+    normalize : (mean, std), optional
+        Per-channel normalisation applied to the [0, 1] images before the model sees them.
+
+    Examples
+    --------
+    >>> net = torch.nn.Conv2d(1, 2, 1)          # two-channel logits: softmax, class 1
+    >>> adapter = ModelAdapter(net)
+    >>> out = adapter.logits(torch.rand(3, 1, 8, 8))
+    >>> adapter.check_output(out, (8, 8))
+    >>> adapter.class_index, tuple(adapter.probability(out).shape), tuple(adapter.binary(out).shape)
+    (1, (3, 8, 8), (3, 8, 8))
+    """
 
     model: nn.Module
     output_key: str | int | None = None
@@ -47,6 +73,8 @@ class ModelAdapter:
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {describe(self.model)}")
         check_choice("activation", self.activation, ("auto", "none", "sigmoid", "softmax"))
+        if self.class_index is not None:
+            self.class_index = check_int("class_index", self.class_index, minimum=0)
         self._mean = self._std = None
         if self.normalize is not None:
             try:
@@ -78,7 +106,12 @@ class ModelAdapter:
     def logits(self, images: torch.Tensor, *, model: nn.Module | None = None) -> torch.Tensor:
         """Run the model on (B, C, H, W) images in [0, 1] and select its (B, K, H, W) output.
 
-        `model` runs instead of ``self.model`` when given (a compiled copy of it, say).
+        Parameters
+        ----------
+        images : Tensor of shape (B, C, H, W)
+            Pixel values in [0, 1]; normalised here when `normalize` is set.
+        model : torch.nn.Module, optional
+            Runs instead of ``self.model`` when given (a compiled copy of it, say).
         """
         if self._mean is not None:
             mean = self._mean.to(images.device, images.dtype)
@@ -116,7 +149,17 @@ class ModelAdapter:
         return out
 
     def check_output(self, out: torch.Tensor, image_shape: tuple[int, int]) -> None:
-        """Validate the factual output once: spatial size and the class index."""
+        """Validate the factual output once: spatial size and the class index.
+
+        Sets ``n_classes`` and, for a two-channel output without `class_index`, the class 1.
+
+        Parameters
+        ----------
+        out : Tensor of shape (B, K, H, W)
+            The selected output of :meth:`logits` on the factual image.
+        image_shape : (int, int)
+            The image's (H, W); the output must match it.
+        """
         if tuple(out.shape[-2:]) != tuple(image_shape):
             raise ValueError(
                 f"the model's output has spatial size {tuple(out.shape[-2:])} but the image is "
@@ -138,7 +181,13 @@ class ModelAdapter:
                 raise ValueError(f"class_index={self.class_index} is out of range for {k} output channels (0..{k - 1})")
 
     def probability(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) score of the explained class."""
+        """(B, H, W) score of the explained class.
+
+        Parameters
+        ----------
+        out : Tensor of shape (B, K, H, W)
+            Output of :meth:`logits`.
+        """
         k = out.shape[1]
         act = self.activation
         if act == "auto":
@@ -153,10 +202,25 @@ class ModelAdapter:
         return out[:, self.class_index]
 
     def binary(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) binary prediction of the explained class, as float 0/1."""
+        """(B, H, W) binary prediction of the explained class, as float 0/1.
+
+        Parameters
+        ----------
+        out : Tensor of shape (B, K, H, W)
+            Output of :meth:`logits`; one channel is thresholded, several are arg-maxed.
+        """
         if out.shape[1] == 1:
             return (self.probability(out) > self.threshold).to(out.dtype)
         return (out.argmax(dim=1) == self.class_index).to(out.dtype)
 
     def prediction(self, out: torch.Tensor, needs: str) -> torch.Tensor:
+        """What an outcome reduces: :meth:`binary` or :meth:`probability` of `out`.
+
+        Parameters
+        ----------
+        out : Tensor of shape (B, K, H, W)
+            Output of :meth:`logits`.
+        needs : {"binary", "probability"}
+            The outcome's ``needs`` (:class:`pdcr_lab.outcomes.Outcome`).
+        """
         return self.binary(out) if needs == "binary" else self.probability(out)

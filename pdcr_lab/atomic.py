@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -55,7 +56,7 @@ def _clean_stale(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, mode: int | None = 0o644) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, mode: int | None = 0o644, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path` in one rename.
 
     Parameters
@@ -66,6 +67,9 @@ def atomic_path(path: str | os.PathLike, *, mode: int | None = 0o644) -> Iterato
     mode : int, optional
         Permission bits of a written file (temporaries are private by default; a result or a cache
         is meant to be read by others). None keeps the temporary's.
+    replace : bool
+        Replace what is at `path`. False: create only; if something appeared at `path` meanwhile
+        (another process won a race), ``FileExistsError`` is raised and it is kept untouched.
 
     Notes
     -----
@@ -83,7 +87,9 @@ def atomic_path(path: str | os.PathLike, *, mode: int | None = 0o644) -> Iterato
             raise FileNotFoundError(f"the writer of {str(path)!r} wrote nothing to {str(staged)!r}")
         if staged.is_file() and mode is not None:
             os.chmod(staged, mode)
-        if staged.is_dir() and path.is_dir():
+        if not replace:
+            _create_only(staged, path)
+        elif staged.is_dir() and path.is_dir():
             aside = _hidden(path, _OLD)
             os.replace(path, aside / path.name)
             os.replace(staged, path)
@@ -92,6 +98,20 @@ def atomic_path(path: str | os.PathLike, *, mode: int | None = 0o644) -> Iterato
             os.replace(staged, path)
     finally:
         shutil.rmtree(holder, ignore_errors=True)
+
+
+def _create_only(staged: Path, path: Path) -> None:
+    """Move `staged` to `path` unless something is there; the check and the move are one system call."""
+    try:
+        if staged.is_dir():
+            # rename(2) onto a non-empty folder fails (ENOTEMPTY/EEXIST), onto nothing it succeeds
+            os.rename(staged, path)
+        else:
+            os.link(staged, path)  # a hard link never overwrites
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise FileExistsError(errno.EEXIST, "created by someone else meanwhile; it is kept", str(path)) from None
+        raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .checks import as_tensor, check_int, describe
 
 __all__ = ["PatchBank"]
@@ -37,6 +37,14 @@ class PatchBank:
     provenance : dict
         Where the blocks come from (recipe, seed, source image ids, ...). JSON-serialisable; it is
         written into every result that uses the bank.
+
+    Examples
+    --------
+    >>> bank = PatchBank(torch.rand(5, 3, 8, 8), {"recipe": "random"})
+    >>> bank
+    PatchBank(5 blocks of 3x8x8, recipe='random')
+    >>> len(bank), bank.block, bank.channels, tuple(bank.mean().shape)
+    (5, 8, 3, (3,))
     """
 
     blocks: torch.Tensor
@@ -109,6 +117,13 @@ class PatchBank:
             Seed of the draw, recorded in the provenance.
         ids : sequence of str, optional
             Names of the source images, recorded in the provenance.
+
+        Examples
+        --------
+        >>> images = torch.rand(2, 1, 16, 16)            # two 2 x 2 grids of 8 x 8 blocks
+        >>> bank = PatchBank.from_images(images, block=8, per_image=3, seed=0)
+        >>> len(bank), bank.provenance["sources"]
+        (6, ['image_0', 'image_1'])
         """
         block = check_int("block", block, minimum=1)
         per_image = check_int("per_image", per_image, minimum=1)
@@ -160,6 +175,24 @@ class PatchBank:
 
         Files are read in sorted name order; names ``<image id>_<row>_<col>.png`` (the reference's)
         are parsed into the provenance. All blocks must share one size and channel count.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The folder.
+        pattern : str
+            Glob pattern of the block files inside it.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     for name in ("ISIC_1_0_8.png", "ISIC_2_16_0.png"):
+        ...         Image.new("RGB", (8, 8), (255, 0, 0)).save(f"{folder}/{name}")
+        ...     bank = PatchBank.from_folder(folder)
+        >>> len(bank), bank.provenance["n_images"], float(bank.blocks[0, 0, 0, 0])
+        (2, 2, 1.0)
         """
         from PIL import Image
 
@@ -199,24 +232,35 @@ class PatchBank:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the bank to a compressed ``.npz`` file (atomically)."""
+        """Write the bank to a compressed ``.npz`` file (atomically).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file; its folder is created when missing.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> bank = PatchBank(torch.zeros(2, 1, 4, 4), {"recipe": "zeros"})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     again = PatchBank.load(bank.save(f"{folder}/bank.npz"))
+        >>> again.id == bank.id, again.provenance
+        (True, {'recipe': 'zeros'})
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh, blocks=self.blocks.numpy(), provenance=np.asarray(json.dumps(self.provenance))
-                )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as staged, open(staged, "wb") as fh:
+            np.savez_compressed(fh, blocks=self.blocks.numpy(), provenance=np.asarray(json.dumps(self.provenance)))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PatchBank:
-        """Read a bank written by :meth:`save`."""
+        """Read a bank written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A ``.npz`` file written by :meth:`save`.
+        """
         with np.load(Path(path), allow_pickle=False) as data:
             return cls(torch.from_numpy(data["blocks"]), json.loads(str(data["provenance"])))

@@ -14,7 +14,21 @@ import torch
 
 
 def describe(value: Any) -> str:
-    """Short description of a value for error messages (shape and dtype for arrays)."""
+    """Short description of a value for error messages (shape and dtype for arrays).
+
+    Parameters
+    ----------
+    value : object
+        Anything a caller passed; tensors and arrays are described by shape and dtype, everything
+        else by its ``repr`` cut to 80 characters.
+
+    Examples
+    --------
+    >>> describe(np.zeros((2, 3), dtype=np.float32))
+    'array of shape (2, 3) and dtype float32'
+    >>> describe("abc")
+    "'abc'"
+    """
     if isinstance(value, torch.Tensor):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
     if isinstance(value, np.ndarray):
@@ -24,6 +38,26 @@ def describe(value: Any) -> str:
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """`value` if it is one of `choices`, else a ``ValueError`` that names `name` and the choices.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : object
+        What the caller passed.
+    choices : iterable
+        The allowed values.
+
+    Examples
+    --------
+    >>> check_choice("intervention", "zero", ("natural", "zero"))
+    'zero'
+    >>> check_choice("intervention", "noise", ("natural", "zero"))
+    Traceback (most recent call last):
+    ...
+    ValueError: intervention='noise' is not supported; expected one of ['natural', 'zero']
+    """
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}")
@@ -31,6 +65,26 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """`value` as a Python int; refuses booleans, non-integers and values below `minimum`.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : object
+        What the caller passed (``int`` or a NumPy integer).
+    minimum : int, optional
+        Smallest allowed value.
+
+    Examples
+    --------
+    >>> check_int("block", np.int64(8), minimum=1)
+    8
+    >>> check_int("block", 0, minimum=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: block=0 is too small; expected an integer >= 1
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {describe(value)}")
     if minimum is not None and value < minimum:
@@ -39,6 +93,26 @@ def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
 
 
 def check_float(name: str, value: Any, *, minimum: float | None = None) -> float:
+    """`value` as a finite Python float; refuses booleans, non-numbers, NaN, Inf and values below `minimum`.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : object
+        What the caller passed (any real number).
+    minimum : float, optional
+        Smallest allowed value.
+
+    Examples
+    --------
+    >>> check_float("tau", 1)
+    1.0
+    >>> check_float("tau", float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: tau=nan must be finite
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {describe(value)}")
     value = float(value)
@@ -50,7 +124,22 @@ def check_float(name: str, value: Any, *, minimum: float | None = None) -> float
 
 
 def as_tensor(name: str, value: Any, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Convert an array-like to a tensor of `dtype` (no copy when it already is one)."""
+    """Convert an array-like to a tensor of `dtype` (no copy when it already is one).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : Tensor or array-like
+        Numeric or boolean values; object arrays and strings are refused with a ``TypeError``.
+    dtype : torch.dtype
+        dtype of the result (default float32).
+
+    Examples
+    --------
+    >>> as_tensor("mask", [[True, False]], dtype=torch.bool)
+    tensor([[ True, False]])
+    """
     if isinstance(value, torch.Tensor):
         return value.detach().to(dtype)
     try:
@@ -63,12 +152,34 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype = torch.float32) -> t
 
 
 def as_image(name: str, value: Any) -> torch.Tensor:
-    """An image as a finite float32 (C, H, W) tensor."""
+    """An image as a finite float32 (C, H, W) tensor.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : Tensor or array-like of shape (C, H, W)
+        Pixel values; NaN and Inf are refused.
+
+    Examples
+    --------
+    >>> as_image("image", np.zeros((1, 4, 4))).shape
+    torch.Size([1, 4, 4])
+    >>> as_image("image", np.zeros((4, 4)))
+    Traceback (most recent call last):
+    ...
+    ValueError: image must have shape (C, H, W), got array of shape (4, 4) and dtype float64; ...
+    """
     image = as_tensor(name, value)
     if image.ndim != 3:
         raise ValueError(
             f"{name} must have shape (C, H, W), got {describe(value)}; "
             "pass a single image with channels first (add a channel axis for grey images)"
+        )
+    if image.shape[-1] in (1, 3, 4) and image.shape[0] > 4:
+        raise ValueError(
+            f"{name} of shape {tuple(image.shape)} looks channels-last (H, W, C); pdcr_lab takes channels "
+            f"first (C, H, W): pass image.permute(2, 0, 1) (torch) or np.moveaxis(image, -1, 0) (numpy)"
         )
     if not torch.isfinite(image).all():
         bad = int((~torch.isfinite(image)).sum())
@@ -77,7 +188,23 @@ def as_image(name: str, value: Any) -> torch.Tensor:
 
 
 def as_mask(name: str, value: Any, shape: tuple[int, int]) -> torch.Tensor:
-    """A boolean (H, W) mask of the given shape; accepts bool, 0/1 or 0/255 arrays."""
+    """A boolean (H, W) mask of the given shape; accepts bool, 0/1 or 0/255 arrays.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : Tensor or array-like of shape (H, W) or (1, H, W)
+        Binary values: bool, 0/1 or 0/255.
+    shape : (int, int)
+        The expected (H, W), usually the image's.
+
+    Examples
+    --------
+    >>> as_mask("target", np.array([[0, 255], [255, 0]]), (2, 2))
+    tensor([[False,  True],
+            [ True, False]])
+    """
     mask = as_tensor(name, value, dtype=torch.float32)
     if mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[0]

@@ -1,6 +1,6 @@
 """Defaults in one place: the paper's settings, the working settings, and the named choices.
 
-* :data:`PAPER`: PdCR's published settings (docs/method.md section 4). Every estimator option of
+* :data:`PAPER`: PdCR's published settings (docs/method.md sections 2-3). Every estimator option of
   every explainer defaults to these, and every result echoes the values it used in its attrs.
 * :data:`WORKING`: the settings of the embedded data and of quick interactive use (the CLI's
   automatic RoI, the reports, the widgets and the dashboard). They are ours, chosen so that a map
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
+
+from .checks import check_choice
 
 __all__ = [
     "PAPER",
@@ -135,7 +137,4 @@ def check_literal(name: str, value: Any, literal: Any) -> Any:
     ...
     ValueError: precision='float64' is not supported; expected one of ['float32', 'bfloat16', 'float16']
     """
-    allowed = choices(literal)
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(allowed)}")
-    return value
+    return check_choice(name, value, choices(literal))

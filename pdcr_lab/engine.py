@@ -14,7 +14,8 @@ import json
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,19 +23,17 @@ import torch
 import xarray as xr
 from torch import nn
 
-from .version import __version__
-from .checks import as_image, as_mask, check_choice, check_float, check_int, describe
-from .adapters import Activation, ModelAdapter
+from .adapters import Activation
 from .banks import PatchBank
-from .defaults import PAPER
-from .call import auto_batch_size, evaluation, progress_callback
+from .call import Call, RoiOutcome, auto_batch_size, check_batch, evaluation, prepare, reporting, result
+from .checks import check_float, check_int, describe
+from .defaults import PAPER, Intervention, Mode, Precision, check_literal, choices
 from .estimator import Batcher, adaptive_ate, run_batched, screened_ate
-from .interventions import block_grid, compose, make_intervention
-from .outcomes import Outcome, get_outcome
-from .rois import Roi, parse_rois
-from .schema import effects_dataset, validate
+from .interventions import compose, make_intervention
+from .outcomes import Outcome
+from .rois import Roi
 
-__all__ = ["explain", "PrecisionWarning", "PRECISIONS", "MODES"]
+__all__ = ["explain", "PrecisionWarning", "PRECISIONS", "MODES", "PRECISION_TOLERANCE"]
 
 
 class PrecisionWarning(UserWarning):
@@ -43,7 +42,7 @@ class PrecisionWarning(UserWarning):
 
 #: Autocast dtypes of ``precision``.
 PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-MODES: tuple[str, ...] = ("paper", "adaptive")
+MODES: tuple[str, ...] = choices(Mode)
 #: Default largest |change| of one outcome difference M_b - M0 the fast path may cause, outcome
 #: units. For the paper's Dice on a 16 x 16 RoI one flipped boundary pixel moves Dice by ~0.4-0.8
 #: points, so the default tolerates a flipped pixel or two and reports anything larger.
@@ -92,6 +91,179 @@ def _activation_bytes(model: nn.Module) -> tuple[list[Any], list[int]]:
     return [m.register_forward_hook(hook) for m in leaves], total
 
 
+@dataclass(frozen=True)
+class _Estimation:
+    """The estimator settings of one :func:`explain` call, checked (see :func:`explain` for each)."""
+
+    coarse: int
+    fine: int
+    tau: float
+    mode: str
+    target_se: float
+    ci_level: float
+    max_draws: int
+    band_stop: bool
+
+    @classmethod
+    def check(cls, *, coarse: Any, fine: Any, tau: Any, mode: Any, target_se: Any, ci_level: Any, max_draws: Any,
+              band_stop: Any) -> _Estimation:
+        """Validate the estimator options at the boundary; every message names the argument."""
+        coarse = check_int("coarse", coarse, minimum=0)
+        fine = check_int("fine", fine, minimum=1)
+        mode = check_literal("mode", mode, Mode)
+        ci_level = check_float("ci_level", ci_level, minimum=0.0)
+        if not 0.0 < ci_level < 1.0:
+            raise ValueError(f"ci_level={ci_level} must be between 0 and 1 (exclusive), e.g. 0.95")
+        first = max(coarse, 2)
+        if max_draws is None:
+            max_draws = max(first, ADAPTIVE_MAX_DRAWS_FACTOR * (coarse + fine))
+        max_draws = check_int("max_draws", max_draws, minimum=1)
+        if mode == "adaptive" and max_draws < first:
+            raise ValueError(f"max_draws={max_draws} is below the first round of {first} draws; use max_draws >= {first}")
+        if not isinstance(band_stop, bool):
+            raise TypeError(f"band_stop must be True or False, got {describe(band_stop)}")
+        return cls(coarse, fine, check_float("tau", tau, minimum=0.0), mode,
+                   check_float("target_se", ADAPTIVE_TARGET_SE if target_se is None else target_se, minimum=0.0),
+                   ci_level, max_draws, band_stop)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.mode == "adaptive"
+
+    @property
+    def table(self) -> int:
+        """Columns of the draw table: paper mode's S + N, or adaptive mode's most draws."""
+        return max(self.coarse + self.fine, self.max_draws) if self.adaptive else self.coarse + self.fine
+
+    def attrs(self) -> dict[str, Any]:
+        out = {"mode": self.mode, "coarse": self.coarse, "fine": self.fine, "tau": self.tau, "ci_level": self.ci_level}
+        if self.adaptive:
+            out.update(target_se=self.target_se, max_draws=self.max_draws, band_stop=int(self.band_stop))
+        return out
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """How the forward passes run: batch size, memory budget and the fast path (see :func:`explain`)."""
+
+    batch_size: int | None
+    memory_budget: int | None
+    precision: str
+    check_precision: bool
+    precision_tolerance: float
+    compile: bool
+    channels_last: bool
+
+    @classmethod
+    def check(cls, *, batch_size: Any, memory_budget: Any, precision: Any, check_precision: Any,
+              precision_tolerance: Any, compile: Any, channels_last: Any) -> _Execution:
+        """Validate the execution options at the boundary."""
+        for name, flag in (("check_precision", check_precision), ("compile", compile), ("channels_last", channels_last)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {describe(flag)}")
+        return cls(
+            None if batch_size is None else check_int("batch_size", batch_size, minimum=1),
+            None if memory_budget is None else check_int("memory_budget", memory_budget, minimum=1),
+            check_literal("precision", precision, Precision),
+            check_precision,
+            check_float("precision_tolerance", precision_tolerance, minimum=0.0),
+            compile,
+            channels_last,
+        )
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        return PRECISIONS[self.precision]
+
+    @property
+    def layout(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "channels_last": int(self.channels_last),
+            "batch_size": self.batch_size if self.batch_size is not None else "auto",
+            "memory_budget": self.memory_budget if self.memory_budget is not None else "none",
+        }
+
+
+class _Forwards:
+    """The model's forward passes of one explanation: the fast path, the factual pass and the outcome."""
+
+    def __init__(self, model: nn.Module, call: Call, run: _Execution) -> None:
+        self.model, self.call, self.run = model, call, run
+        self.runner = _compiled(model) if run.compile else None
+        self.image = call.image.to(call.device)
+        self.cap = run.batch_size or auto_batch_size(call.shape, call.device)
+
+    def outputs(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """Model output cut to the RoIs' box, float32; `fast` = the precision/compile path."""
+        with _autocast(self.call.device, self.run.amp if fast else None):
+            out = self.call.adapter.logits(images, model=self.runner if fast else None)
+        return self.call.crop(out).float()
+
+    def factual(self) -> tuple[RoiOutcome, int | None]:
+        """The outcome state (M0 from the fast path's own factual output) and one image's activation bytes."""
+        factual_in = self.image.unsqueeze(0).contiguous(memory_format=self.run.layout)
+        hooks, footprint = _activation_bytes(self.model)
+        try:
+            state = RoiOutcome(self.call)  # plain float32 eager: checks the output, sets the reference
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if self.runner is not None or self.run.amp is not None:
+            # The fast path's own factual output, so M0 and the perturbed outcomes share numerics;
+            # compiled: a full batch, so it runs the very graph the perturbed batches run.
+            c, h, w = self.call.shape
+            batch = factual_in if self.runner is None else factual_in.expand(self.cap, c, h, w).clone(memory_format=self.run.layout)
+            try:
+                crop = self.outputs(batch)[:1]
+            except Exception as exc:  # noqa: BLE001 - compile failures come in many types
+                if self.runner is None:
+                    raise ValueError(f"precision={self.run.precision!r} failed on device {self.call.device}: {exc}") from exc
+                warnings.warn(f"torch.compile failed ({exc}); running the model eagerly", RuntimeWarning, stacklevel=4)
+                self.runner = None
+                crop = self.outputs(factual_in)[:1]
+            state.m0 = state.from_outputs(crop)[0]
+        item_bytes = footprint[0] + self.image[None].nbytes if footprint[0] else None
+        return state, item_bytes
+
+    def evaluator(self, state: RoiOutcome, treatment: Any) -> Callable[..., torch.Tensor]:
+        """evaluate(cells, draws) -> (B, R) outcomes of the perturbed images, composed on the device."""
+        device, block, layout = self.call.device, self.call.block, self.run.layout
+
+        def evaluate(cells: torch.Tensor, draws: torch.Tensor, fast: bool = True,
+                     reference: torch.Tensor | None = None) -> torch.Tensor:
+            cells, draws = cells.to(device), draws.to(device)
+            perturbed = compose(self.image, cells, treatment.replacements(cells, draws), block, memory_format=layout)
+            out = check_batch(self.outputs(perturbed, fast), len(cells))
+
+            def where(rows: torch.Tensor) -> str:
+                gx = self.call.grid[1]
+                pairs = [(int(c) // gx, int(c) % gx, int(d)) for c, d in zip(cells[rows].cpu(), draws[rows].cpu())]
+                shown = ", ".join(f"block ({y}, {x}) draw {d}" for y, x, d in pairs[:8])
+                return f"{shown}{', ...' if len(pairs) > 8 else ''}"
+
+            return state.from_outputs(out, reference, where)
+
+        return evaluate
+
+    def batcher(self, item_bytes: int | None) -> tuple[Batcher, tuple]:
+        """The batch policy: the tuned size of an earlier call, or tuning on the first jobs."""
+        run, device = self.run, self.call.device
+        key = (self.call.shape, str(device), run.precision, run.channels_last, run.memory_budget, self.runner is not None)
+        tuned = _TUNED.get(self.model, {}).get(key) if run.batch_size is None else None
+        batcher = Batcher(tuned or self.cap, tune=run.batch_size is None and self.runner is None and tuned is None,
+                          memory_budget=run.memory_budget, item_bytes=item_bytes, pad=self.runner is not None,
+                          device=device, tune_from=32 if device.type == "cuda" else 8)
+        return batcher, key
+
+    def remember(self, batcher: Batcher, key: tuple) -> None:
+        if batcher.timings and not batcher.tuning and batcher.halvings == 0:
+            _TUNED.setdefault(self.model, {})[key] = batcher.size
+
+
 def explain(
     model: nn.Module,
     image: Any,
@@ -99,7 +271,7 @@ def explain(
     roi: Roi,
     target: Any = None,
     bank: PatchBank | None = None,
-    intervention: str = "natural",
+    intervention: Intervention = "natural",
     block: int = PAPER.block,
     coarse: int = PAPER.coarse,
     fine: int = PAPER.fine,
@@ -113,14 +285,15 @@ def explain(
     output_key: str | int | None = None,
     activation: Activation = "auto",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    value_range: tuple[float, float] | None = None,
     progress: bool | Callable[[int, int], None] = False,
-    mode: str = "paper",
+    mode: Mode = "paper",
     target_se: float | None = None,
     ci_level: float = 0.95,
     max_draws: int | None = None,
     band_stop: bool = True,
     memory_budget: int | None = None,
-    precision: str = "float32",
+    precision: Precision = "float32",
     check_precision: bool = False,
     precision_tolerance: float = PRECISION_TOLERANCE,
     compile: bool = False,
@@ -135,7 +308,8 @@ def explain(
         Takes (B, C, H, W) and returns (B, K, H, W) scores, or a dict/tuple holding them; see
         :mod:`pdcr_lab.adapters` for how the output, the activation and the class are chosen.
     image : Tensor or array of shape (C, H, W)
-        Float pixel values in [0, 1] (the bank's scale); finite.
+        Pixel values: floats in [0, 1] (the bank's scale), or unsigned integers (divided by their
+        dtype's largest value); anything else is refused unless `value_range` says how to rescale.
     roi : (row, col, height, width) box, boolean (H, W) mask, or a list of them
         Output pixels whose segmentation quality is explained. A list explains several RoIs in
         one call sharing all forward passes; the result then has a ``roi`` dim.
@@ -147,8 +321,8 @@ def explain(
     intervention : {"natural", "zero", "mean", "blur"}
         What replaces a block (:mod:`pdcr_lab.interventions`).
     block : int
-        Block side b in pixels. It must divide H and W: images that do not tile are refused
-        (padding would feed the model an image it was never shown).
+        Block side b in pixels. It must divide H and W (padding would show the model an image it
+        was never shown).
     coarse, fine : int
         S screening draws and N fresh estimation draws per block (paper: 3 and 50).
     tau : float
@@ -162,64 +336,54 @@ def explain(
     seed : int
         Seed of the bank draws; recorded in the result. Same seed, inputs and device: same map.
     device : str or torch.device, optional
-        Where to run. None: the model's device. The model is moved there for the call and back.
+        Where to run (default: the model's device); the model is moved there and back.
     batch_size : int, optional
-        Perturbed images per forward pass. None: the engine times the powers of two up to
-        :func:`auto_batch_size` on its first jobs and keeps the fastest (no extra forwards, no
-        effect on the result). Halved automatically on out-of-memory.
+        Perturbed images per forward pass. None: powers of two up to
+        :func:`pdcr_lab.call.auto_batch_size` are timed on the first jobs and the fastest is kept
+        (no extra forwards, no effect on the result). Halved on out-of-memory.
     output_key, activation, normalize
         How to read the model (:class:`pdcr_lab.adapters.ModelAdapter`).
+    value_range : (low, high), optional
+        Values of the image and the bank that map to 0 and 1 (e.g. ``(0, 255)``); both are rescaled
+        to [0, 1] (:func:`pdcr_lab.call.to_unit_range`). The conversion is in ``attrs["value_conversion"]``.
     progress : bool or callable(done, total)
-        Show a progress bar, or receive progress counts. An exception raised by the callback
-        (KeyboardInterrupt included) aborts the call: nothing is returned, the model is restored.
+        A progress bar, or progress counts. An exception raised by the callback (KeyboardInterrupt
+        included) aborts the call: nothing is returned, the model is restored.
     mode : {"paper", "adaptive"}
-        ``"paper"`` (default): the paper's estimator exactly (S screening draws, then N fresh
-        draws of the survivors). ``"adaptive"`` *(ours)*: per-block sequential sampling that stops
-        a block when its estimate is settled and keeps the screening draws in the estimate
-        (:func:`pdcr_lab.estimator.adaptive_ate`). Prefer it when every block's uncertainty must
-        be known to a stated precision (``target_se``), when the budget is tight (it spends draws
-        on the blocks whose effect is uncertain, not on all survivors alike), or for live
-        exploration; keep paper mode to reproduce the paper's maps.
+        ``"paper"``: the paper's estimator exactly. ``"adaptive"`` *(ours)*: per-block sequential
+        sampling that stops a block when its estimate is settled and keeps the screening draws
+        (:func:`pdcr_lab.estimator.adaptive_ate`): for a stated precision per block, tight
+        budgets or live exploration; keep paper mode to reproduce the paper's maps.
     target_se : float, optional
-        Adaptive mode: stop a block once the standard error of its ATE is <= this (outcome units;
+        Adaptive mode: stop a block once its ATE's standard error is <= this (outcome units;
         default :data:`ADAPTIVE_TARGET_SE`).
     ci_level : float
-        Level of the per-block confidence interval ``ci_low``/``ci_high`` (both modes) and of the
-        adaptive decision rule.
+        Level of ``ci_low``/``ci_high`` and of the adaptive decision rule.
     max_draws : int, optional
-        Adaptive mode: most draws per block (default 4 x (coarse + fine)). The first coarse + fine
-        columns of the draw table are paper mode's draws.
+        Adaptive mode: most draws per block (default 4 x (coarse + fine)).
     band_stop : bool
-        Adaptive mode: also stop a block as soon as its interval lies entirely outside the tau band
-        (it matters, sign known) or entirely inside it (it does not).
+        Adaptive mode: also stop a block once its interval lies entirely outside or inside the tau band.
     memory_budget : int, optional
-        Bytes one batch may use; the batch size is capped from the model's measured activation
-        footprint, and a batch that would exceed the budget is halved like an out-of-memory error.
+        Bytes one batch may use (capped from the measured activation footprint; exceeding it halves
+        the batch like an out-of-memory error).
     precision : {"float32", "bfloat16", "float16"}
         Autocast dtype of the forward passes; outcomes are always reduced in float32.
-        bfloat16 is the fast choice on recent CPUs and GPUs, float16 on GPUs (slow on CPUs).
     check_precision : bool
-        Also run the plain float32 eager model on the factual image and on the first draws of the
-        blocks with the largest effects, and compare. A difference beyond `precision_tolerance` is
-        reported with a :class:`PrecisionWarning` and ``attrs["precision_ok"] = 0``; the extra
-        forwards are counted in ``forwards``.
+        Also run float32 eager on the factual image and the strongest blocks' first draws; a
+        difference beyond `precision_tolerance` gives a :class:`PrecisionWarning` and
+        ``attrs["precision_ok"] = 0`` (the extra forwards are counted).
     precision_tolerance : float
         Largest |change| of a per-draw effect M_b - M0 (outcome units) the fast path may cause.
     compile : bool
-        Run the model through ``torch.compile`` (static shapes; batches are padded to a fixed
-        size and batch-size tuning is off). Pays off on GPUs and for repeated calls on one model;
-        the first call compiles (tens of seconds on a CPU). Falls back to eager with a warning
-        where compilation fails.
+        Run the model through ``torch.compile`` (static shapes: batches padded, no batch tuning;
+        falls back to eager with a warning where compilation fails).
     channels_last : bool
-        Run the model and its inputs in channels-last layout (faster convolutions on GPUs and on
-        CPUs with oneDNN); the model's layout is restored afterwards.
+        Channels-last layout for the model and its inputs; the model's layout is restored afterwards.
     runtime : dict, optional
-        Filled with facts of this run that may vary between runs and machines and so stay out of
-        the result: ``batch_size`` (finally used), ``batch_halvings``, ``tuned_seconds_per_job``,
-        ``item_bytes`` (activation footprint of one image), ``peak_bytes`` (measured on CUDA, which
-        resets the device's peak-memory counter; ``item_bytes x batch_size`` elsewhere),
-        ``seconds``, ``forwards``, ``forwards_per_second``, ``rounds``, ``compiled``, ``device``.
-        Filled only when the call returns.
+        Filled, when the call returns, with facts that vary between runs and machines and so stay
+        out of the result: ``batch_size``, ``batch_halvings``, ``tuned_seconds_per_job``,
+        ``item_bytes``, ``peak_bytes``, ``seconds``, ``forwards``, ``forwards_per_second``,
+        ``rounds``, ``compiled``, ``device``.
 
     Returns
     -------
@@ -246,255 +410,112 @@ def explain(
     ((4, 4), 100.0)
     """
     began = time.perf_counter()
-    # -- arguments ----------------------------------------------------------------------------
-    adapter = ModelAdapter(model, output_key, activation, class_index, check_float("threshold", threshold), normalize)
-    image = as_image("image", image)
-    c, h, w = image.shape
-    block = check_int("block", block, minimum=1)
-    if h % block or w % block:
-        sizes = [b for b in range(1, min(h, w) + 1) if h % b == 0 and w % b == 0]
-        raise ValueError(f"block={block} does not tile the {h}x{w} image; use a block size in {sizes}, or resize the image")
-    coarse = check_int("coarse", coarse, minimum=0)
-    fine = check_int("fine", fine, minimum=1)
-    tau = check_float("tau", tau, minimum=0.0)
-    seed = check_int("seed", seed, minimum=0)
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-    mode = check_choice("mode", mode, MODES)
-    ci_level = check_float("ci_level", ci_level, minimum=0.0)
-    if not 0.0 < ci_level < 1.0:
-        raise ValueError(f"ci_level={ci_level} must be between 0 and 1 (exclusive), e.g. 0.95")
-    adaptive = mode == "adaptive"
-    target_se = check_float("target_se", ADAPTIVE_TARGET_SE if target_se is None else target_se, minimum=0.0)
-    first = max(coarse, 2)
-    if max_draws is None:
-        max_draws = max(first, ADAPTIVE_MAX_DRAWS_FACTOR * (coarse + fine))
-    max_draws = check_int("max_draws", max_draws, minimum=1)
-    if adaptive and max_draws < first:
-        raise ValueError(f"max_draws={max_draws} is below the first round of {first} draws; use max_draws >= {first}")
-    if memory_budget is not None:
-        memory_budget = check_int("memory_budget", memory_budget, minimum=1)
-    amp = PRECISIONS[check_choice("precision", precision, PRECISIONS)]
-    precision_tolerance = check_float("precision_tolerance", precision_tolerance, minimum=0.0)
+    call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="explain", bank=bank,
+                   block=block, outcome=outcome, threshold=threshold, class_index=class_index,
+                   output_key=output_key, activation=activation, normalize=normalize, value_range=value_range)
+    settings = _Estimation.check(coarse=coarse, fine=fine, tau=tau, mode=mode, target_se=target_se,
+                                ci_level=ci_level, max_draws=max_draws, band_stop=band_stop)
+    run = _Execution.check(batch_size=batch_size, memory_budget=memory_budget, precision=precision,
+                          check_precision=check_precision, precision_tolerance=precision_tolerance,
+                          compile=compile, channels_last=channels_last)
     if runtime is not None and not isinstance(runtime, dict):
         raise TypeError(f"runtime must be a dict to fill, or None, got {describe(runtime)}")
-    outcome_fn = get_outcome(outcome)
-    expected = adapter.expected_channels()
-    if expected is not None and expected != c:
-        raise ValueError(f"image has {c} channels but the model's first layer expects {expected}")
-    rois, boxes, multi = parse_rois(roi, (h, w))
-    target_mask = None if target is None else as_mask("target", target, (h, w))
-    n_table = max(coarse + fine, max_draws) if adaptive else coarse + fine
-    intervention_obj = make_intervention(
-        intervention, image, block, bank=bank, seed=seed, n_draws=n_table, prefix=coarse + fine
-    )
-    device = torch.device(device) if device is not None else adapter.device()
+    bank = call.bank
+    treatment = make_intervention(intervention, call.image, call.block, bank=bank, seed=call.seed,
+                                  n_draws=settings.table, prefix=settings.coarse + settings.fine)
+    with reporting(progress) as callback, evaluation(model, call.device, channels_last=run.channels_last):
+        passes = _Forwards(model, call, run)
+        cuda_base = _reset_peak(call.device) if runtime is not None else 0
+        state, item_bytes = passes.factual()
+        est, batcher, facts = _estimate(passes, state, treatment.to(call.device), settings, item_bytes, callback)
+    attrs = {**call.attrs("pdcr"), **settings.attrs(), **run.attrs(), "intervention": intervention,
+             "bank_id": bank.id if bank is not None else "none", "bank_size": len(bank) if bank is not None else 0,
+             "bank_provenance": json.dumps(bank.provenance, sort_keys=True, default=str) if bank is not None else "{}",
+             "compile": int(passes.runner is not None), "rounds": est.rounds}
+    forwards = est.forwards + state.forwards + facts.pop("forwards", 0)
+    if run.check_precision:
+        attrs.update(_precision_verdict(facts, run, passes.runner is not None, call.outcome.units))
+    ds = _estimate_result(call, est, state.m0, forwards, attrs, settings.ci_level)
+    if runtime is not None:
+        _fill_runtime(runtime, batcher, began, forwards, item_bytes, est.rounds, passes.runner is not None,
+                      call.device, cuda_base)
+    return ds
 
-    # RoI blocks: any block that overlaps the RoI is never perturbed for that RoI.
-    gy, gx = h // block, w // block
-    roi_blocks = block_grid(rois.float().unsqueeze(1), block).amax(dim=(-1, -2, -3)) > 0  # (R, Gy, Gx)
-    candidates = ~roi_blocks.reshape(len(rois), -1).numpy()
-    if not candidates.any():
-        raise ValueError("the RoI covers every block of the image: there is nothing to intervene on")
 
-    # Crop everything the outcome needs to the RoIs' bounding box: reductions stay small.
-    y0, x0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
-    y1, x1 = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-
-    callback, bar = progress_callback(progress)
+def _estimate(passes: _Forwards, state: RoiOutcome, treatment: Any, settings: _Estimation, item_bytes: int | None,
+              callback: Callable[[int, int], None] | None) -> tuple[Any, Batcher, dict[str, Any]]:
+    """Run the estimator (paper or adaptive) and, when asked, the precision check."""
+    evaluate = passes.evaluator(state, treatment)
+    batcher, key = passes.batcher(item_bytes)
+    candidates = passes.call.candidates
+    m0 = state.m0.double().cpu().numpy()
+    common = dict(tau=settings.tau, batch_size=batcher, progress=callback, ci_level=settings.ci_level,
+                  stochastic=treatment.stochastic)
+    if settings.adaptive:
+        est = adaptive_ate(evaluate, candidates, m0, first=max(settings.coarse, 2), max_draws=settings.max_draws,
+                           target_se=settings.target_se, band_stop=settings.band_stop, **common)
+    else:
+        est = screened_ate(evaluate, candidates, m0, coarse=settings.coarse, fine=settings.fine, **common)
+    passes.remember(batcher, key)
     facts: dict[str, Any] = {}
-    try:
-        with evaluation(model, device, channels_last=channels_last):
-            image_dev = image.to(device)
-            roi_crop = rois[:, y0:y1, x0:x1].to(device)
-            runner = _compiled(model) if compile else None
-            cap = batch_size or auto_batch_size((c, h, w), device)
+    if passes.run.check_precision:
+        plain = passes.outputs(passes.image.unsqueeze(0), fast=False)
+        # Ground-truth-free mode: the float32 run is compared against its own prediction.
+        reference = None
+        if passes.call.target is None:
+            reference = torch.zeros_like(state.reference)
+            passes.call.crop(reference)[...] = passes.call.adapter.binary(plain)[0]
+        m0_plain = state.from_outputs(plain, reference)[0]
+        facts = _precision_check(evaluate, est, candidates, m0, m0_plain, reference, batcher)
+    return est, batcher, facts
 
-            def outputs(images: torch.Tensor, fast: bool = True) -> torch.Tensor:
-                """Model output cropped to the RoIs' box, float32; `fast` = precision/compile path."""
-                with _autocast(device, amp if fast else None):
-                    out = adapter.logits(images, model=runner if fast else None)
-                return out[..., y0:y1, x0:x1].float()
 
-            if runtime is not None and device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-                cuda_base = torch.cuda.memory_allocated(device)
-            # Factual output, plain float32 eager, with hooks measuring the activation footprint.
-            factual_in = image_dev.unsqueeze(0).contiguous(memory_format=layout)
-            hooks, footprint = _activation_bytes(model)
-            try:
-                try:
-                    full = adapter.logits(factual_in)
-                except RuntimeError as exc:
-                    raise ValueError(f"the model failed on the image of shape {tuple(image.shape)}: {exc}") from exc
-            finally:
-                for hook in hooks:
-                    hook.remove()
-            adapter.check_output(full, (h, w))
-            if runner is None and amp is None:
-                crop_out = full[..., y0:y1, x0:x1].float()
-            else:
-                # The fast path's own factual output, so M0 and the perturbed outcomes share numerics;
-                # compiled: a full batch, so it runs the very graph the perturbed batches run.
-                batch = factual_in if runner is None else factual_in.expand(cap, c, h, w).clone(memory_format=layout)
-                try:
-                    crop_out = outputs(batch)[:1]
-                except Exception as exc:  # noqa: BLE001 - compile failures come in many types
-                    if runner is None:
-                        raise ValueError(f"precision={precision!r} failed on device {device}: {exc}") from exc
-                    warnings.warn(f"torch.compile failed ({exc}); running the model eagerly", RuntimeWarning, stacklevel=2)
-                    runner = None
-                    crop_out = outputs(factual_in)[:1]
-            item_bytes = footprint[0] + image_dev[None].nbytes if footprint[0] else None
-            if target_mask is None:
-                target_crop = adapter.binary(crop_out)[0]
-            else:
-                target_crop = target_mask[y0:y1, x0:x1].to(device, torch.float32)
-            reduce = outcome_fn.needs
+def _precision_verdict(facts: dict[str, Any], run: _Execution, compiled: bool, units: str) -> dict[str, Any]:
+    ok = facts["precision_error"] <= run.precision_tolerance
+    if not ok:
+        warnings.warn(
+            f"precision={run.precision!r}{' with compile' if compiled else ''}"
+            f"{' and channels_last' if run.channels_last else ''} moved a per-draw effect by "
+            f"{facts['precision_error']:.4g} {units} (tolerance {run.precision_tolerance}); "
+            "the map may differ from the float32 map: use precision='float32' for this model",
+            PrecisionWarning,
+            stacklevel=3,
+        )
+    return {**facts, "precision_tolerance": run.precision_tolerance, "precision_ok": int(ok)}
 
-            def score(out: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-                ref = target_crop if reference is None else reference
-                return outcome_fn(adapter.prediction(out, reduce), ref, roi_crop)
 
-            m0 = score(crop_out)[0]
-            treatment = intervention_obj.to(device)
-
-            def evaluate(
-                cells: torch.Tensor, draws: torch.Tensor, fast: bool = True, reference: torch.Tensor | None = None
-            ) -> torch.Tensor:
-                cells, draws = cells.to(device), draws.to(device)
-                perturbed = compose(image_dev, cells, treatment.replacements(cells, draws), block, memory_format=layout)
-                return score(outputs(perturbed, fast), reference)
-
-            tuned_key = (tuple(image.shape), str(device), precision, channels_last, memory_budget, runner is not None)
-            tuned = _TUNED.get(model, {}).get(tuned_key) if batch_size is None else None
-            batcher = Batcher(
-                tuned or cap,
-                tune=batch_size is None and runner is None and tuned is None,
-                memory_budget=memory_budget,
-                item_bytes=item_bytes,
-                pad=runner is not None,
-                device=device,
-                tune_from=32 if device.type == "cuda" else 8,
-            )
-            m0_np = m0.double().cpu().numpy()
-            common = dict(tau=tau, batch_size=batcher, progress=callback, ci_level=ci_level)
-            if adaptive:
-                est = adaptive_ate(
-                    evaluate, candidates, m0_np, first=first, max_draws=max_draws, target_se=target_se,
-                    band_stop=band_stop, stochastic=intervention_obj.stochastic, **common,
-                )
-            else:
-                est = screened_ate(
-                    evaluate, candidates, m0_np, coarse=coarse, fine=fine,
-                    stochastic=intervention_obj.stochastic, **common,
-                )
-            forwards = est.forwards + 1
-            if batcher.timings and not batcher.tuning and batcher.halvings == 0:
-                _TUNED.setdefault(model, {})[tuned_key] = batcher.size
-            if check_precision:
-                plain = outputs(image_dev.unsqueeze(0), fast=False)
-                # Ground-truth-free mode: the float32 run would compare against its own prediction.
-                reference = adapter.binary(plain)[0] if target_mask is None else None
-                facts = _precision_check(evaluate, est, candidates, m0_np, score(plain, reference)[0], reference, batcher)
-                forwards += facts.pop("forwards")
-    finally:
-        if bar is not None:
-            bar.close()
-
-    attrs = {
-        "method": "pdcr",
-        "pdcr_lab_version": __version__,
-        "mode": mode,
-        "block": block,
-        "coarse": coarse,
-        "fine": fine,
-        "tau": tau,
-        "ci_level": ci_level,
-        "outcome": outcome_fn.name,
-        "units": outcome_fn.units,
-        "intervention": intervention,
-        "threshold": adapter.threshold,
-        "class_index": int(adapter.class_index or 0),
-        "activation": activation,
-        "seed": seed,
-        "bank_id": bank.id if bank is not None else "none",
-        "bank_size": len(bank) if bank is not None else 0,
-        "bank_provenance": json.dumps(bank.provenance, sort_keys=True, default=str) if bank is not None else "{}",
-        "target_source": "prediction" if target is None else "ground_truth",
-        "image_height": h,
-        "image_width": w,
-        "image_channels": c,
-        "device": str(device),
-        "precision": precision,
-        "compile": int(runner is not None),
-        "channels_last": int(channels_last),
-        "batch_size": batch_size if batch_size is not None else "auto",
-        "memory_budget": memory_budget if memory_budget is not None else "none",
-        "rounds": est.rounds,
-    }
-    if adaptive:
-        attrs.update({"target_se": target_se, "max_draws": max_draws, "band_stop": int(band_stop)})
-    if check_precision:
-        ok = facts["precision_error"] <= precision_tolerance
-        attrs.update({**facts, "precision_tolerance": precision_tolerance, "precision_ok": int(ok)})
-        if not ok:
-            warnings.warn(
-                f"precision={precision!r}{' with compile' if runner is not None else ''}"
-                f"{' and channels_last' if channels_last else ''} moved a per-draw effect by "
-                f"{facts['precision_error']:.4g} {outcome_fn.units} (tolerance {precision_tolerance}); "
-                "the map may differ from the float32 map: use precision='float32' for this model",
-                PrecisionWarning,
-                stacklevel=2,
-            )
-    grid = (len(rois), gy, gx)
-    blocks = {
-        "ate": est.ate.reshape(grid),
-        "ate_raw": est.ate_raw.reshape(grid),
-        "stderr": est.stderr.reshape(grid),
-        "ci_low": est.ci_low.reshape(grid),
-        "ci_high": est.ci_high.reshape(grid),
-        "n_draws": est.n_draws.reshape(grid),
-        "screened": est.screened.reshape(grid),
-        "roi_block": roi_blocks.numpy(),
-    }
-    m0_values = m0_np
-    masks = rois.numpy()
-    if not multi:
-        blocks = {k: v[0] for k, v in blocks.items()}
-        m0_values, masks, boxes = m0_values[0], masks[0], boxes[0]
-    ds = effects_dataset(
-        blocks,
-        m0=m0_values,
-        forwards=forwards,
-        roi_mask=masks,
-        roi_box=boxes,
-        attrs=attrs,
-        roi_labels=list(range(len(rois))) if multi else None,
-    )
-    units = outcome_fn.units
+def _estimate_result(call: Call, est: Any, m0: torch.Tensor, forwards: int, attrs: dict[str, Any],
+                     ci_level: float) -> xr.Dataset:
+    """The estimator's per-block arrays on the grid, finished into the schema by the call layer."""
+    grid = (len(call.rois), *call.grid)
+    blocks = {name: getattr(est, name).reshape(grid)
+              for name in ("ate", "ate_raw", "stderr", "ci_low", "ci_high", "n_draws", "screened")}
+    blocks["roi_block"] = call.roi_blocks
+    ds = result(call, blocks, m0=m0, forwards=forwards, attrs=attrs)
+    units = call.outcome.units
     ds["ci_low"].attrs.update({"long_name": f"lower {ci_level:.0%} confidence bound of ate_raw", "units": units})
     ds["ci_high"].attrs.update({"long_name": f"upper {ci_level:.0%} confidence bound of ate_raw", "units": units})
-    if runtime is not None:
-        seconds = time.perf_counter() - began
-        runtime.update(batcher.stats())
-        runtime.update(
-            {
-                "seconds": seconds,
-                "forwards": forwards,
-                "forwards_per_second": forwards / seconds if seconds > 0 else float("inf"),
-                "item_bytes": item_bytes,
-                "rounds": est.rounds,
-                "compiled": runner is not None,
-                "device": str(device),
-            }
-        )
-        if device.type == "cuda":
-            runtime["peak_bytes"] = int(torch.cuda.max_memory_allocated(device) - cuda_base)
-        elif item_bytes:
-            runtime["peak_bytes"] = int(item_bytes * batcher.size)  # an estimate: CPUs have no allocator stats
-    return validate(ds)
+    return ds
+
+
+def _reset_peak(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    torch.cuda.reset_peak_memory_stats(device)
+    return int(torch.cuda.memory_allocated(device))
+
+
+def _fill_runtime(runtime: dict, batcher: Batcher, began: float, forwards: int, item_bytes: int | None, rounds: int,
+                  compiled: bool, device: torch.device, cuda_base: int) -> None:
+    seconds = time.perf_counter() - began
+    runtime.update(batcher.stats())
+    runtime.update({"seconds": seconds, "forwards": forwards,
+                    "forwards_per_second": forwards / seconds if seconds > 0 else float("inf"),
+                    "item_bytes": item_bytes, "rounds": rounds, "compiled": compiled, "device": str(device)})
+    if device.type == "cuda":
+        runtime["peak_bytes"] = int(torch.cuda.max_memory_allocated(device) - cuda_base)
+    elif item_bytes:
+        runtime["peak_bytes"] = int(item_bytes * batcher.size)  # an estimate: CPUs have no allocator stats
 
 
 def _precision_check(evaluate, est, candidates, m0, m0_plain, reference, batcher) -> dict[str, Any]:

@@ -51,6 +51,27 @@ class Estimate:
     ``ci_low``/``ci_high`` bound ``ate_raw`` (Student t interval at the run's ``ci_level``); NaN where
     a stochastic estimate rests on fewer than 2 draws, equal to ``ate_raw`` for deterministic
     treatments, 0 for units that are never perturbed.
+
+    Parameters
+    ----------
+    ate : array (R, U)
+        The effect after screening and tau-zeroing (the map).
+    ate_raw : array (R, U)
+        Mean of M_b - M0 over the draws used, before zeroing.
+    stderr : array (R, U)
+        Standard error of ``ate_raw`` (ddof=1; 0 below two draws).
+    n_draws : int array (R, U)
+        Draws in each estimate (0 for units that are not candidates).
+    screened : bool array (R, U)
+        True where the screening declared the unit irrelevant.
+    forwards : int
+        Treatments evaluated (forward passes, the factual pass not included).
+    batch_size : int
+        Batch size that finally worked (after tuning and halvings).
+    ci_low, ci_high : array (R, U), optional
+        Confidence interval of ``ate_raw`` (see above).
+    rounds : int
+        Batched job lists the estimator ran (2 for the paper's stages, more for adaptive rounds).
     """
 
     ate: np.ndarray
@@ -88,6 +109,23 @@ class Batcher:
     device : torch.device, optional
         Where the jobs run: index tensors are moved there once, results stay there until the end of
         a stage, so there is no host-device synchronisation per batch.
+    tune_from : int
+        Smallest batch size of the tuning ladder.
+    halvings : int
+        Out-of-memory halvings so far (state; leave at 0).
+    peak_bytes : int
+        Largest memory a batch was measured to use on CUDA with a budget (state; leave at 0).
+    timings : dict of int -> float
+        Best seconds per job measured at each tuned batch size (state; leave empty).
+
+    Examples
+    --------
+    >>> batcher = Batcher(64, tune=True, tune_from=16)
+    >>> batcher.tuning, batcher.current()          # the ladder 16, 32, 64 starts at 16
+    (True, 16)
+    >>> batcher.halve()                            # out of memory at 16: 8 from now on, no tuning
+    >>> batcher.size, batcher.tuning, batcher.stats()["batch_halvings"]
+    (8, False, 1)
     """
 
     size: int
@@ -117,13 +155,21 @@ class Batcher:
     # -- the policy ------------------------------------------------------------------------------
     @property
     def tuning(self) -> bool:
+        """Whether the batch sizes of the ladder are still being timed."""
         return bool(self._ladder) and not self._paused
 
     def current(self) -> int:
+        """The batch size of the next batch (the ladder's current size while tuning)."""
         return self._ladder[0] if self.tuning else self.size
 
     def begin(self, jobs: int) -> None:
-        """A new job list: tune on it only if it is long enough to finish the ladder and then some."""
+        """A new job list: tune on it only if it is long enough to finish the ladder and then some.
+
+        Parameters
+        ----------
+        jobs : int
+            Number of jobs in the list.
+        """
         self._paused = not self._ladder or jobs < 3 * 3 * sum(self._ladder)
 
     def halve(self) -> None:
@@ -138,6 +184,15 @@ class Batcher:
             torch.cuda.empty_cache()
 
     def over_budget(self, size: int) -> bool:
+        """Whether a batch of `size` jobs is predicted to exceed the memory budget.
+
+        A single job never is (one warning says it exceeds the budget on its own).
+
+        Parameters
+        ----------
+        size : int
+            Jobs in the batch about to run.
+        """
         if self.memory_budget is None or not self.item_bytes:
             return False
         if size * self.item_bytes <= self.memory_budget:
@@ -162,7 +217,17 @@ class Batcher:
             self.size = -best[1]
 
     def observe(self, size: int, seconds: float, full: bool) -> None:
-        """Feed the time of one batch (only full batches at a tuned size count)."""
+        """Feed the time of one batch (only full batches at a tuned size count).
+
+        Parameters
+        ----------
+        size : int
+            Batch size the batch ran at.
+        seconds : float
+            Its wall-clock time (synchronised on CUDA).
+        full : bool
+            Whether the batch held `size` real jobs (a short last batch is not timed).
+        """
         if not self.tuning or size != self._ladder[0] or not full:
             return
         seen = self._seen.get(size, 0)
@@ -180,6 +245,7 @@ class Batcher:
             self._finish_tuning()
 
     def stats(self) -> dict:
+        """Facts for ``explain(runtime=...)``: final batch size, halvings, tuned timings, peak bytes."""
         return {
             "batch_size": self.size,
             "batch_halvings": self.halvings,
@@ -202,8 +268,31 @@ def run_batched(
 ) -> tuple[torch.Tensor, int]:
     """Evaluate all (unit, draw) jobs in batches; halve the batch on out-of-memory and go on.
 
-    `batch_size` is a fixed size or a :class:`Batcher` (tuning, memory budget, padding, device).
-    Returns the (J, R) outcomes as float64 on the CPU and the batch size that finally worked.
+    Parameters
+    ----------
+    evaluate : callable (units (J,), draws (J,)) -> outcomes (J, R)
+        Outcomes of a batch of jobs, for every RoI.
+    units, draws : LongTensor (J,)
+        The jobs: unit and draw number of each.
+    batch_size : int or Batcher
+        A fixed size or a :class:`Batcher` (tuning, memory budget, padding, device).
+    on_done : callable(int), optional
+        Called with the number of jobs of every finished batch (progress).
+
+    Returns
+    -------
+    (Tensor (J, R), int)
+        The outcomes as float64 on the CPU and the batch size that finally worked.
+
+    Examples
+    --------
+    >>> def evaluate(units, draws):
+    ...     if len(units) > 2:
+    ...         raise RuntimeError("CUDA out of memory")   # pretend only 2 jobs fit
+    ...     return (10.0 * units + draws)[:, None].float()
+    >>> values, size = run_batched(evaluate, torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), 4)
+    >>> values[:, 0].tolist(), size
+    ([0.0, 10.0, 21.0], 2)
     """
     batcher = batch_size if isinstance(batch_size, Batcher) else Batcher(int(batch_size))
     device = batcher.device
@@ -271,7 +360,20 @@ def _stderr(deltas: np.ndarray, axis: int) -> np.ndarray:
 
 
 def t_quantile(level: float, n: np.ndarray | int) -> np.ndarray:
-    """Two-sided Student t quantile for a `level` interval of a mean of `n` draws (inf below 2 draws)."""
+    """Two-sided Student t quantile for a `level` interval of a mean of `n` draws (inf below 2 draws).
+
+    Parameters
+    ----------
+    level : float
+        Confidence level in (0, 1), e.g. 0.95.
+    n : int or int array
+        Number of draws (n - 1 degrees of freedom).
+
+    Examples
+    --------
+    >>> np.round(t_quantile(0.95, np.array([1, 2, 51])), 3)
+    array([   inf, 12.706,  2.009])
+    """
     from scipy.stats import t
 
     n = np.asarray(n, dtype=np.float64)
@@ -325,11 +427,36 @@ def screened_ate(
         Units that may be perturbed for each RoI (RoI blocks are excluded).
     m0 : array (R,)
         Factual outcome per RoI.
+    coarse : int
+        S, screening draws per candidate unit (draws 0..S-1).
+    fine : int
+        N, fresh draws of every unit that survives the screening for some RoI.
+    tau : float
+        Screening and zeroing threshold in outcome units.
     stochastic : bool
         False for deterministic treatments (zero, mean, blur): one forward per unit, no averaging.
     batch_size : int or Batcher
+        Jobs per batch, or the batch policy (see :func:`run_batched`).
+    progress : callable(done, total), optional
+        Receives the counts of evaluated and planned jobs.
     ci_level : float
         Level of the reported confidence interval of ``ate_raw`` (it does not change the estimate).
+
+    Returns
+    -------
+    Estimate
+
+    Examples
+    --------
+    Three units whose treatments move the outcome by about -5, 0 and +3 points:
+
+    >>> effect = torch.tensor([-5.0, 0.0, 3.0])
+    >>> def evaluate(units, draws):                      # outcomes (J, R) for one RoI
+    ...     return (100.0 + effect[units] * (1 + 0.1 * (draws % 2)))[:, None]
+    >>> est = screened_ate(evaluate, np.ones((1, 3), bool), np.array([100.0]),
+    ...                    coarse=3, fine=4, tau=0.02, stochastic=True, batch_size=8)
+    >>> np.round(est.ate, 2), est.screened, est.n_draws, est.forwards
+    (array([[-5.25,  0.  ,  3.15]]), array([[False,  True, False]]), array([[4, 3, 4]], dtype=int32), 17)
     """
     candidates = np.asarray(candidates, dtype=bool)
     n_roi, n_units = candidates.shape
@@ -421,6 +548,51 @@ def adaptive_ate(
     Note: stopping on the observed standard error makes the reported interval approximate (its
     coverage can fall below the nominal level for units whose rare large effects were not yet
     seen); `first` and `max_draws` bound that risk.
+
+    Parameters
+    ----------
+    evaluate : callable (units (J,), draws (J,)) -> outcomes (J, R)
+        As in :func:`screened_ate`; draws may go up to `max_draws` - 1.
+    candidates : bool array (R, U)
+        Units that may be perturbed for each RoI.
+    m0 : array (R,)
+        Factual outcome per RoI.
+    first : int
+        Draws every candidate gets before any rule is checked (at least 1).
+    max_draws : int
+        Most draws per unit.
+    target_se : float
+        Precision rule: stop once the standard error is <= this (outcome units).
+    tau : float
+        Width of the band of the decision rule, and the zeroing threshold.
+    batch_size : int or Batcher
+        Jobs per batch, or the batch policy (see :func:`run_batched`).
+    ci_level : float
+        Level of the t interval of the decision rule and of the reported interval.
+    band_stop : bool
+        Use the decision rule.
+    stochastic : bool
+        False for deterministic treatments: falls back to one forward per unit
+        (:func:`screened_ate` with one draw).
+    progress : callable(done, total), optional
+        Receives the counts of evaluated and planned jobs.
+
+    Returns
+    -------
+    Estimate
+
+    Examples
+    --------
+    A unit without effect stops after its first draws; a noisy one (draws of -1 and -3) as soon as its
+    95% interval lies entirely below -tau, after 4 draws:
+
+    >>> noise = torch.tensor([1.0, -1.0] * 20)
+    >>> def evaluate(units, draws):
+    ...     return (100.0 - 2.0 * units + units * noise[draws])[:, None]
+    >>> est = adaptive_ate(evaluate, np.ones((1, 2), bool), np.array([100.0]), first=3, max_draws=40,
+    ...                    target_se=0.25, tau=0.02, batch_size=16)
+    >>> est.n_draws.tolist(), est.screened.tolist(), est.ate.tolist()
+    ([[3, 4]], [[True, False]], [[0.0, -2.0]])
     """
     if not stochastic:  # a deterministic treatment is settled by one forward
         return screened_ate(

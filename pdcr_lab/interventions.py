@@ -33,7 +33,25 @@ INTERVENTIONS: tuple[str, ...] = ("natural", "zero", "mean", "blur")
 
 
 def block_grid(image: torch.Tensor, block: int) -> torch.Tensor:
-    """(..., C, H, W) -> (..., Gy, Gx, C, b, b) view of the image's blocks (no copy)."""
+    """(..., C, H, W) -> (..., Gy, Gx, C, b, b) view of the image's blocks (no copy).
+
+    Parameters
+    ----------
+    image : Tensor of shape (..., C, H, W)
+        Any leading dims are kept.
+    block : int
+        Block side b; it must divide H and W.
+
+    Examples
+    --------
+    >>> image = torch.arange(16.0).reshape(1, 4, 4)
+    >>> grid = block_grid(image, 2)
+    >>> tuple(grid.shape)
+    (2, 2, 1, 2, 2)
+    >>> grid[0, 1, 0]                                  # the top-right block
+    tensor([[2., 3.],
+            [6., 7.]])
+    """
     *lead, c, h, w = image.shape
     gy, gx = h // block, w // block
     view = image.reshape(*lead, c, gy, block, gx, block)
@@ -55,16 +73,34 @@ def compose(
     Parameters
     ----------
     image : Tensor (C, H, W)
+        The image every copy starts from.
     cells : LongTensor (J,)
         Flat block indices (row-major over the Gy x Gx grid).
     blocks : Tensor (J, C, b, b) or (1, C, b, b)
         Replacement content (broadcast when one block is given).
+    block : int
+        Block side b.
     memory_format : torch.memory_format
         Layout of the returned batch (``torch.channels_last`` feeds channels-last models without a
         second copy).
 
     The batch is one copy of the image per job plus one indexed write of all replacement pixels,
     so the cost does not depend on where the blocks are and works for any memory layout.
+
+    Examples
+    --------
+    >>> image = torch.ones(1, 4, 4)
+    >>> batch = compose(image, torch.tensor([0, 3]), torch.zeros(1, 1, 2, 2), 2)
+    >>> batch[:, 0]
+    tensor([[[0., 0., 1., 1.],
+             [0., 0., 1., 1.],
+             [1., 1., 1., 1.],
+             [1., 1., 1., 1.]],
+    <BLANKLINE>
+            [[1., 1., 1., 1.],
+             [1., 1., 1., 1.],
+             [1., 1., 0., 0.],
+             [1., 1., 0., 0.]]])
     """
     c, h, w = image.shape
     gx = w // block
@@ -88,6 +124,27 @@ def draw_table(seed: int, n_cells: int, n_draws: int, n_bank: int, *, prefix: in
     With `prefix`, the first `prefix` columns are exactly ``draw_table(seed, n_cells, prefix, n_bank)``
     and the further columns come from a second stream of the same seed: a longer table (adaptive
     sampling) starts with the paper-mode draws.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the table.
+    n_cells : int
+        Number of grid cells (rows of the table).
+    n_draws : int
+        Draws per cell (columns); the paper's S + N.
+    n_bank : int
+        Size of the bank the indices point into (uniform draws, with replacement).
+    prefix : int, optional
+        Number of leading columns that must equal a table of that many draws.
+
+    Examples
+    --------
+    >>> table = draw_table(0, n_cells=3, n_draws=5, n_bank=10, prefix=2)
+    >>> table.shape
+    (3, 5)
+    >>> bool((table[:, :2] == draw_table(0, 3, 2, 10)).all())
+    True
     """
     rng = np.random.default_rng(seed)
     if prefix is None or prefix >= n_draws:
@@ -99,7 +156,19 @@ def draw_table(seed: int, n_cells: int, n_draws: int, n_bank: int, *, prefix: in
 
 @dataclass
 class Intervention:
-    """A prepared intervention for one image: produces the replacement of (cell, draw) pairs."""
+    """A prepared intervention for one image: produces the replacement of (cell, draw) pairs.
+
+    Built by :func:`make_intervention`.
+
+    Parameters
+    ----------
+    name : {"natural", "zero", "mean", "blur"}
+        The intervention.
+    stochastic : bool
+        True when draws differ (``natural``); False when every draw is the same block.
+    block : int
+        Block side b.
+    """
 
     name: str
     stochastic: bool
@@ -108,7 +177,15 @@ class Intervention:
     _table: torch.Tensor | None = None  # natural: (cells, draws) bank indices
 
     def replacements(self, cells: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-        """Replacement blocks for the pairs (cells[j], draws[j]), shape (J, C, b, b) or (1, C, b, b)."""
+        """Replacement blocks for the pairs (cells[j], draws[j]), shape (J, C, b, b) or (1, C, b, b).
+
+        Parameters
+        ----------
+        cells : LongTensor (J,)
+            Flat block indices.
+        draws : LongTensor (J,)
+            Draw numbers (columns of the draw table); ignored by deterministic interventions.
+        """
         if self.name == "natural":
             return self._source[self._table[cells, draws]]
         if self.name == "blur":
@@ -116,6 +193,13 @@ class Intervention:
         return self._source
 
     def to(self, device: torch.device) -> Intervention:
+        """A copy whose replacement blocks and draw table live on `device`.
+
+        Parameters
+        ----------
+        device : torch.device
+            Where the perturbed images are composed.
+        """
         table = None if self._table is None else self._table.to(device)
         return Intervention(self.name, self.stochastic, self.block, self._source.to(device), table)
 
@@ -147,8 +231,33 @@ def make_intervention(
 ) -> Intervention:
     """Prepare intervention `name` for `image` (checks the bank against the image).
 
-    `n_draws` columns of natural draws per cell; `prefix` keeps the first columns equal to a table of
-    that many draws (see :func:`draw_table`).
+    Parameters
+    ----------
+    name : {"natural", "zero", "mean", "blur"}
+        The intervention (module notes).
+    image : Tensor (C, H, W)
+        The explained image (``blur`` blurs it; ``mean`` uses its colour without a bank).
+    block : int
+        Block side b.
+    bank : PatchBank, optional
+        Natural blocks; required by ``natural``, the mean colour of ``mean``.
+    seed : int
+        Seed of the natural draw table.
+    n_draws : int
+        Columns of natural draws per cell.
+    prefix : int, optional
+        Keep the first columns equal to a table of that many draws (see :func:`draw_table`).
+
+    Examples
+    --------
+    >>> image = torch.rand(1, 8, 8)
+    >>> zero = make_intervention("zero", image, 4, bank=None, seed=0, n_draws=1)
+    >>> zero.stochastic, tuple(zero.replacements(torch.tensor([0, 1]), torch.tensor([0, 0])).shape)
+    (False, (1, 1, 4, 4))
+    >>> bank = pdcr_lab.PatchBank(torch.rand(6, 1, 4, 4))
+    >>> natural = make_intervention("natural", image, 4, bank=bank, seed=0, n_draws=3)
+    >>> natural.stochastic, tuple(natural.replacements(torch.tensor([0, 1]), torch.tensor([2, 0])).shape)
+    (True, (2, 1, 4, 4))
     """
     check_choice("intervention", name, INTERVENTIONS)
     c, h, w = image.shape

@@ -54,6 +54,21 @@ class Outcome:
         return self.reduce(inter, pred_sum, target_sum[None, :])
 
     def reduce(self, inter: torch.Tensor, pred_sum: torch.Tensor, target_sum: torch.Tensor) -> torch.Tensor:
+        """The outcome from the three sums over each RoI; subclasses implement it.
+
+        Parameters
+        ----------
+        inter : Tensor of shape (B, R)
+            sum(p g) inside each RoI.
+        pred_sum : Tensor of shape (B, R)
+            sum(p) inside each RoI.
+        target_sum : Tensor of shape (1, R)
+            sum(g) inside each RoI.
+
+        Returns
+        -------
+        Tensor of shape (B, R)
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -64,6 +79,16 @@ class Dice(Outcome):
     """100 x DSC of the binarised prediction inside the RoI (the paper's outcome).
 
     DSC = 2 sum(p g) / (sum(p) + sum(g) + 1e-10); an RoI with neither prediction nor target is 0.
+
+    Examples
+    --------
+    >>> pred = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])      # one prediction, 2 x 2 pixels
+    >>> target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    >>> rois = torch.ones(1, 2, 2)                            # one RoI: every pixel
+    >>> Dice()(pred, target, rois)                            # 2 * 1 / (2 + 1)
+    tensor([[66.6667]])
+    >>> IoU()(pred, target, rois)
+    tensor([[50.]])
     """
 
     name = "dice"
@@ -99,7 +124,26 @@ OUTCOMES: dict[str, Outcome] = {o.name: o for o in (Dice(), SoftDice(), IoU())}
 
 
 def register_outcome(outcome: Outcome) -> Outcome:
-    """Make an outcome available by name in :func:`pdcr_lab.explain`."""
+    """Make an outcome available by name in :func:`pdcr_lab.explain`.
+
+    Parameters
+    ----------
+    outcome : Outcome
+        An instance of an :class:`Outcome` subclass; its ``name`` becomes the key (an existing
+        outcome of that name is replaced).
+
+    Examples
+    --------
+    >>> class Recall(Outcome):
+    ...     name, units, needs = "recall", "recall points", "binary"
+    ...     def reduce(self, inter, pred_sum, target_sum):
+    ...         return 100.0 * inter / (target_sum + EPS)
+    >>> register_outcome(Recall())
+    Recall()
+    >>> get_outcome("recall").units
+    'recall points'
+    >>> del OUTCOMES["recall"]                                # keep the registry as it was
+    """
     if not isinstance(outcome, Outcome):
         raise TypeError(f"outcome must be an Outcome instance, got {outcome!r}")
     OUTCOMES[outcome.name] = outcome
@@ -107,7 +151,19 @@ def register_outcome(outcome: Outcome) -> Outcome:
 
 
 def get_outcome(outcome: str | Outcome) -> Outcome:
-    """Resolve an outcome name (or pass an instance through)."""
+    """Resolve an outcome name (or pass an instance through).
+
+    Parameters
+    ----------
+    outcome : str or Outcome
+        A registered name (:data:`OUTCOMES`: ``"dice"``, ``"soft_dice"``, ``"iou"``, ...) or an
+        instance.
+
+    Examples
+    --------
+    >>> get_outcome("soft_dice"), get_outcome("soft_dice").needs
+    (SoftDice(), 'probability')
+    """
     if isinstance(outcome, Outcome):
         return outcome
     return OUTCOMES[check_choice("outcome", outcome, OUTCOMES)]

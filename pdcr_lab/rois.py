@@ -1,12 +1,21 @@
-"""Choosing regions of interest reproducibly (for demos, reports and sweeps).
+"""Everything about regions of interest: parsing, choosing, snapping and reading them.
 
 The paper explains 32 x 32 RoIs at 256 x 256 whose corners sit on the 8-pixel block grid, placed on
-the structure being segmented. :func:`boundary_roi` picks such an RoI from a mask automatically.
+the structure being segmented.
+
+* :func:`parse_rois`: the ``roi`` argument of every explainer (a box, a mask or a list of them)
+  as masks and bounding boxes;
+* :func:`boundary_roi`: an RoI on the border of a mask, picked automatically;
+* :func:`snap_roi`: the RoI on the block grid nearest a clicked point (widgets, dashboard);
+* :func:`read_roi_list` / :class:`RoiSpec`: the reference's RoI coordinate lists.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +23,7 @@ import torch
 
 from .checks import as_mask, check_int, describe
 
-__all__ = ["boundary_roi", "parse_rois", "Roi"]
+__all__ = ["Roi", "RoiSpec", "boundary_roi", "parse_rois", "read_roi_list", "snap_roi"]
 
 Roi = Any  # (row, col, height, width) | bool (H, W) mask | a sequence of those | (R, H, W) masks
 
@@ -64,8 +73,23 @@ def parse_rois(roi: Roi, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarr
     """RoI argument -> (R, H, W) bool masks, (R, 4) bounding boxes, and whether several were given.
 
     A box is ``(row, col, height, width)`` in pixels and must lie inside the image.
+
+    Parameters
+    ----------
+    roi : box, bool (H, W) mask, a list of them, or (R, H, W) masks
+        The ``roi`` argument of an explainer.
+    shape : (H, W)
+        The image's size.
+
+    Examples
+    --------
+    >>> from pdcr_lab.rois import parse_rois
+    >>> masks, boxes, multi = parse_rois([(0, 0, 2, 2), (2, 2, 2, 4)], (8, 8))
+    >>> tuple(masks.shape), boxes.tolist(), multi
+    ((2, 8, 8), [[0, 0, 2, 2], [2, 2, 2, 4]], True)
     """
     h, w = shape
+    _refuse_fractional_box("roi", roi)
     if _is_box(roi):
         items, multi = [roi], False
     elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == 2:
@@ -81,6 +105,7 @@ def parse_rois(roi: Roi, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarr
     masks, boxes = [], []
     for i, item in enumerate(items):
         name = f"roi[{i}]" if multi else "roi"
+        _refuse_fractional_box(name, item)
         if _is_box(item):
             r, c, bh, bw = (int(v) for v in item)
             if bh < 1 or bw < 1:
@@ -106,9 +131,144 @@ def parse_rois(roi: Roi, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarr
     return torch.stack(masks), np.asarray(boxes, dtype=np.int64), multi
 
 
+def _refuse_fractional_box(name: str, value: Any) -> None:
+    """A 4-tuple of numbers that are not all whole: a box with fractional pixels, said as such."""
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 4
+        and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)
+        and not _is_box(value)
+    ):
+        raise ValueError(
+            f"{name}={tuple(value)} has non-integer coordinates; a box is (row, col, height, width) in whole "
+            f"pixels: round it, e.g. tuple(int(round(v)) for v in {name})"
+        )
+
+
 def _is_box(value: Any) -> bool:
     return (
         isinstance(value, (tuple, list))
         and len(value) == 4
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     )
+
+
+def snap_roi(x: float, y: float, *, size: int, block: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The ``size x size`` RoI on the `block` grid whose centre is nearest to the clicked point.
+
+    The RoI stays inside the image. Returns ``(row, col, height, width)``.
+
+    Parameters
+    ----------
+    x, y : float
+        Column and row of the click, in pixels.
+    size : int
+        Side of the RoI in pixels.
+    block : int
+        Grid the RoI corner snaps to.
+    shape : (H, W)
+        The image's size.
+
+    Examples
+    --------
+    >>> from pdcr_lab.rois import snap_roi
+    >>> snap_roi(47.0, 47.0, size=16, block=8, shape=(96, 96))
+    (40, 40, 16, 16)
+    """
+    size = check_int("size", size, minimum=1)
+    block = check_int("block", block, minimum=1)
+    h, w = (int(v) for v in shape)
+    if size > min(h, w):
+        raise ValueError(f"size={size} does not fit in the {h}x{w} image")
+
+    def corner(centre: float, extent: int) -> int:
+        start = int(round((float(centre) + 0.5 - size / 2) / block)) * block
+        last = ((extent - size) // block) * block
+        return int(min(max(start, 0), last))
+
+    return corner(y, h), corner(x, w), size, size
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    """A square region of interest: top-left corner (row, col) and its height and width, in pixels.
+
+    Parameters
+    ----------
+    image_id : str
+        The image the RoI belongs to.
+    row, col : int
+        Top-left corner in pixels of the resized image.
+    height, width : int
+        Size in pixels.
+
+    Examples
+    --------
+    >>> spec = RoiSpec("ISIC_0024306", 96, 128, 32, 32)
+    >>> spec.box, spec.slices
+    ((96, 128, 32, 32), (slice(96, 128, None), slice(128, 160, None)))
+    """
+
+    image_id: str
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(row, col, height, width)."""
+        return (self.row, self.col, self.height, self.width)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """Index an (..., H, W) array with ``array[..., *roi.slices]``."""
+        return slice(self.row, self.row + self.height), slice(self.col, self.col + self.width)
+
+
+def read_roi_list(path: str | os.PathLike, roi: int = 32) -> list[RoiSpec]:
+    """Read a coordinate list such as the reference's ``HAM10000_block_coords_p32_b8.txt``.
+
+    Each non-empty line is ``image_id row col`` (whitespace separated, top-left corner of a
+    `roi` x `roi` region in the resized image); lines starting with ``#`` are comments.
+
+    Parameters
+    ----------
+    path : path
+        The text file.
+    roi : int
+        Side of the square RoI (the paper: 32).
+
+    Returns
+    -------
+    list of RoiSpec
+        In file order; pass ``[r.image_id for r in rois]`` as ``explain_ids`` to a loader.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "coords.txt"
+    ...     _ = path.write_text("# image_id row col\\nISIC_0024306 96 128\\n")
+    ...     rois = read_roi_list(path)
+    >>> rois
+    [RoiSpec(image_id='ISIC_0024306', row=96, col=128, height=32, width=32)]
+    """
+    roi = check_int("roi", roi, minimum=1)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"RoI list {str(path)!r} does not exist")
+    specs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        if len(fields) != 3 or not all(f.isdigit() for f in fields[1:]):
+            raise ValueError(
+                f"{str(path)!r}, line {number}: expected 'image_id row col' with non-negative integer "
+                f"row and col, got {line!r}"
+            )
+        specs.append(RoiSpec(fields[0], int(fields[1]), int(fields[2]), roi, roi))
+    return specs

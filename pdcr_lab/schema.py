@@ -94,7 +94,21 @@ def _order_dims(dims: Sequence[str], what: str) -> None:
 
 
 def validate(ds: xr.Dataset) -> xr.Dataset:
-    """Check that `ds` is an effects dataset; return it unchanged or raise :class:`SchemaError`."""
+    """Check that `ds` is an effects dataset; return it unchanged or raise :class:`SchemaError`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result of any explainer, or a stack of them.
+
+    Examples
+    --------
+    >>> ds = empty_effects(grid=(2, 2), block=4)
+    >>> validate(ds.drop_vars("m0"))
+    Traceback (most recent call last):
+    ...
+    pdcr_lab.schema.SchemaError: missing variable 'm0'
+    """
     if not isinstance(ds, xr.Dataset):
         raise SchemaError(f"expected an xarray.Dataset of effects, got {type(ds).__name__}")
     if "ate" not in ds:
@@ -134,7 +148,23 @@ def validate(ds: xr.Dataset) -> xr.Dataset:
 
 
 def empty_effects(grid: tuple[int, int], block: int, **attrs: Any) -> xr.Dataset:
-    """An all-zero effects dataset on a `grid` of blocks (a template for producers and tests)."""
+    """An all-zero effects dataset on a `grid` of blocks (a template for producers and tests).
+
+    Parameters
+    ----------
+    grid : (int, int)
+        Blocks per column and per row (block_y, block_x).
+    block : int
+        Block side in pixels.
+    **attrs
+        Attrs that override or extend the defaults (``method="pdcr"``, ``outcome="dice"``, ...).
+
+    Examples
+    --------
+    >>> ds = empty_effects(grid=(3, 4), block=8, method="demo")
+    >>> dict(ds.ate.sizes), ds.attrs["method"], ds.roi_mask.shape
+    ({'block_y': 3, 'block_x': 4}, 'demo', (24, 32))
+    """
     gy, gx = grid
     zeros = np.zeros((gy, gx))
     flags = np.zeros((gy, gx), dtype=bool)
@@ -234,7 +264,19 @@ def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, la
     Parameters
     ----------
     results : mapping label -> Dataset, or a sequence of Datasets (then give `labels`)
+        Effects datasets on one grid.
     dim : one of ``model, dataset, image, roi, method, layer, unit``
+        The new dimension.
+    labels : sequence, optional
+        Coordinate values along `dim`, one per result (required for a sequence).
+
+    Examples
+    --------
+    >>> a = empty_effects(grid=(2, 2), block=4, seed=0)
+    >>> b = empty_effects(grid=(2, 2), block=4, seed=1)
+    >>> both = stack([a, b], dim="image", labels=["a", "b"])
+    >>> both.ate.dims, both.seed.values.tolist()
+    (('image', 'block_y', 'block_x'), [0, 1])
     """
     if dim not in STACK_DIMS:
         raise ValueError(f"dim={dim!r} is not a stack dimension; expected one of {list(STACK_DIMS)}")
@@ -289,6 +331,20 @@ def to_pixels(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
 
     Gives the reference's (H, W) map layout, for plotting or comparing with pixel-level maps.
     Dims ``block_y, block_x`` become ``y, x``; other dims are kept.
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        Effects, or a block variable, carrying the ``block`` attr (a variable taken out of a Dataset
+        does not carry it: convert the Dataset, which keeps only its variables on the block grid).
+
+    Examples
+    --------
+    >>> ds = empty_effects(grid=(1, 2), block=2)
+    >>> ds["ate"][0, 1] = -1.0
+    >>> to_pixels(ds)["ate"].values
+    array([[ 0.,  0., -1., -1.],
+           [ 0.,  0., -1., -1.]])
     """
     block = int(obj.attrs.get("block", 0)) if obj.attrs else 0
     if not block:

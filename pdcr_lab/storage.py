@@ -7,12 +7,11 @@ place, so an interrupted save never leaves a half-written file that reads as com
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import xarray as xr
 
+from .atomic import atomic_path
 from .schema import validate
 
 __all__ = ["save", "load"]
@@ -31,32 +30,48 @@ def _format(path: Path) -> str:
 
 
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write an effects dataset to ``.nc`` (netCDF4/HDF5) or ``.zarr``; replaces `path` atomically."""
+    """Write an effects dataset to ``.nc`` (netCDF4/HDF5) or ``.zarr``; replaces `path` atomically.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects in the schema (validated before writing).
+    path : str or os.PathLike
+        Destination; the suffix picks the format (``.nc``, ``.nc4``, ``.h5`` or ``.zarr``).
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     again = load(save(ds, f"{folder}/map.nc"))
+    >>> again.identical(ds)
+    True
+    """
     validate(ds)
     path = Path(path)
     kind = _format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        staged = tmp / path.name
+    with atomic_path(path) as staged:
         if kind == "netcdf":
             ds.to_netcdf(staged, engine="h5netcdf")
         else:
             ds.to_zarr(staged, mode="w", consolidated=False)
-        if path.is_dir() and kind == "zarr":
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old / path.name)
-            os.replace(staged, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staged, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Open an effects dataset written by :func:`save` (Zarr stores open lazily)."""
+    """Open an effects dataset written by :func:`save` (Zarr stores open lazily).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nc`` file (read into memory) or a ``.zarr`` folder.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path={str(path)!r} does not exist")

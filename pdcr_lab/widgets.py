@@ -32,30 +32,11 @@ import xarray as xr
 
 from .checks import check_int
 from .statistics import statistics
-from .viz._holoviews import _backend, image_plot, roi_outline
-from .viz._static import _as_hwc
+from .rois import snap_roi
+from .viz import as_display_image, holoviews_backend, image_plot, roi_outline
 
-__all__ = ["snap_roi", "RoiPicker", "ExplainRunner", "readable_error", "statistics_html", "stats_values", "reveal"]
-
-
-def snap_roi(x: float, y: float, *, size: int, block: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The ``size x size`` RoI on the `block` grid whose centre is nearest to the clicked point.
-
-    `x` is the column and `y` the row of the click, in pixels; the RoI stays inside an image of
-    `shape` = (height, width). Returns ``(row, col, height, width)``.
-    """
-    size = check_int("size", size, minimum=1)
-    block = check_int("block", block, minimum=1)
-    h, w = (int(v) for v in shape)
-    if size > min(h, w):
-        raise ValueError(f"size={size} does not fit in the {h}x{w} image")
-
-    def corner(centre: float, extent: int) -> int:
-        start = int(round((float(centre) + 0.5 - size / 2) / block)) * block
-        last = ((extent - size) // block) * block
-        return int(min(max(start, 0), last))
-
-    return corner(y, h), corner(x, w), size, size
+__all__ = ["snap_roi", "RoiPicker", "ExplainRunner", "readable_error", "statistics_html", "stats_values", "reveal",
+           "server_document"]
 
 
 class RoiPicker(param.Parameterized):
@@ -64,9 +45,23 @@ class RoiPicker(param.Parameterized):
     Parameters
     ----------
     image : (C, H, W) or (H, W, C) array or tensor in [0, 1]
-    roi : initial ``(row, col, height, width)``; default: centred
-    size : side of the RoI placed by a click, in pixels
-    block : grid the RoI corner snaps to
+        The image shown.
+    roi : (row, col, height, width), optional
+        Initial RoI; default: centred.
+    size : int
+        Side of the RoI placed by a click, in pixels.
+    block : int
+        Grid the RoI corner snaps to.
+    **params
+        Further ``param`` parameters of the picker (e.g. ``name``).
+
+    Examples
+    --------
+    >>> picker = RoiPicker(np.zeros((1, 48, 48)), size=16, block=8)
+    >>> picker.roi                                   # centred on the grid
+    (16, 16, 16, 16)
+    >>> picker.click(x=40.0, y=3.0)                  # a click near the top-right corner
+    (0, 32, 16, 16)
     """
 
     roi = param.NumericTuple(default=(0, 0, 16, 16), length=4, doc="(row, col, height, width) in pixels")
@@ -74,7 +69,7 @@ class RoiPicker(param.Parameterized):
     image = param.Parameter(default=None, doc="the image shown, (H, W) or (H, W, C) in [0, 1]")
 
     def __init__(self, image: Any, *, roi: tuple[int, int, int, int] | None = None, size: int = 16, block: int = 8, **params: Any) -> None:
-        pixels = _as_hwc(image)
+        pixels = as_display_image(image)
         super().__init__(image=pixels, size=size, **params)
         self.block = check_int("block", block, minimum=1)
         h, w = pixels.shape[:2]
@@ -84,11 +79,18 @@ class RoiPicker(param.Parameterized):
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(H, W) of the image shown."""
         return tuple(self.image.shape[:2])  # type: ignore[return-value]
 
     def set_image(self, image: Any) -> None:
-        """Show another image; the RoI is kept when it still fits, else re-centred."""
-        pixels = _as_hwc(image)
+        """Show another image; the RoI is kept when it still fits, else re-centred.
+
+        Parameters
+        ----------
+        image : (C, H, W) or (H, W, C) array or tensor in [0, 1]
+            The new image.
+        """
+        pixels = as_display_image(image)
         h, w = pixels.shape[:2]
         row, col, rh, rw = self.roi
         with param.parameterized.batch_call_watchers(self):
@@ -97,7 +99,20 @@ class RoiPicker(param.Parameterized):
                 self.roi = snap_roi(w / 2, h / 2, size=self.size, block=self.block, shape=(h, w))
 
     def click(self, x: float | None, y: float | None) -> tuple[int, int, int, int]:
-        """What a click at column `x`, row `y` does: move the RoI there (ignored outside the image)."""
+        """What a click at column `x`, row `y` does: move the RoI there (ignored outside the image).
+
+        Parameters
+        ----------
+        x : float or None
+            Column of the click in pixel coordinates (None: no click).
+        y : float or None
+            Row of the click.
+
+        Returns
+        -------
+        (row, col, height, width)
+            The RoI after the click.
+        """
         h, w = self.shape
         if x is None or y is None or not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
             return self.roi
@@ -106,7 +121,7 @@ class RoiPicker(param.Parameterized):
 
     def plot(self) -> Any:
         """The clickable image with the RoI outline (``hv.DynamicMap`` overlay); clicks arrive via ``Tap``."""
-        hv = _backend()
+        hv = holoviews_backend()
         if self._view is None:
             # Two maps, the Tap on the image's: holoviews attaches no Tap to a DynamicMap of an overlay.
             image = hv.DynamicMap(lambda image: image_plot(image, title="click to place the RoI"), streams=[hv.streams.Params(self, ["image"])])
@@ -145,13 +160,27 @@ class RoiPicker(param.Parameterized):
 
 
 def reveal(answer: str, *, title: str = "Show the answer") -> Any:
-    """A collapsed card that hides `answer` (Markdown) until the reader opens it (for exercises)."""
+    """A collapsed card that hides `answer` (Markdown) until the reader opens it (for exercises).
+
+    Parameters
+    ----------
+    answer : str
+        Markdown text.
+    title : str
+        Header of the card.
+
+    Examples
+    --------
+    >>> card = reveal("**42**")
+    >>> type(card).__name__, card.collapsed
+    ('Card', True)
+    """
     import panel as pn
 
     return pn.Card(pn.pane.Markdown(answer, width=620), title=title, collapsed=True, width=660)
 
 
-def _server_document() -> Any:
+def server_document() -> Any:
     """The bokeh document of the current served session, or None (notebook, script)."""
     try:
         import panel as pn
@@ -179,7 +208,20 @@ def _kernel_loop() -> Any:
 
 
 def readable_error(exc: BaseException) -> str:
-    """One readable paragraph for a failed computation: what went wrong and what to try."""
+    """One readable paragraph for a failed computation: what went wrong and what to try.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception raised by the computation.
+
+    Examples
+    --------
+    >>> readable_error(ValueError("block=5 does not tile the 96x96 image"))
+    'Invalid input: block=5 does not tile the 96x96 image'
+    >>> readable_error(RuntimeError("CUDA out of memory"))
+    'Out of memory: CUDA out of memory. Try a smaller batch size, fewer draws, or the CPU.'
+    """
     text = str(exc).strip() or type(exc).__name__
     if len(text) > 600:
         text = text[:597] + "..."
@@ -198,7 +240,21 @@ def readable_error(exc: BaseException) -> str:
 
 
 def stats_values(ds: xr.Dataset) -> dict[str, float]:
-    """The numbers shown next to a map: M0, forwards, block counts and percentages, ATE range."""
+    """The numbers shown next to a map: M0, forwards, block counts and percentages, ATE range.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects of one map.
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> ds["ate"][0, 1] = -2.0
+    >>> values = stats_values(ds)
+    >>> values["support"], values["irrelevant"], values["ate_min"]
+    (1, 3, -2.0)
+    """
     st = statistics(ds)
     return {
         "m0": float(ds.m0),
@@ -228,7 +284,21 @@ _STAT_ROWS = (
 
 
 def statistics_html(ds: xr.Dataset, title: str = "") -> str:
-    """An HTML table of :func:`stats_values`; each value cell carries ``data-stat="<key>"``."""
+    """An HTML table of :func:`stats_values`; each value cell carries ``data-stat="<key>"``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects of one map.
+    title : str
+        Caption of the table (none when empty).
+
+    Examples
+    --------
+    >>> text = statistics_html(pdcr_lab.schema.empty_effects(grid=(2, 2), block=4))
+    >>> text.startswith('<table class="pdcr-stats">'), 'data-stat="forwards"' in text
+    (True, True)
+    """
     values = stats_values(ds)
     units = html.escape(str(ds.attrs.get("units", "")))
     rows = "".join(
@@ -269,11 +339,23 @@ class ExplainRunner(param.Parameterized):
 
     # -- running ------------------------------------------------------------------------------
     def on_result(self, callback: Callable[[str, xr.Dataset], None]) -> None:
-        """Call ``callback(label, ds)`` after every successful computation."""
+        """Call ``callback(label, ds)`` after every successful computation.
+
+        Parameters
+        ----------
+        callback : callable(str, xarray.Dataset)
+            Receives the result's label and dataset (where the page may be changed, see :meth:`in_ui`).
+        """
         self._callbacks.append(callback)
 
     def on_error(self, callback: Callable[[str, str], None]) -> None:
-        """Call ``callback(label, message)`` after every failed computation."""
+        """Call ``callback(label, message)`` after every failed computation.
+
+        Parameters
+        ----------
+        callback : callable(str, str)
+            Receives the label and the readable message (:func:`readable_error`).
+        """
         self._error_callbacks.append(callback)
 
     def submit(self, fn: Callable[..., xr.Dataset], *args: Any, label: str = "result", **kwargs: Any) -> Future:
@@ -281,16 +363,48 @@ class ExplainRunner(param.Parameterized):
 
         Refuses (``RuntimeError``) while another computation runs: one explanation at a time keeps
         the machine responsive and the progress bar meaningful.
+
+        Parameters
+        ----------
+        fn : callable
+            An explainer (or any function) that accepts a ``progress=callable(done, total)`` keyword
+            and returns an effects dataset.
+        *args
+            Positional arguments of `fn`.
+        label : str
+            Key of the result in :attr:`results`.
+        **kwargs
+            Keyword arguments of `fn`.
+
+        Examples
+        --------
+        >>> runner = ExplainRunner()
+        >>> def slow_sum(a, b, progress):
+        ...     progress(1, 1)
+        ...     return pdcr_lab.schema.empty_effects(grid=(1, 1), block=a + b)
+        >>> _ = runner.submit(slow_sum, 2, b=2, label="demo")
+        >>> runner.wait().attrs["block"], list(runner.results), runner.percent
+        (4, ['demo'], 100)
         """
         if self.running:
             raise RuntimeError("a computation is already running; wait for it to finish")
-        self._doc, self._loop = _server_document(), _kernel_loop()
+        self._doc, self._loop = server_document(), _kernel_loop()
         self.param.update(running=True, done=0, total=0, error="", message=f"computing {label} ...")
         self._future = self._executor.submit(self._work, fn, args, kwargs, label)
         return self._future
 
     def explain(self, model: Any, image: Any, *, label: str = "result", **kwargs: Any) -> Future:
-        """:func:`pdcr_lab.explain` in the worker thread (same arguments; `label` names the result)."""
+        """:func:`pdcr_lab.explain` in the worker thread (same arguments; `label` names the result).
+
+        Parameters
+        ----------
+        model, image
+            As in :func:`pdcr_lab.explain`.
+        label : str
+            Key of the result in :attr:`results`.
+        **kwargs
+            Further arguments of :func:`pdcr_lab.explain` (``roi=`` is required).
+        """
         from .engine import explain
 
         return self.submit(explain, model, image, label=label, **kwargs)
@@ -301,6 +415,13 @@ class ExplainRunner(param.Parameterized):
         Widgets must not be changed from the worker thread: on a served page the change goes to the
         session's event loop (the next tick), in a notebook to the kernel's event loop (it runs as
         soon as no cell is busy); in a plain script or test it runs directly.
+
+        Parameters
+        ----------
+        fn : callable
+            What to run.
+        *args
+            Its arguments.
         """
         if threading.current_thread() is threading.main_thread():
             fn(*args)
@@ -356,7 +477,13 @@ class ExplainRunner(param.Parameterized):
             self.param.update(error=readable_error(exc), message=f"{label} computed, but showing it failed: {readable_error(exc)}")
 
     def wait(self, timeout: float | None = None) -> xr.Dataset:
-        """Block until the current computation ends; return its dataset or raise with the message."""
+        """Block until the current computation ends; return its dataset or raise with the message.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait (None: no limit).
+        """
         if self._future is None:
             raise RuntimeError("nothing was submitted: call explain() or submit() first")
         ds = self._future.result(timeout)
@@ -369,6 +496,7 @@ class ExplainRunner(param.Parameterized):
     # -- display ------------------------------------------------------------------------------
     @property
     def percent(self) -> int:
+        """Progress of the current (or last) computation in percent."""
         return int(round(100 * self.done / self.total)) if self.total else 0
 
     def panel(self) -> Any:

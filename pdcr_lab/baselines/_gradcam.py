@@ -44,6 +44,23 @@ def feature_layers(
     """Modules whose output is a (1, C, h, w) feature map on `image`, in the order they finish.
 
     Returns ``{module path: (C, h, w)}``; these are the layers Seg-Grad-CAM can use.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (run once on `image`, no gradients).
+    image : Tensor (C, H, W)
+        An input image.
+    adapter : ModelAdapter, optional
+        How the model is read (default: :class:`pdcr_lab.adapters.ModelAdapter` of `model`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pdcr_lab.baselines import feature_layers
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.MaxPool2d(2), torch.nn.Conv2d(2, 1, 1))
+    >>> feature_layers(net, torch.rand(1, 8, 8))
+    {'0': (2, 8, 8), '1': (2, 4, 4), '2': (1, 4, 4)}
     """
     adapter = adapter or ModelAdapter(model)
     shapes: dict[str, tuple[int, ...]] = {}

@@ -134,7 +134,7 @@ def misure(
     Hasany, Petitjean and Mériaudeau, "MiSuRe is all you need to explain your image segmentation",
     arXiv 2406.12173 (2024).
     """
-    call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="misure", **reading)
+    call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="misure", bank=bank, **reading)
     check_choice("baseline", baseline, _BASELINES)
     sufficiency = check_float("sufficiency", sufficiency, minimum=0.0)
     if not 0.0 < sufficiency <= 1.0:
@@ -147,7 +147,7 @@ def misure(
     h, w = call.image.shape[1:]
     if h % stride or w % stride:
         raise ValueError(f"stride={stride} does not divide the {h}x{w} image")
-    fill = replacement_image(baseline, call.image, call.block, bank=bank, seed=call.seed)
+    fill = replacement_image(baseline, call.image, call.block, bank=call.bank, seed=call.seed)
     kept_blocks = torch.from_numpy(call.roi_blocks)
     kept = kept_blocks.repeat_interleave(call.block, 1).repeat_interleave(call.block, 2).float()  # (R, H, W)
     size = batch_size or auto_batch_size(tuple(call.image.shape), call.device)

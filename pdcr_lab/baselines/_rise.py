@@ -42,7 +42,28 @@ __all__ = ["rise", "rise_masks"]
 
 
 def rise_masks(n: int, shape: tuple[int, int], cell: int, p_keep: float, seed: int) -> torch.Tensor:
-    """The RISE masks, (n, H, W) float in [0, 1]; fixed by the seed, independent of batching."""
+    """The RISE masks, (n, H, W) float in [0, 1]; fixed by the seed, independent of batching.
+
+    Parameters
+    ----------
+    n : int
+        Number of masks.
+    shape : (H, W)
+        Image size.
+    cell : int
+        Side of a mask cell in pixels (a coarse grid upsampled bilinearly and shifted at random).
+    p_keep : float
+        Probability that a cell is kept.
+    seed : int
+        Seed of the masks.
+
+    Examples
+    --------
+    >>> from pdcr_lab.baselines import rise_masks
+    >>> masks = rise_masks(4, (8, 8), cell=4, p_keep=0.5, seed=0)
+    >>> tuple(masks.shape), bool(masks.min() >= 0 and masks.max() <= 1)
+    ((4, 8, 8), True)
+    """
     h, w = shape
     sy, sx = math.ceil(h / cell), math.ceil(w / cell)
     g = torch.Generator().manual_seed(seed)
@@ -90,7 +111,9 @@ def rise(
     fill : {"zero", "blur", "mean", "natural"}
         F, what a masked pixel shows (RISE: zero); see :mod:`pdcr_lab.interventions`.
     keep_roi : bool
-        Never mask the RoI's blocks (see the module notes).
+        Never mask the RoI's blocks (see the module notes). With several RoIs the blocks of all of
+        them are kept, so each RoI's map then differs from its single-RoI map at the other RoIs'
+        blocks (the registry explains one RoI per call for this reason).
     bank : PatchBank, optional
         Needed by ``fill="natural"``.
     batch_size : int, optional
@@ -108,7 +131,7 @@ def rise(
     Petsiuk, Das and Saenko, "RISE: Randomized input sampling for explanation of black-box models",
     BMVC 2018.
     """
-    call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="rise", **reading)
+    call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="rise", bank=bank, **reading)
     n_masks = check_int("n_masks", n_masks, minimum=1)
     cell = check_int("cell", cell, minimum=1)
     p_keep = check_float("p_keep", p_keep, minimum=0.0)
@@ -119,7 +142,7 @@ def rise(
         raise TypeError(f"keep_roi must be True or False, got {describe(keep_roi)}")
     h, w = call.image.shape[1:]
     masks = rise_masks(n_masks, (h, w), cell, p_keep, call.seed)
-    filler = replacement_image(fill, call.image, call.block, bank=bank, seed=call.seed)
+    filler = replacement_image(fill, call.image, call.block, bank=call.bank, seed=call.seed)
     if keep_roi:
         # pixels of every block that overlaps any RoI stay visible
         kept = torch.from_numpy(call.roi_blocks.any(axis=0))

@@ -173,6 +173,7 @@ def find_components(model: nn.Module, example: Any = None) -> list[Component]:
     Parameters
     ----------
     model : torch.nn.Module
+        Any model; its components are found by a dry forward pass (in eval mode, restored after).
     example : Tensor (C, H, W) or (1, C, H, W), or a shape (C, H, W), optional
         Input of the dry forward pass that records which modules run and what they output.
         Default: zeros of shape (C, 64, 64), C from the first convolution (else 3).
@@ -205,6 +206,15 @@ def list_components(model: nn.Module, example: Any = None, *, main: bool = False
     """Module paths of `model`'s meaningful components (see :func:`find_components`).
 
     With ``main=True`` only the main stages: those ``explain_components(layers=None)`` explains.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model.
+    example : Tensor or shape (C, H, W), optional
+        Input of the dry forward pass, as in :func:`find_components`.
+    main : bool
+        List only the main stages.
 
     Examples
     --------

@@ -23,22 +23,21 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ..checks import as_image, as_mask, as_tensor, check_choice, check_float, check_int, describe
-from ..version import __version__
+from ..checks import as_tensor, check_choice, check_float, check_int, describe
 from ..adapters import Activation, ModelAdapter
-from ..defaults import PAPER
-from ..call import auto_batch_size, evaluation, reporting
-from ..rois import Roi, parse_rois
+from ..defaults import PAPER, ComponentUnit, check_literal, choices
+from ..call import Call, RoiOutcome, to_unit_range, auto_batch_size, evaluation, prepare, reporting, result
+from ..rois import Roi
 from ..estimator import screened_ate
-from ..interventions import block_grid, draw_table
-from ..outcomes import Outcome, get_outcome
+from ..interventions import draw_table
+from ..outcomes import Outcome
 from ..schema import GRID_DIMS, effects_dataset, validate
 from ._discover import find_components
 from ._hooks import describe_output, hooked, rebuild, tensor_leaves
 
 __all__ = ["explain_components", "UNITS", "COMPONENT_INTERVENTIONS"]
 
-UNITS: tuple[str, ...] = ("module", "channels", "cells")
+UNITS: tuple[str, ...] = choices(ComponentUnit)
 COMPONENT_INTERVENTIONS: tuple[str, ...] = ("natural", "zero", "mean")
 Groups = int | Sequence[Sequence[int]] | Mapping[str, int | Sequence[Sequence[int]]]
 
@@ -260,7 +259,7 @@ def _donor_activations(
     ]
 
 
-def _donors(donors: Any, intervention: str, image: torch.Tensor) -> torch.Tensor | None:
+def _donors(donors: Any, intervention: str, image: torch.Tensor, value_range: Any) -> torch.Tensor | None:
     if intervention == "zero":
         return None
     if donors is None:
@@ -271,9 +270,7 @@ def _donors(donors: Any, intervention: str, image: torch.Tensor) -> torch.Tensor
     tensor = as_tensor("donors", donors)
     if tensor.ndim != 4 or tuple(tensor.shape[1:]) != tuple(image.shape) or tensor.shape[0] < 1:
         raise ValueError(f"donors must have shape (N, {', '.join(map(str, image.shape))}) like the image, got {describe(donors)}")
-    if not torch.isfinite(tensor).all():
-        raise ValueError("donors contain NaN or Inf values; expected finite pixel values")
-    return tensor
+    return to_unit_range("donors", donors, value_range)[0]  # the image's scale, checked the same way
 
 
 def explain_components(
@@ -283,7 +280,7 @@ def explain_components(
     roi: Roi,
     target: Any = None,
     layers: str | Sequence[str] | None = None,
-    unit: str = "module",
+    unit: ComponentUnit = "module",
     intervention: str = "natural",
     donors: Any = None,
     groups: Groups = 4,
@@ -298,6 +295,7 @@ def explain_components(
     output_key: str | int | None = None,
     activation: Activation = "auto",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    value_range: tuple[float, float] | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     progress: bool | Callable[[int, int], None] = False,
@@ -340,6 +338,8 @@ def explain_components(
         As in :func:`pdcr_lab.explain`.
     output_key, activation, normalize
         How to read the model (:class:`pdcr_lab.adapters.ModelAdapter`).
+    value_range : (low, high), optional
+        Values of the image and the donors that map to 0 and 1, as in :func:`pdcr_lab.explain`.
 
     Returns
     -------
@@ -368,146 +368,111 @@ def explain_components(
     >>> ds.ate.dims, ds.layer.values.tolist()
     (('layer',), ['0', '1'])
     """
-    adapter = ModelAdapter(model, output_key, activation, class_index, check_float("threshold", threshold), normalize)
-    image = as_image("image", image)
-    c, h, w = image.shape
-    unit = check_choice("unit", unit, UNITS)
+    call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="explain_components",
+                   tiled=unit == "cells", need_candidates=unit == "cells", block=block, outcome=outcome,
+                   threshold=threshold, class_index=class_index, output_key=output_key, activation=activation,
+                   normalize=normalize, value_range=value_range)
+    unit = check_literal("unit", unit, ComponentUnit)
     intervention = check_choice("intervention", intervention, COMPONENT_INTERVENTIONS)
-    block = check_int("block", block, minimum=1)
-    if unit == "cells" and (h % block or w % block):
-        raise ValueError(f"block={block} does not tile the {h}x{w} image; unit='cells' maps each input block to feature cells")
     coarse, fine = check_int("coarse", coarse, minimum=0), check_int("fine", fine, minimum=1)
-    tau, seed = check_float("tau", tau, minimum=0.0), check_int("seed", seed, minimum=0)
+    tau = check_float("tau", tau, minimum=0.0)
     size = None if batch_size is None else check_int("batch_size", batch_size, minimum=1)
-    outcome_fn = get_outcome(outcome)
-    rois, boxes, multi = parse_rois(roi, (h, w))
-    target_mask = None if target is None else as_mask("target", target, (h, w))
-    donor_images = _donors(donors, intervention, image)
-    device = torch.device(device) if device is not None else adapter.device()
-
-    components = find_components(model, image)
+    donor_images = _donors(donors, intervention, call.image, value_range)
+    components = find_components(model, call.image)
     names = [comp.path for comp in components]
     paths = _resolve_layers(model, layers, names, [comp.path for comp in components if comp.main])
     roles = {comp.path: comp.role for comp in components}
-
-    gy, gx = h // block, w // block
-    roi_blocks = block_grid(rois.float().unsqueeze(1), block).amax(dim=(-1, -2, -3)) > 0  # (R, Gy, Gx)
-    y0, x0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
-    y1, x1 = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
-    natural = intervention == "natural"
-    surgery = _Surgery(paths, natural)
+    surgery = _Surgery(paths, intervention == "natural")
     modules = [model.get_submodule(p) for p in paths]
-    with reporting(progress) as callback, evaluation(model, device), hooked(modules, surgery.hook):
-        image_dev = image.to(device)
-        try:
-            factual, record = surgery.run(lambda: adapter.logits(image_dev.unsqueeze(0)), 1, record=True)
-        except RuntimeError as exc:
-            raise ValueError(f"the model failed on the image of shape {tuple(image.shape)}: {exc}") from exc
-        adapter.check_output(factual, (h, w))
-        crop_out = factual[..., y0:y1, x0:x1]
-        roi_crop = rois[:, y0:y1, x0:x1].to(device)
-        target_crop = adapter.binary(crop_out)[0] if target_mask is None else target_mask[y0:y1, x0:x1].to(device, factual.dtype)
-        m0 = outcome_fn(adapter.prediction(crop_out, outcome_fn.needs), target_crop, roi_crop)[0]
-
-        slots = _prepare_layers(surgery, record, unit=unit, groups=groups, block=block, image_hw=(h, w), device=device,
-                                names=names)
-
-        size = size or auto_batch_size((c, h, w), device)
-        n_donors = 0 if donor_images is None else donor_images.shape[0]
-        activations = None if donor_images is None else _donor_activations(surgery, adapter, donor_images, size, device)
-        for index, layer in enumerate(surgery.layers):  # natural: every donor; mean: their mean; zero: None
-            if activations is None:
-                layer.sources = [[None] * len(leaves) for leaves in layer.factual]
-            else:
-                layer.sources = [[t if natural else t.mean(dim=0, keepdim=True) for t in leaves] for leaves in activations[index]]
-        n_units = len(paths) * slots
-        table = torch.from_numpy(draw_table(seed, n_units, coarse + fine, n_donors)).to(device) if natural else None
-
-        def evaluate(units: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-            units, draws = units.to(device), draws.to(device)
-            layer_of, slot = units // slots, units % slots
-            donor = table[units, draws] if table is not None else None
-            plan = {}
-            for index in torch.unique(layer_of).tolist():
-                rows = torch.nonzero(layer_of == index).flatten()
-                plan[index] = (rows, slot[rows], None if donor is None else donor[rows])
-            batch = image_dev.unsqueeze(0).repeat(units.shape[0], 1, 1, 1)
-            out, _ = surgery.run(lambda: adapter.logits(batch), units.shape[0], plan=plan)
-            return outcome_fn(adapter.prediction(out[..., y0:y1, x0:x1], outcome_fn.needs), target_crop, roi_crop)
-
-        if unit == "cells":
-            candidates = np.tile(~roi_blocks.reshape(len(rois), -1).numpy(), (1, len(paths)))
-            if not candidates.any():
-                raise ValueError("the RoI covers every block of the image: there are no cells to intervene on")
-        else:
-            candidates = np.ones((len(rois), n_units), dtype=bool)
-        est = screened_ate(evaluate, candidates, m0.double().cpu().numpy(), coarse=coarse, fine=fine, tau=tau,
-                           stochastic=natural, batch_size=size, progress=callback)
-
+    with reporting(progress) as callback, evaluation(model, call.device), hooked(modules, surgery.hook):
+        est, state, slots = _estimate(surgery, call, unit=unit, groups=groups, donors=donor_images, size=size,
+                                      coarse=coarse, fine=fine, tau=tau, names=names, callback=callback)
+    n_donors = 0 if donor_images is None else donor_images.shape[0]
     attrs = {
-        "method": "pdcr_components",
-        "pdcr_lab_version": __version__,
+        **call.attrs("pdcr_components"),
         "component_unit": unit,
         "intervention": intervention,
         "layers": json.dumps(paths),
         "groups": json.dumps({layer.path: layer.groups for layer in surgery.layers}) if unit == "channels" else "none",
-        "block": block,
         "coarse": coarse,
         "fine": fine,
         "tau": tau,
-        "seed": seed,
-        "outcome": outcome_fn.name,
-        "units": outcome_fn.units,
-        "target_source": "prediction" if target is None else "ground_truth",
-        "threshold": adapter.threshold,
-        "class_index": int(adapter.class_index or 0),
-        "activation": activation,
-        "output_key": "none" if output_key is None else str(output_key),
-        "normalize": "none" if normalize is None else json.dumps([list(map(float, v)) for v in normalize]),
         "donors_id": "none" if donor_images is None else hashlib.sha1(donor_images.numpy().tobytes()).hexdigest()[:12],
         "donors_size": n_donors,
-        "image_height": h,
-        "image_width": w,
-        "image_channels": c,
-        "device": str(device),
     }
-    inner = {"module": (), "channels": ("unit",), "cells": GRID_DIMS}[unit]
-    shape = (len(rois), len(paths), *({"module": (), "channels": (slots,), "cells": (gy, gx)}[unit]))
-    values = {
-        "ate": est.ate.reshape(shape),
-        "ate_raw": est.ate_raw.reshape(shape),
-        "stderr": est.stderr.reshape(shape),
-        "n_draws": est.n_draws.reshape(shape),
-        "screened": est.screened.reshape(shape),
-    }
-    grid = (gy, gx) if unit == "cells" else (1, 1)
-    placeholders = {k: np.zeros((len(rois), *grid), dtype=v.dtype) for k, v in values.items()}
-    if unit == "cells":
-        placeholders["roi_block"] = roi_blocks.numpy()
-    m0_values, masks = m0.double().cpu().numpy(), rois.numpy()
-    if not multi:
-        placeholders = {k: v[0] for k, v in placeholders.items()}
-        values = {k: v[0] for k, v in values.items()}
-        m0_values, masks, boxes = m0_values[0], masks[0], boxes[0]
-    ds = effects_dataset(
-        placeholders,
-        m0=m0_values,
-        forwards=1 + n_donors + est.forwards,
-        roi_mask=masks,
-        roi_box=boxes,
-        attrs=attrs,
-        roi_labels=list(range(len(rois))) if multi else None,
-    )
-    lead = ("roi",) if multi else ()
-    for name, array in values.items():
-        ds[name] = ((*lead, "layer", *inner), array, ds[name].attrs)
-    if unit != "cells":
-        ds = ds.drop_vars(["block_y", "block_x", "y_start", "x_start"])
-    ds = ds.assign_coords(
+    ds = _component_result(call, est, state.m0, 1 + n_donors + est.forwards, attrs, unit=unit, slots=slots, paths=paths)
+    return validate(ds.assign_coords(
         layer=paths,
         layer_role=("layer", [roles.get(p, "module") for p in paths]),
         layer_output=("layer", [layer.described for layer in surgery.layers]),
-    )
+    ))
+
+
+def _estimate(surgery: _Surgery, call: Call, *, unit: str, groups: Groups, donors: torch.Tensor | None,
+              size: int | None, coarse: int, fine: int, tau: float, names: list[str],
+              callback: Callable[[int, int], None] | None) -> tuple[Any, RoiOutcome, int]:
+    """Record the factual and donor activations, then run the screened estimator over every unit."""
+    adapter, device = call.adapter, call.device
+    image_dev = call.image.to(device)
+    try:
+        factual, record = surgery.run(lambda: adapter.logits(image_dev.unsqueeze(0)), 1, record=True)
+    except RuntimeError as exc:
+        raise call.model_failed(exc) from exc
+    state = RoiOutcome(call, factual=factual)
+    h, w = call.image.shape[1:]
+    slots = _prepare_layers(surgery, record, unit=unit, groups=groups, block=call.block, image_hw=(h, w),
+                            device=device, names=names)
+    size = size or auto_batch_size(call.shape, device)
+    n_donors = 0 if donors is None else donors.shape[0]
+    activations = None if donors is None else _donor_activations(surgery, adapter, donors, size, device)
+    for index, layer in enumerate(surgery.layers):  # natural: every donor; mean: their mean; zero: None
+        if activations is None:
+            layer.sources = [[None] * len(leaves) for leaves in layer.factual]
+        else:
+            layer.sources = [[t if surgery.natural else t.mean(dim=0, keepdim=True) for t in leaves]
+                             for leaves in activations[index]]
+    n_units = len(surgery.paths) * slots
+    table = (torch.from_numpy(draw_table(call.seed, n_units, coarse + fine, n_donors)).to(device)
+             if surgery.natural else None)
+
+    def evaluate(units: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        units, draws = units.to(device), draws.to(device)
+        layer_of, slot = units // slots, units % slots
+        donor = table[units, draws] if table is not None else None
+        plan = {}
+        for index in torch.unique(layer_of).tolist():
+            rows = torch.nonzero(layer_of == index).flatten()
+            plan[index] = (rows, slot[rows], None if donor is None else donor[rows])
+        batch = image_dev.unsqueeze(0).repeat(units.shape[0], 1, 1, 1)
+        out, _ = surgery.run(lambda: adapter.logits(batch), units.shape[0], plan=plan)
+        return state.from_outputs(out)
+
+    if unit == "cells":
+        candidates = np.tile(call.candidates, (1, len(surgery.paths)))
+    else:
+        candidates = np.ones((len(call.rois), n_units), dtype=bool)
+    est = screened_ate(evaluate, candidates, state.m0.double().cpu().numpy(), coarse=coarse, fine=fine, tau=tau,
+                       stochastic=surgery.natural, batch_size=size, progress=callback)
+    return est, state, slots
+
+
+def _component_result(call: Call, est: Any, m0: torch.Tensor, forwards: int, attrs: dict[str, Any], *, unit: str,
+                      slots: int, paths: list[str]) -> xr.Dataset:
+    """The estimator's per-unit arrays under a ``layer`` dim, on top of the call layer's schema result."""
+    n_rois = len(call.rois)
+    gy, gx = call.grid if unit == "cells" else (1, 1)
+    inner = {"module": (), "channels": ("unit",), "cells": GRID_DIMS}[unit]
+    shape = (n_rois, len(paths), *({"module": (), "channels": (slots,), "cells": (gy, gx)}[unit]))
+    values = {name: getattr(est, name).reshape(shape) for name in ("ate", "ate_raw", "stderr", "n_draws", "screened")}
+    placeholders = {k: np.zeros((n_rois, gy, gx), dtype=v.dtype) for k, v in values.items()}
+    if unit == "cells":
+        placeholders["roi_block"] = call.roi_blocks
+    ds = result(call, placeholders, m0=m0, forwards=forwards, attrs=attrs)
+    lead = ("roi",) if call.multi else ()
+    for name, array in values.items():
+        ds[name] = ((*lead, "layer", *inner), array if call.multi else array[0], ds[name].attrs)
+    if unit != "cells":
+        ds = ds.drop_vars(["block_y", "block_x", "y_start", "x_start"])
     if unit == "channels":
         ds = ds.assign_coords(unit=np.arange(slots))
-    return validate(ds)
+    return ds

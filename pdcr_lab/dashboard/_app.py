@@ -23,10 +23,11 @@ import numpy as np
 import param
 import xarray as xr
 
+from ..defaults import WORKING, Intervention, choices
+from ..explainers import get_explainer, list_explainers
 from ..schema import STACK_DIMS, stack
-from ..viz._holoviews import composition, histogram, radial_profile, side_by_side
-from ..viz._maps import split_maps
-from ..widgets import ExplainRunner, RoiPicker, _server_document, readable_error, statistics_html
+from ..viz import composition, histogram, radial_profile, side_by_side, split_maps
+from ..widgets import ExplainRunner, RoiPicker, readable_error, server_document, statistics_html
 from ._store import ResultStore
 
 __all__ = ["Dashboard", "ModelSource", "zoo_source", "create_app", "DATASETS"]
@@ -38,7 +39,21 @@ SPLIT = "test"
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where the dashboard gets models: ``names(dataset) -> list`` and ``load(name, dataset) -> model``."""
+    """Where the dashboard gets models: ``names(dataset) -> list`` and ``load(name, dataset) -> model``.
+
+    Parameters
+    ----------
+    names : callable(dataset) -> list of str
+        The models offered for a dataset.
+    load : callable(name, dataset) -> torch.nn.Module
+        Loads one of them.
+
+    Examples
+    --------
+    >>> source = ModelSource(lambda dataset: ["tiny"], lambda name, dataset: torch.nn.Conv2d(3, 1, 1))
+    >>> source.names("lesions"), type(source.load("tiny", "lesions")).__name__
+    (['tiny'], 'Conv2d')
+    """
 
     names: Callable[[str], list[str]]
     load: Callable[[str, str], Any]
@@ -48,12 +63,7 @@ def _zoo_names(dataset: str) -> list[str]:
     """Zoo architectures with a trained checkpoint for `dataset`, in registry order."""
     from .. import zoo
 
-    if hasattr(zoo, "available"):
-        return list(zoo.available(dataset))
-    from ..zoo._store import read_manifest
-
-    trained = read_manifest()["models"]
-    return [name for name in zoo.list() if f"{dataset}/{name}" in trained]
+    return zoo.trained(dataset)
 
 
 def _zoo_load(name: str, dataset: str) -> Any:
@@ -87,10 +97,18 @@ class Dashboard(param.Parameterized):
 
     Parameters
     ----------
-    results_dir : folder of stored results (created on the first save)
-    models : where models come from (default: the zoo)
-    datasets : dataset names offered
-    fine, coarse : default draws (small defaults keep a CPU run under a minute)
+    results_dir : str or os.PathLike
+        Folder of stored results (created on the first save).
+    models : ModelSource, optional
+        Where models come from (default: the zoo).
+    datasets : sequence of str
+        Dataset names offered.
+    fine, coarse : int
+        Default draws (small defaults keep a CPU run under a minute).
+    roi_size : int
+        Side in pixels of the RoI a click places.
+    **params
+        Further ``param`` parameters (e.g. ``name``).
     """
 
     status = param.String(default="", doc="last message shown to the user")
@@ -101,9 +119,9 @@ class Dashboard(param.Parameterized):
         *,
         models: ModelSource | None = None,
         datasets: Sequence[str] = DATASETS,
-        fine: int = 10,
-        coarse: int = 3,
-        roi_size: int = 16,
+        fine: int = WORKING.fine,
+        coarse: int = WORKING.coarse,
+        roi_size: int = WORKING.roi_size,
         **params: Any,
     ) -> None:
         import panel as pn
@@ -119,7 +137,9 @@ class Dashboard(param.Parameterized):
         self.dataset = pn.widgets.Select(label="dataset", options=list(datasets), value=datasets[0], width=200)
         self.image_select = pn.widgets.Select(label="test image", options={}, width=200)
         self.models = pn.widgets.MultiChoice(label="models", options=[], width=420)
-        self.intervention = pn.widgets.Select(label="intervention", options=["natural", "zero", "mean", "blur"], value="natural", width=130)
+        self.intervention = pn.widgets.Select(label="intervention", options=list(choices(Intervention)), value="natural", width=130)
+        self.method = pn.widgets.Select(label="method", options=[n for n in list_explainers() if get_explainer(n).on_grid],
+                                        value="pdcr", width=130)
         self.seed = pn.widgets.IntInput(label="seed", value=0, start=0, width=130)
         self.fine = pn.widgets.IntInput(label="fine draws N", value=fine, start=1, width=130)
         self.coarse = pn.widgets.IntInput(label="coarse draws S", value=coarse, start=0, width=130)
@@ -198,11 +218,13 @@ class Dashboard(param.Parameterized):
 
     @property
     def image_id(self) -> str:
+        """Name of the test image shown."""
         return self.data.ids(SPLIT)[self.image_select.value or 0]
 
     def settings(self) -> dict[str, Any]:
         """The estimator settings of the next run (also the stored file's name parts)."""
         return {
+            "method": self.method.value,
             "intervention": self.intervention.value,
             "coarse": int(self.coarse.value),
             "fine": int(self.fine.value),
@@ -211,6 +233,15 @@ class Dashboard(param.Parameterized):
         }
 
     def model(self, name: str, dataset: str) -> Any:
+        """Model `name` of `dataset` from the source, loaded once per page.
+
+        Parameters
+        ----------
+        name : str
+            A name the source offers.
+        dataset : str
+            The dataset it was trained on.
+        """
         key = (name, dataset)
         if key not in self._models_cache:
             self._models_cache[key] = self.source.load(name, dataset)
@@ -218,7 +249,13 @@ class Dashboard(param.Parameterized):
 
     # -- running ------------------------------------------------------------------------------
     def run(self, event: Any = None) -> Any:
-        """Start explaining the chosen models (returns the runner's Future, or None if refused)."""
+        """Start explaining the chosen models (returns the runner's Future, or None if refused).
+
+        Parameters
+        ----------
+        event : object, optional
+            The button's click event (unused; the method is the button's callback).
+        """
         names = list(self.models.value)
         if not names:
             self._say("choose at least one model", "warning")
@@ -231,7 +268,7 @@ class Dashboard(param.Parameterized):
         # On a served page the button is disabled while it runs. Not in a notebook: panel there drops
         # a property change that returns to an earlier value within one cell, which would leave the
         # button disabled after `app.run(); app.runner.wait()`; the runner refuses a second run anyway.
-        self.run_button.disabled = _server_document() is not None
+        self.run_button.disabled = server_document() is not None
         self._say("")
         return self.runner.submit(self._job, names, dataset, index, roi, self.settings(), label=", ".join(names))
 
@@ -262,7 +299,15 @@ class Dashboard(param.Parameterized):
 
     # -- showing ------------------------------------------------------------------------------
     def show(self, results: dict[str, xr.Dataset], image: Any = None) -> None:
-        """Draw maps (one shared colour scale), overlays, statistics and profiles of `results`."""
+        """Draw maps (one shared colour scale), overlays, statistics and profiles of `results`.
+
+        Parameters
+        ----------
+        results : dict label -> xarray.Dataset
+            Single maps of one image and RoI.
+        image : array, optional
+            The explained image (the overlays need it).
+        """
         import panel as pn
 
         self.current, self.current_image = dict(results), image
@@ -283,6 +328,7 @@ class Dashboard(param.Parameterized):
         self._name_exports()
 
     def refresh_files(self) -> None:
+        """List the folder's stored results again (newest first)."""
         self.files.options = [p.name for p in self.store.files()]
 
     def _set_folder(self, folder: str) -> None:
@@ -290,7 +336,18 @@ class Dashboard(param.Parameterized):
         self.refresh_files()
 
     def open_file(self, name: str | None) -> dict[str, xr.Dataset]:
-        """Show a stored result; its image is found again from its ``dataset``/``image_id`` attrs."""
+        """Show a stored result; its image is found again from its ``dataset``/``image_id`` attrs.
+
+        Parameters
+        ----------
+        name : str or None
+            A stored file's name (None or empty: a message asks for one).
+
+        Returns
+        -------
+        dict label -> xarray.Dataset
+            The maps shown (empty when nothing could be opened; the message says why).
+        """
         if not name:
             self._say("choose a stored result first", "warning")
             return {}
@@ -320,7 +377,13 @@ class Dashboard(param.Parameterized):
         self.png_download.filename = f"{stem}.png"
 
     def figure(self, label: str | None = None):
-        """The matplotlib figure of one current result (:func:`pdcr_lab.viz.overlay_figure`)."""
+        """The matplotlib figure of one current result (:func:`pdcr_lab.viz.overlay_figure`).
+
+        Parameters
+        ----------
+        label : str, optional
+            Which current result (default: the one chosen for export, else the first).
+        """
         from ..viz import overlay_figure
 
         if not self.current:
@@ -376,7 +439,8 @@ class Dashboard(param.Parameterized):
             self.models,
             pn.pane.Markdown("**Click the image to place the RoI** (or type it)"),
             self.picker.panel(),
-            pn.Row(self.intervention, self.seed, self.tau),
+            pn.Row(self.method, self.intervention),
+            pn.Row(self.seed, self.tau),
             pn.Row(self.fine, self.coarse),
             self.run_button,
             self.runner.panel(),
@@ -399,5 +463,13 @@ class Dashboard(param.Parameterized):
 
 
 def create_app(results_dir: str | os.PathLike = "results", **kwargs: Any) -> Any:
-    """A fresh dashboard page (one per browser session)."""
+    """A fresh dashboard page (one per browser session).
+
+    Parameters
+    ----------
+    results_dir : str or os.PathLike
+        Folder of stored results.
+    **kwargs
+        Further options of :class:`Dashboard` (``models=``, ``datasets=``, ``fine=``, ...).
+    """
     return Dashboard(results_dir, **kwargs).view()

@@ -38,6 +38,20 @@ def fingerprint(model: Any) -> str:
 
     Part of a stored result's name, so that a retrained checkpoint never reuses the maps of the
     previous one.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model (its ``state_dict`` is hashed).
+
+    Examples
+    --------
+    >>> net = torch.nn.Linear(2, 1)
+    >>> _ = torch.nn.init.zeros_(net.weight), torch.nn.init.zeros_(net.bias)
+    >>> a = fingerprint(net)
+    >>> _ = torch.nn.init.ones_(net.bias)
+    >>> len(a), a == fingerprint(net)
+    (10, False)
     """
     import torch
 
@@ -53,6 +67,24 @@ def result_name(model: str, dataset: str, image_id: str, roi: tuple[int, int, in
 
     `params` (e.g. ``fine=5, intervention="zero"``) are appended in sorted order, so that results
     computed with different settings never share a file.
+
+    Parameters
+    ----------
+    model : str
+        Model name.
+    dataset : str
+        Dataset name.
+    image_id : str
+        Image name.
+    roi : (row, col, height, width)
+        The RoI box.
+    **params
+        Settings of the computation; characters unsafe in file names become ``-``.
+
+    Examples
+    --------
+    >>> result_name("unet", "lesions", "lesions_0001", (40, 48, 16, 16), intervention="zero", fine=5)
+    'unet_lesions_lesions_0001_r40_c48_16x16_fine5_interventionzero.nc'
     """
     row, col, height, width = (int(v) for v in roi)
     parts = [str(model), str(dataset), str(image_id), f"r{row}", f"c{col}", f"{height}x{width}"]
@@ -65,7 +97,23 @@ class ResultStore:
 
     Parameters
     ----------
-    folder : path of the folder
+    folder : str or os.PathLike
+        The folder (``~`` is expanded).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     store = ResultStore(folder)
+    ...     calls = []
+    ...     def compute():
+    ...         calls.append(1)
+    ...         return pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    ...     first = store.cached(compute, model="m", dataset="d", image_id="i", roi=(0, 0, 4, 4))
+    ...     again = store.cached(compute, model="m", dataset="d", image_id="i", roi=(0, 0, 4, 4))
+    ...     names = [p.name for p in store.files()]
+    >>> len(calls), again.attrs["model"], names
+    (1, 'm', ['m_d_i_r0_c0_4x4.nc'])
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -75,7 +123,13 @@ class ResultStore:
         return f"ResultStore({str(self.folder)!r}: {len(self.files())} results)"
 
     def path(self, model: str, dataset: str, image_id: str, roi: tuple[int, int, int, int], **params: Any) -> Path:
-        """Where the result of these settings is (or would be) stored."""
+        """Where the result of these settings is (or would be) stored.
+
+        Parameters
+        ----------
+        model, dataset, image_id, roi, **params
+            As in :func:`result_name`.
+        """
         return self.folder / result_name(model, dataset, image_id, roi, **params)
 
     def files(self) -> list[Path]:
@@ -86,12 +140,26 @@ class ResultStore:
         return sorted(files, key=lambda p: (-p.stat().st_mtime, p.name))
 
     def load(self, name: str | os.PathLike) -> xr.Dataset:
-        """Open a stored result by file name (or path)."""
+        """Open a stored result by file name (or path).
+
+        Parameters
+        ----------
+        name : str or os.PathLike
+            A file name in this folder, or a path.
+        """
         path = Path(name)
         return load(path if path.is_absolute() or path.parent != Path(".") else self.folder / path)
 
     def put(self, ds: xr.Dataset, path: Path) -> Path:
-        """Save `ds` at `path` (inside this folder), atomically."""
+        """Save `ds` at `path` (inside this folder), atomically.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            Effects to store.
+        path : pathlib.Path
+            Destination, usually :meth:`path` of its settings.
+        """
         return save(ds, path)
 
     def explain(
@@ -106,26 +174,59 @@ class ResultStore:
         target: Any = None,
         bank: Any = None,
         progress: Any = False,
+        method: str = "pdcr",
         **settings: Any,
     ) -> xr.Dataset:
-        """:func:`pdcr_lab.explain` of `model` (called `name`) on one image, or its stored result.
+        """The map of a registered explainer (:mod:`pdcr_lab.explainers`) of `model` on one image, or its stored result.
 
-        `settings` (``fine``, ``coarse``, ``intervention``, ``seed``, ...) are passed to ``explain``
-        and name the file together with the model's weights (:func:`fingerprint`), so changing any
-        of them, or retraining the model, computes a new result.
+        `settings` (``fine``, ``coarse``, ``intervention``, ``seed``, ...) that the explainer takes
+        are passed to it and name the file together with the method (when not PdCR) and the
+        model's weights (:func:`fingerprint`), so changing any of them, or retraining the model,
+        computes a new result. Settings the explainer does not take are left out of both.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The explained model.
+        image : Tensor or array (C, H, W)
+            The explained image.
+        name : str
+            The model's name (in the file name and the attrs).
+        dataset, image_id : str
+            Where the image comes from (in the file name and the attrs).
+        roi : (row, col, height, width)
+            The RoI box.
+        target : array (H, W), optional
+            Ground truth, as in :func:`pdcr_lab.explain`.
+        bank : PatchBank, optional
+            Natural blocks; its block size is the default ``block``.
+        progress : bool or callable(done, total)
+            As in :func:`pdcr_lab.explain` (for explainers that report progress).
+        method : str
+            A name of :func:`pdcr_lab.explainers.list_explainers` with a map on the block grid.
+        **settings
+            Further arguments of the explainer.
         """
         from ..defaults import PAPER
-        from ..engine import explain
+        from ..explainers import get_explainer
 
+        spec = get_explainer(method)
+        if not spec.on_grid:
+            raise ValueError(f"method={method!r} does not make a map on the block grid; choose a block-map explainer")
+        named = spec.parameters or set()
+        settings = {k: v for k, v in settings.items() if k in named or k in ("block", "seed")}
         # The bank's block size unless one is given (then it also names the file).
         block = settings.get("block", bank.block if bank is not None else PAPER.block)
+        extra = {k: v for k, v in (("bank", bank), ("progress", progress)) if k in named}
 
         def compute() -> xr.Dataset:
             options = {k: v for k, v in settings.items() if k != "block"}
-            return explain(model, image, roi=roi, target=target, bank=bank, block=block, progress=progress, **options)
+            return spec.explain(model, image, roi=roi, target=target, block=block, **extra, **options)
 
         roi = tuple(int(v) for v in roi)
-        return self.cached(compute, model=name, dataset=dataset, image_id=image_id, roi=roi, weights=fingerprint(model), **settings)
+        naming = settings if method == "pdcr" else {"method": method, **settings}
+        return self.cached(compute, model=name, dataset=dataset, image_id=image_id, roi=roi, weights=fingerprint(model),
+                           **naming)
 
     def cached(
         self,
@@ -141,6 +242,13 @@ class ResultStore:
 
         The identifying facts are written into the result's attrs (``model``, ``dataset``,
         ``image_id``) so that a file opened on its own says what it shows.
+
+        Parameters
+        ----------
+        compute : callable() -> xarray.Dataset
+            Makes the result when none is stored.
+        model, dataset, image_id, roi, **params
+            Name the file (:func:`result_name`).
         """
         path = self.path(model, dataset, image_id, roi, **params)
         if path.exists():

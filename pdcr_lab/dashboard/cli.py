@@ -7,6 +7,13 @@ from pathlib import Path
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command to the ``pdcr-lab`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The sub-command collection of the ``pdcr-lab`` parser.
+    """
     p = subparsers.add_parser(
         "serve",
         help="start the dashboard in the browser (localhost)",

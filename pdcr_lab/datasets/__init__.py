@@ -13,7 +13,7 @@ from ._folders import FolderDataset
 from ._paper import FIVES, HAM10000
 from ._plot import plot_samples
 from ._registry import list_datasets, load
-from ._rois import RoiSpec, read_roi_list
+from ..rois import RoiSpec, read_roi_list  # re-exported: the loaders take their image ids
 
 __all__ = [
     "FIVES",

@@ -64,7 +64,20 @@ def _axial(volume: np.ndarray) -> torch.Tensor:
 
 
 def slices(size: int, seed: int) -> dict[str, Any]:
-    """All kept slices, ordered train, val, test; `seed` is unused (the template is fixed)."""
+    """All kept slices, ordered train, val, test; `seed` is unused (the template is fixed).
+
+    Parameters
+    ----------
+    size : int
+        Side of the square slices in pixels.
+    seed : int
+        Accepted for the generators' common signature; the template is fixed.
+
+    Returns
+    -------
+    dict
+        ``images`` (uint8 N, 1, size, size), ``masks`` (bool N, size, size), ``ids`` and ``meta``.
+    """
     template, gm, brain, affine = _volumes()
     # Crop x and y to the brain's bounding box (plus a margin) so the brain fills the square.
     xs, ys = np.nonzero(brain.any(axis=2).astype(bool))
@@ -105,5 +118,12 @@ def slices(size: int, seed: int) -> dict[str, Any]:
 
 
 def split_sizes(arrays: dict[str, Any]) -> dict[str, int]:
+    """Number of slices of each split, in the order train, val, test.
+
+    Parameters
+    ----------
+    arrays : dict
+        The output of :func:`slices` (its ``meta`` names each slice's split).
+    """
     splits = [m["split"] for m in arrays["meta"]]
     return {s: splits.count(s) for s in _ORDER}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 __all__ = ["cache_dir", "cached_arrays"]
 
@@ -24,24 +25,16 @@ def cache_dir() -> Path:
 
 
 def _write(path: Path, arrays: Arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, then rename: readers never see a half-written file, and two
-    # processes generating the same set at once just replace each other's identical file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                images=arrays["images"],
-                masks=np.packbits(arrays["masks"], axis=-1),
-                ids=np.asarray(arrays["ids"]),
-                meta=np.asarray(json.dumps(arrays["meta"])),
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared by a lab's users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Readers never see a half-written file, and two processes generating the same set at once
+    # just replace each other's identical file; the file is readable by others (a lab's shared cache).
+    with atomic_path(path, mode=0o644) as staged, open(staged, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            images=arrays["images"],
+            masks=np.packbits(arrays["masks"], axis=-1),
+            ids=np.asarray(arrays["ids"]),
+            meta=np.asarray(json.dumps(arrays["meta"])),
+        )
 
 
 def _read(path: Path) -> Arrays:
@@ -62,6 +55,29 @@ def cached_arrays(key: str, make: Callable[[], Arrays], *, cache: bool = True) -
     `make` returns ``images`` (uint8 N, C, H, W), ``masks`` (bool N, H, W), ``ids`` and ``meta``
     (one JSON-serialisable dict per image). An unreadable or inconsistent cache file is
     regenerated and overwritten, with a warning.
+
+    Parameters
+    ----------
+    key : str
+        File name (without ``.npz``) in :func:`cache_dir`; it names the generator, its version, the
+        size and the seed.
+    make : callable() -> dict
+        Generates the arrays when the cache has none.
+    cache : bool
+        False: always call `make` and write nothing.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> def make():
+    ...     return {"images": np.zeros((1, 1, 2, 2), np.uint8), "masks": np.ones((1, 2, 2), bool),
+    ...             "ids": ["a"], "meta": [{}]}
+    >>> with tempfile.TemporaryDirectory() as folder, mock.patch.dict(os.environ, PDCR_LAB_CACHE=folder):
+    ...     first = cached_arrays("demo_v1", make)                      # generated and written
+    ...     again = cached_arrays("demo_v1", lambda: 1 / 0)             # read back: make not called
+    >>> again["ids"], bool(again["masks"].all())
+    (['a'], True)
     """
     if not cache:
         return make()

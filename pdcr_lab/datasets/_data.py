@@ -20,7 +20,18 @@ BANK_PER_IMAGE = 10
 
 
 def bank_block(height: int, width: int) -> int:
-    """Block side for (height, width) images: min side // 12 (8 at 96), lowered until it tiles both."""
+    """Block side for (height, width) images: min side // 12 (8 at 96), lowered until it tiles both.
+
+    Parameters
+    ----------
+    height, width : int
+        Image size in pixels.
+
+    Examples
+    --------
+    >>> bank_block(96, 96), bank_block(256, 256), bank_block(100, 96)   # 256 // 12 = 21 does not tile
+    (8, 16, 4)
+    """
     block = max(1, min(height, width) // 12)
     while height % block or width % block:
         block -= 1
@@ -28,7 +39,25 @@ def bank_block(height: int, width: int) -> int:
 
 
 def build_bank(images: torch.Tensor, ids: list[str], seed: int, **extra: Any) -> PatchBank:
-    """The reference recipe (random grid blocks) on held-out images, with the provenance filled in."""
+    """The reference recipe (random grid blocks) on held-out images, with the provenance filled in.
+
+    Parameters
+    ----------
+    images : Tensor (N, C, H, W)
+        Held-out images in [0, 1] (never explained).
+    ids : list of str
+        Their names, recorded in the provenance.
+    seed : int
+        Seed of the cut.
+    **extra
+        Further provenance entries (``dataset=``, ``split=``, ...).
+
+    Examples
+    --------
+    >>> bank = build_bank(torch.rand(2, 3, 96, 96), ["a", "b"], seed=0, dataset="demo")
+    >>> len(bank), bank.block, bank.provenance["dataset"]
+    (20, 8, 'demo')
+    """
     if len(ids) == 0:
         raise ValueError("no held-out images to build a patch bank from")
     block = bank_block(int(images.shape[-2]), int(images.shape[-1]))
@@ -57,6 +86,17 @@ class SegmentationData:
         Generator or loader description (JSON-serialisable).
     bank_source : PatchBank or callable returning one, optional
         The natural bank, or a function that builds it on first access of :attr:`bank`.
+
+    Examples
+    --------
+    >>> images = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    >>> masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    >>> data = SegmentationData("demo", {"test": (images, masks)}, {"test": ["a", "b", "c"]},
+    ...                         {"test": [{}, {}, {}]})
+    >>> data
+    SegmentationData('demo': test=3, images 1x8x8)
+    >>> data.images("test").dtype, data.index("c")
+    (torch.float32, ('test', 2))
     """
 
     name: str
@@ -81,20 +121,44 @@ class SegmentationData:
         return check_choice("split", split, self.splits)
 
     def images(self, split: str) -> torch.Tensor:
-        """Images of `split`, float32 (N, C, H, W) in [0, 1]."""
+        """Images of `split`, float32 (N, C, H, W) in [0, 1].
+
+        Parameters
+        ----------
+        split : str
+            One of :attr:`splits`.
+        """
         images = self.arrays[self._split(split)][0]
         return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
     def masks(self, split: str) -> torch.Tensor:
-        """Masks of `split`, bool (N, H, W)."""
+        """Masks of `split`, bool (N, H, W).
+
+        Parameters
+        ----------
+        split : str
+            One of :attr:`splits`.
+        """
         return self.arrays[self._split(split)][1]
 
     def ids(self, split: str) -> list[str]:
-        """Image names of `split`, in image order."""
+        """Image names of `split`, in image order.
+
+        Parameters
+        ----------
+        split : str
+            One of :attr:`splits`.
+        """
         return list(self.split_ids[self._split(split)])
 
     def metadata(self, split: str) -> list[dict[str, Any]]:
-        """Per-image metadata of `split` (copies; e.g. FIVES disease, brain slice index)."""
+        """Per-image metadata of `split` (copies; e.g. FIVES disease, brain slice index).
+
+        Parameters
+        ----------
+        split : str
+            One of :attr:`splits`.
+        """
         return [dict(m) for m in self.split_meta[self._split(split)]]
 
     @property
@@ -112,7 +176,13 @@ class SegmentationData:
         return source
 
     def index(self, image_id: str) -> tuple[str, int]:
-        """The (split, position) of an image id."""
+        """The (split, position) of an image id.
+
+        Parameters
+        ----------
+        image_id : str
+            An image name; a ``KeyError`` when the dataset has none of that name.
+        """
         for split, ids in self.split_ids.items():
             if image_id in ids:
                 return split, ids.index(image_id)

@@ -31,7 +31,17 @@ SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
 @dataclass(frozen=True)
 class Pair:
-    """One image file and the path where its mask should be."""
+    """One image file and the path where its mask should be.
+
+    Parameters
+    ----------
+    id : str
+        The image's name (its file stem).
+    image : pathlib.Path
+        The image file.
+    mask : pathlib.Path
+        Where its mask should be (it may be missing: the reader reports it).
+    """
 
     id: str
     image: Path
@@ -39,7 +49,26 @@ class Pair:
 
 
 def list_files(folder: Path, pattern: str, what: str) -> list[Path]:
-    """Sorted files matching `pattern` in `folder`; clear errors for a missing or empty folder."""
+    """Sorted files matching `pattern` in `folder`; clear errors for a missing or empty folder.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The folder to list.
+    pattern : str
+        Glob pattern, e.g. ``"*.png"``.
+    what : str
+        What the folder holds (``"images"``), for the messages.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     list_files(Path(folder), "*.png", "images")
+    Traceback (most recent call last):
+    ...
+    ValueError: images folder '...' holds no files matching '*.png'
+    """
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder {str(folder)!r} does not exist")
     files = sorted(p for p in folder.glob(pattern) if p.is_file())
@@ -49,7 +78,28 @@ def list_files(folder: Path, pattern: str, what: str) -> list[Path]:
 
 
 def folder_pairs(images_dir: Path, masks_dir: Path, pattern: str, mask_tail: str) -> list[Pair]:
-    """Pairs ``images_dir/<stem>.*`` -> ``masks_dir/<stem><mask_tail>``."""
+    """Pairs ``images_dir/<stem>.*`` -> ``masks_dir/<stem><mask_tail>``.
+
+    Parameters
+    ----------
+    images_dir : pathlib.Path
+        Folder of the images.
+    masks_dir : pathlib.Path
+        Folder of the masks (must exist; single masks may be missing).
+    pattern : str
+        Glob selecting the images.
+    mask_tail : str
+        What follows the image's stem in its mask's file name, e.g. ``"_segmentation.png"``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = (Path(folder) / "ISIC_1.jpg").write_bytes(b"")
+    ...     pairs = folder_pairs(Path(folder), Path(folder), "*.jpg", "_segmentation.png")
+    >>> pairs[0].id, pairs[0].mask.name
+    ('ISIC_1', 'ISIC_1_segmentation.png')
+    """
     if not masks_dir.is_dir():
         raise FileNotFoundError(f"masks folder {str(masks_dir)!r} does not exist")
     return [Pair(f.stem, f, masks_dir / f"{f.stem}{mask_tail}") for f in list_files(images_dir, pattern, "images")]
@@ -59,6 +109,21 @@ def seeded_split(ids: Sequence[str], seed: int, force_test: Iterable[str] = ()) 
     """Deterministic train/val/test split: sorted ids permuted by `seed`, cut 70/15/15.
 
     Ids in `force_test` (the images to explain) always go to test, so the bank never sees them.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        Every image id.
+    seed : int
+        Seed of the permutation.
+    force_test : iterable of str
+        Ids that must be in the test split.
+
+    Examples
+    --------
+    >>> split = seeded_split([f"im{k}" for k in range(10)], seed=0, force_test=["im3"])
+    >>> {name: len(ids) for name, ids in split.items()}, "im3" in split["test"]
+    ({'train': 6, 'val': 1, 'test': 3}, True)
     """
     forced = set(force_test)
     rest = sorted(set(ids) - forced)
@@ -132,6 +197,27 @@ def assemble(
     Bank sources: the train split if the layout has one, else every image of the layout; images
     listed in `explain_ids` are always left out; without a train split and without `explain_ids`
     there is no bank (accessing it raises), since any image might be explained.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name.
+    layout : dict split -> list of Pair
+        Every split of the dataset and its pairs.
+    wanted : sequence of str
+        Splits to read now (the others are read only if the bank needs them).
+    size : int, optional
+        Resize every pair to size x size; None keeps the file sizes.
+    on_error : {"raise", "skip"}
+        Bad-file policy (see :func:`FolderDataset`).
+    seed : int
+        Seed of the bank draw.
+    explain_ids : iterable of str, optional
+        Images that will be explained: never in the bank.
+    meta : callable(image_id) -> dict
+        Per-image metadata (the file names are added).
+    info : dict
+        Loader description, completed with the name, size, seed, split sizes and policy.
     """
     on_error = check_choice("on_error", on_error, ("raise", "skip"))
     arrays, ids, metas = {}, {}, {}
@@ -236,7 +322,21 @@ def from_pairs(
     info: dict[str, Any],
     wanted: Sequence[str] | None = None,
 ) -> SegmentationData:
-    """A flat list of pairs, either as one split "all" or split deterministically by `split_seed`."""
+    """A flat list of pairs, either as one split "all" or split deterministically by `split_seed`.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name.
+    pairs : list of Pair
+        Every image of the dataset.
+    size, on_error, seed, explain_ids, meta, info
+        As in :func:`assemble`.
+    split_seed : int, optional
+        None: one split ``"all"``; an int: the 70/15/15 split of :func:`seeded_split`.
+    wanted : sequence of str, optional
+        Splits to read now (default: all of them).
+    """
     if size is not None:
         size = check_int("size", size, minimum=1)
     seed = check_int("seed", seed, minimum=0)

@@ -28,7 +28,26 @@ def _open(path: Path, what: str) -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 (H, W, C) (C = 1 for grey, 3 for colour)."""
+    """An image file as uint8 (H, W, C) (C = 1 for grey, 3 for colour).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Any format Pillow reads; palette, alpha and CMYK images become RGB, 16-bit grey is scaled
+        to 8 bits.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "grey.png"
+    ...     Image.new("L", (3, 2), 7).save(path)
+    ...     array = read_image(path)
+    >>> array.shape, array.dtype, int(array[0, 0, 0])
+    ((2, 3, 1), dtype('uint8'), 7)
+    """
     array = _open(path, "image")
     if array.dtype != np.uint8:  # 16-bit grey: scale its own range to 8 bits
         top = 65535.0 if array.max() > 255 else 255.0
@@ -37,7 +56,13 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A mask file as bool (H, W); only 0/1 or 0/255 values are accepted (grey or equal RGB channels)."""
+    """A mask file as bool (H, W); only 0/1 or 0/255 values are accepted (grey or equal RGB channels).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The mask file.
+    """
     array = _open(path, "mask")
     if array.ndim == 3:
         if not (array == array[..., :1]).all():
@@ -58,6 +83,21 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int | None) -> tuple[
     Image: bilinear with half-pixel centres and no antialiasing, rounded to uint8 (what
     ``cv2.resize(..., INTER_LINEAR)`` in the reference-style pipelines gives); mask: nearest, so
     it stays exactly binary. ``size=None`` keeps the file's size.
+
+    Parameters
+    ----------
+    image : uint8 array (H, W, C)
+        As :func:`read_image` returns it.
+    mask : bool array (H, W)
+        As :func:`read_mask` returns it.
+    size : int, optional
+        Side of the square result; None keeps the file's size.
+
+    Examples
+    --------
+    >>> image, mask = resize_pair(np.zeros((4, 4, 3), np.uint8), np.eye(4, dtype=bool), 2)
+    >>> image.shape, mask.astype(int).tolist()
+    ((3, 2, 2), [[1, 0], [0, 1]])
     """
     chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     if size is None or image.shape[:2] == (size, size):

@@ -63,7 +63,15 @@ def _hairs(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
 
 
 def draw_lesion(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One (H, W, 3) float image in [0, 1], its bool lesion mask and its metadata."""
+    """One (H, W, 3) float image in [0, 1], its bool lesion mask and its metadata.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The image's own random stream.
+    size : int
+        Image side in pixels.
+    """
     y, x = grid(size)
     weights = rng.dirichlet(np.full(len(_SKIN), 0.5))
     skin = weights @ _SKIN

@@ -69,7 +69,15 @@ def _tree(rng: np.random.Generator, root: np.ndarray, heading: float, radius: fl
 
 
 def draw_fundus(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One (H, W, 3) float image in [0, 1], its bool vessel mask and its metadata."""
+    """One (H, W, 3) float image in [0, 1], its bool vessel mask and its metadata.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The image's own random stream.
+    size : int
+        Image side in pixels (the geometry is drawn at 96 and scaled).
+    """
     scale = size / 96.0
     y, x = grid(size)
     centre96 = np.array([48.0, 48.0])

@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ import xarray as xr
 from scipy import ndimage
 from torch import nn
 
+from ..atomic import write_bytes
 from ..checks import check_choice, check_int
 from ..banks import PatchBank
 from ..rois import boundary_roi
@@ -72,7 +71,25 @@ _RED, _GREEN, _BLUE = np.array([0.9, 0.12, 0.1]), np.array([0.1, 0.8, 0.15]), np
 @dataclass
 class PlantedSet:
     """Images (N, 3, H, W) float32, masks (N, H, W) bool, and per image the planted cause (N, H, W)
-    bool, the blobs (N, H, W) bool and the marker's label (``present``: the answer switch)."""
+    bool, the blobs (N, H, W) bool and the marker's label (``present``: the answer switch).
+
+    Made by :func:`make_planted`.
+
+    Parameters
+    ----------
+    task : {"gate", "switch"}
+        The task the images belong to.
+    images : Tensor (N, 3, H, W)
+        float32 RGB images in [0, 1].
+    masks : bool Tensor (N, H, W)
+        The correct segmentation (ground truth).
+    cause : bool Tensor (N, H, W)
+        The planted cause: the marker's pixels (empty for a ``gate`` image without marker).
+    blobs : bool Tensor (N, H, W)
+        Every blob, foreground or not.
+    present : bool array (N,)
+        ``gate``: the marker is present; ``switch``: the marker is red (the left blob is foreground).
+    """
 
     task: str
     images: torch.Tensor
@@ -85,7 +102,15 @@ class PlantedSet:
         return len(self.images)
 
     def bank(self, per_image: int = 20, seed: int = 0) -> PatchBank:
-        """Natural blocks cut from these images (use a split that is not explained)."""
+        """Natural blocks cut from these images (use a split that is not explained).
+
+        Parameters
+        ----------
+        per_image : int
+            Blocks cut from each image.
+        seed : int
+            Seed of the cut.
+        """
         return PatchBank.from_images(self.images, block=BLOCK, per_image=per_image, seed=seed)
 
 
@@ -137,7 +162,25 @@ def _draw(task: str, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
 
 
 def make_planted(task: str, n: int, *, seed: int = 0) -> PlantedSet:
-    """Generate `n` images of a planted-cause task, reproducibly from `seed`."""
+    """Generate `n` images of a planted-cause task, reproducibly from `seed`.
+
+    Parameters
+    ----------
+    task : {"gate", "switch"}
+        The task (module notes).
+    n : int
+        Number of images.
+    seed : int
+        Seed of the images (combined with the task, so the two tasks never share draws).
+
+    Examples
+    --------
+    >>> data = make_planted("gate", 4, seed=0)
+    >>> len(data), tuple(data.images.shape), data.present.tolist()
+    (4, (4, 3, 64, 64), [True, True, False, True])
+    >>> data.cause.sum(dim=(1, 2)).tolist()          # the 8 x 8 marker, when present
+    [64, 64, 0, 64]
+    """
     check_choice("task", task, TASKS)
     n = check_int("n", n, minimum=1)
     rng = np.random.default_rng([seed, TASKS.index(task)])
@@ -160,6 +203,11 @@ class PlantedNet(nn.Module):
     The context branch lets the 8 x 8 bottleneck read a marker anywhere in the image, which a plain
     receptive field of this depth would reach only partly. ``forward`` returns probabilities,
     ``logits`` the pre-sigmoid scores (the zoo's convention).
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first stage (the deeper stages have twice as many).
     """
 
     def __init__(self, width: int = 16) -> None:
@@ -177,6 +225,17 @@ class PlantedNet(nn.Module):
         self.head = nn.Conv2d(w, 1, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Images in [0, 1], H and W multiples of 8.
+
+        Returns
+        -------
+        Tensor (B, 1, H, W)
+        """
         e1 = self.enc1(x - 0.5)
         e2 = self.enc2(F.max_pool2d(e1, 2))
         e3 = self.enc3(F.max_pool2d(e2, 2))
@@ -189,6 +248,13 @@ class PlantedNet(nn.Module):
         return self.head(d1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground probabilities, ``sigmoid(logits(x))``.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Images in [0, 1], H and W multiples of 8.
+        """
         return torch.sigmoid(self.logits(x))
 
 
@@ -200,6 +266,18 @@ class GateOracle(nn.Module):
     pixel = sigmoid(s * (brightness - 0.6)), output = pixel * gate. Only the marker block decides the
     gate; the blue distractor has negative redness. ``colour`` is a real layer (for Grad-CAM and the
     randomisation check).
+
+    Parameters
+    ----------
+    sharpness : float
+        s, the slope of both sigmoids.
+
+    Examples
+    --------
+    >>> data = make_planted("gate", 4, seed=0)
+    >>> pred = GateOracle()(data.images)[:, 0] > 0.5
+    >>> bool((pred == data.masks).float().mean() > 0.99)
+    True
     """
 
     def __init__(self, sharpness: float = 30.0) -> None:
@@ -209,6 +287,17 @@ class GateOracle(nn.Module):
         self.colour.weight.data = torch.tensor([[1.0, -0.5, -0.5], [1 / 3, 1 / 3, 1 / 3]]).reshape(2, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground probabilities.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, 64, 64)
+            Images of the ``gate`` task.
+
+        Returns
+        -------
+        Tensor (B, 1, 64, 64)
+        """
         s, b = self.sharpness, BLOCK
         features = self.colour(x)
         red, bright = features[:, 0], features[:, 1:]
@@ -219,7 +308,30 @@ class GateOracle(nn.Module):
 
 def train_planted(task: str, *, seed: int = 0, n_train: int = 1500, steps: int = 300, batch: int = 32,
                   lr: float = 3e-3, width: int = 16) -> tuple[PlantedNet, dict[str, Any]]:
-    """Train a :class:`PlantedNet` on a task (BCE + soft Dice, Adam); returns the model and its recipe."""
+    """Train a :class:`PlantedNet` on a task (BCE + soft Dice, Adam); returns the model and its recipe.
+
+    Parameters
+    ----------
+    task : {"gate", "switch"}
+        The task.
+    seed : int
+        Seed of the weights and batches (the training images use ``seed + 1000``).
+    n_train : int
+        Training images.
+    steps : int
+        Optimiser steps (one-cycle learning-rate schedule).
+    batch : int
+        Images per step.
+    lr : float
+        Peak learning rate.
+    width : int
+        :class:`PlantedNet` width.
+
+    Returns
+    -------
+    (PlantedNet, dict)
+        The model in eval mode and the recipe (these arguments, the loss and the optimiser).
+    """
     check_choice("task", task, TASKS)
     data = make_planted(task, n_train, seed=seed + 1000)
     with torch.random.fork_rng(devices=[]):
@@ -259,7 +371,23 @@ def _sha256(data: bytes) -> str:
 
 
 def save_planted(model: PlantedNet, recipe: Mapping[str, Any], *, folder: Path = PLANTED_DIR) -> Path:
-    """Write a compact float16 checkpoint ``<task>.pt`` and record its SHA-256 in ``MANIFEST.json``."""
+    """Write a compact float16 checkpoint ``<task>.pt`` and record its SHA-256 in ``MANIFEST.json``.
+
+    Parameters
+    ----------
+    model : PlantedNet
+        The trained model.
+    recipe : mapping
+        Its recipe from :func:`train_planted` (``task`` names the file); stored in the manifest with
+        the checksum, the size and the test Dice of the saved (float16) weights.
+    folder : path
+        Where the checkpoint and the manifest live (default: ``data/planted`` of the repository).
+
+    Returns
+    -------
+    pathlib.Path
+        The checkpoint written.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     task = str(recipe["task"])
@@ -267,22 +395,14 @@ def save_planted(model: PlantedNet, recipe: Mapping[str, Any], *, folder: Path =
     torch.save({k: v.half() for k, v in model.state_dict().items()}, buffer)
     data = buffer.getvalue()
     path = folder / f"{task}.pt"
-    _atomic_write(path, data)
+    write_bytes(path, data)
     manifest_path = folder / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     loaded = _build(data, recipe)
     manifest[task] = {**dict(recipe), "file": path.name, "sha256": _sha256(data), "bytes": len(data),
                       "test_dice": round(_test_dice(loaded, task), 4)}
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are shared data
-    os.replace(tmp, path)
 
 
 def _build(data: bytes, recipe: Mapping[str, Any]) -> PlantedNet:
@@ -293,7 +413,26 @@ def _build(data: bytes, recipe: Mapping[str, Any]) -> PlantedNet:
 
 
 def load_planted(task: str, *, folder: Path = PLANTED_DIR) -> tuple[PlantedNet, dict[str, Any]]:
-    """Load the committed checkpoint of a task after checking its SHA-256 against the manifest."""
+    """Load the committed checkpoint of a task after checking its SHA-256 against the manifest.
+
+    Parameters
+    ----------
+    task : {"gate", "switch"}
+        The task.
+    folder : path
+        Folder of the checkpoints and ``MANIFEST.json``.
+
+    Returns
+    -------
+    (PlantedNet, dict)
+        The model in eval mode and its manifest entry.
+
+    Examples
+    --------
+    >>> model, meta = load_planted("gate")
+    >>> meta["file"], meta["test_dice"] > 0.9
+    ('gate.pt', True)
+    """
     check_choice("task", task, TASKS)
     folder = Path(folder)
     manifest_path = folder / "MANIFEST.json"
@@ -312,7 +451,20 @@ def load_planted(task: str, *, folder: Path = PLANTED_DIR) -> tuple[PlantedNet, 
 
 
 def planted_models(task: str, *, folder: Path = PLANTED_DIR) -> dict[str, nn.Module]:
-    """The models of a task: the trained ``planted_net`` and, for ``gate``, the hand-built ``oracle``."""
+    """The models of a task: the trained ``planted_net`` and, for ``gate``, the hand-built ``oracle``.
+
+    Parameters
+    ----------
+    task : {"gate", "switch"}
+        The task.
+    folder : path
+        Folder of the checkpoints (see :func:`load_planted`).
+
+    Examples
+    --------
+    >>> sorted(planted_models("gate")), sorted(planted_models("switch"))
+    (['oracle', 'planted_net'], ['planted_net'])
+    """
     models: dict[str, nn.Module] = {"planted_net": load_planted(task, folder=folder)[0]}
     if task == "gate":
         models["oracle"] = GateOracle().eval()
@@ -325,34 +477,80 @@ def planted_models(task: str, *, folder: Path = PLANTED_DIR) -> dict[str, nn.Mod
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve: P(score of a positive > score of a negative), ties count 1/2.
 
-    NaN when there is no positive or no negative.
-    """
-    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    from scipy.stats import rankdata
+    :func:`sklearn.metrics.roc_auc_score`, except that it is NaN, not an error, when there is no
+    positive or no negative (an image whose usable blocks are all of one kind).
 
-    ranks = rankdata(scores)  # average ranks: ties count 1/2
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    Parameters
+    ----------
+    scores : array-like
+        One score per item (any shape; flattened), higher = more likely positive.
+    labels : array-like of bool
+        True for the positives, same number of items as `scores`.
+
+    Examples
+    --------
+    >>> auroc(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0], bool))
+    0.75
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision-recall curve as average precision: the mean, over the positives, of
-    the precision among all items scored at least as high as that positive (ties count against).
+    """Average precision: the mean, over the positives, of the precision among all items scored at
+    least as high as that positive (ties count against); the area under the precision-recall curve.
 
-    NaN when there is no positive.
+    :func:`sklearn.metrics.average_precision_score`, except that it is NaN when there is no positive
+    (scikit-learn returns 0 with a warning).
+
+    Parameters
+    ----------
+    scores : array-like
+        One score per item (any shape; flattened), higher = more likely positive.
+    labels : array-like of bool
+        True for the positives, same number of items as `scores`.
+
+    Examples
+    --------
+    >>> round(average_precision(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0], bool)), 4)
+    0.8333
     """
+    from sklearn.metrics import average_precision_score
+
     scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
     if not labels.any():
         return float("nan")
-    at_least = (scores[None, :] >= scores[labels][:, None])  # (P, N): items ranked at or above each positive
-    precision = (at_least & labels[None, :]).sum(1) / at_least.sum(1)
-    return float(precision.mean())
+    return float(average_precision_score(labels, scores))
 
 
 def attribution_accuracy(ds: xr.Dataset, cause: Any, blobs: Any) -> tuple[float, float]:
-    """(AUROC, AUPRC) of |ate| on the block grid against the planted cause (see the module notes)."""
+    """(AUROC, AUPRC) of |ate| on the block grid against the planted cause (see the module notes).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        One map on the 8-pixel block grid of the image (any explainer's output).
+    cause : bool array (H, W)
+        The planted cause's pixels (``PlantedSet.cause[i]``).
+    blobs : bool array (H, W)
+        The blobs' pixels (``PlantedSet.blobs[i]``), left out of the negatives.
+
+    Examples
+    --------
+    A map whose only effect sits on the marker block ranks the cause perfectly:
+
+    >>> data = make_planted("gate", 1, seed=0)
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(8, 8), block=8)
+    >>> ds["roi_block"][3:5, 3:5] = True
+    >>> row, col = (int(v) // 8 for v in np.argwhere(data.cause[0].numpy())[0])
+    >>> ds["ate"][row, col] = -10.0
+    >>> attribution_accuracy(ds, data.cause[0], data.blobs[0])
+    (1.0, 1.0)
+    """
     block = int(ds.attrs["block"])
     grid = (ds.sizes["block_y"], ds.sizes["block_x"])
 
@@ -384,13 +582,18 @@ def planted_benchmark(
     Parameters
     ----------
     methods : mapping name -> callable(model, image, *, roi, target, bank, seed) -> effects Dataset
-        The explainers (``pdcr_lab.faithfulness.default_methods`` gives the benchmark's set).
+        The explainers (``pdcr_lab.studies.study_methods`` gives the study's set).
     tasks : sequence of {"gate", "switch"}
+        The tasks.
     n_images : int
         Test images per task, the first ones of the seeded test split whose RoI has a planted cause
         (``gate``: the marker is present).
     seed : int
         Seed of every explainer (shared by all methods).
+    folder : path
+        Folder of the checkpoints (see :func:`planted_models`).
+    progress : callable(str), optional
+        Receives a line naming each (task, model, image, method) before it runs.
 
     Returns
     -------

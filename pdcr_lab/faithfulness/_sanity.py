@@ -35,7 +35,25 @@ __all__ = ["randomize_weights", "rank_correlation", "randomization_check"]
 
 
 def randomize_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
-    """A deep copy of `model` with re-initialised weights (the global RNG state is left untouched)."""
+    """A deep copy of `model` with re-initialised weights (the global RNG state is left untouched).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained model; it is not modified.
+    seed : int
+        Seed of the re-initialisation.
+
+    Examples
+    --------
+    >>> net = torch.nn.Conv2d(1, 1, 3)
+    >>> torch.nn.init.zeros_(net.weight)
+    Parameter containing:
+    ...
+    >>> copy = randomize_weights(net, seed=0)
+    >>> bool(net.weight.abs().sum() == 0), bool(copy.weight.abs().sum() > 0)
+    (True, True)
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
     seed = check_int("seed", seed, minimum=0)
@@ -57,7 +75,20 @@ def randomize_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation of two score vectors; 1 if equal and constant, 0 if one is constant otherwise."""
+    """Spearman correlation of two score vectors; 1 if equal and constant, 0 if one is constant otherwise.
+
+    Parameters
+    ----------
+    a, b : array
+        Scores of the same blocks (flattened).
+
+    Examples
+    --------
+    >>> rank_correlation(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0]))
+    0.5
+    >>> rank_correlation(np.zeros(3), np.zeros(3)), rank_correlation(np.zeros(3), np.arange(3))
+    (1.0, 0.0)
+    """
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"maps of different sizes: {a.size} and {b.size} blocks")

@@ -48,7 +48,17 @@ class StrategyThresholds:
     """The classifier's thresholds (distances in blocks of the map's grid).
 
     Calibrated for grids of about 12 x 12 blocks with a 2 x 2-block RoI (the embedded datasets:
-    96 x 96 images, block 8, RoI 16 x 16; the tests: 48 x 48, block 4, RoI 8 x 8).
+    96 x 96 images, block 8, RoI 16 x 16; the tests: 48 x 48, block 4, RoI 8 x 8). Each field is
+    documented where it is declared.
+
+    Examples
+    --------
+    >>> StrategyThresholds(dominance=0.5).near
+    2.5
+    >>> StrategyThresholds(dominance=0.3)
+    Traceback (most recent call last):
+    ...
+    ValueError: dominance=0.3 must lie in (1/3, 1]: a strategy must beat the other two
     """
 
     #: Radius of the RoI's neighbourhood: blocks with d <= near are "next to the RoI" (the 5 x 5
@@ -127,6 +137,8 @@ def classify(
         :func:`pdcr_lab.strategies.structure_blocks`); without it, paths are judged by shape only.
     thresholds : StrategyThresholds
         The rule's thresholds (module docstring).
+    dim : str
+        Stack dimension of a list/dict of maps (default ``"image"``).
 
     Returns
     -------

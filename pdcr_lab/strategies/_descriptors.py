@@ -156,8 +156,11 @@ def effect_grid(effects: Any, *, dim: str = "image") -> tuple[xr.DataArray, xr.D
 
     Parameters
     ----------
-    effects : effects Dataset, or a list/dict of them (stacked along `dim` after checking that they
-        share one grid)
+    effects : effects Dataset, or a list/dict of them
+        Maps in the schema; a list or dict is stacked along `dim` after checking that the maps
+        share one grid.
+    dim : str
+        Stack dimension of a list/dict of maps (one of :data:`pdcr_lab.schema.STACK_DIMS`).
 
     Raises
     ------
@@ -186,10 +189,20 @@ def structure_blocks(structure: Any, effects: xr.Dataset, *, min_fraction: float
         Boolean pixels with dims ``(..., y, x)`` or blocks with dims ``(..., block_y, block_x)``;
         leading dims must be stack dims of `effects` (e.g. ``image``) and broadcast against them.
         A plain (H, W) or (block_y, block_x) array applies to every map.
-    effects : the effects Dataset (gives the grid and the block size)
+    effects : xarray.Dataset
+        The effects (they give the grid and the block size).
     min_fraction : float
         A block is structure when the fraction of its pixels on the mask exceeds this (default 0:
         any pixel, so thin vessels one or two pixels wide still mark their blocks).
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> mask = np.zeros((8, 8), bool)
+    >>> mask[1, 5] = True                                   # one pixel in the top-right block
+    >>> structure_blocks(mask, ds).values
+    array([[False,  True],
+           [False, False]])
     """
     b = int(effects.attrs["block"])
     gy, gx = effects.sizes["block_y"], effects.sizes["block_x"]
@@ -383,6 +396,8 @@ def descriptors(
         A block is *strong* when w(p) > 0 and w(p) >= path_level * max_q w(q).
     structure_fraction : float
         See :func:`structure_blocks`.
+    dim : str
+        Stack dimension of a list/dict of maps (default ``"image"``).
 
     Returns
     -------

@@ -148,6 +148,12 @@ def path_task(n: int = 2, *, size: int = 48, block: int = 4, roi_size: int | Non
         Further images of the task the natural bank is cut from (10 blocks each).
     seed : int
         Seed of everything drawn.
+
+    Examples
+    --------
+    >>> task = path_task(1, bank_images=2, seed=0)
+    >>> tuple(task.images.shape), task.rois[0][2:], task.source, len(task.bank)
+    ((1, 1, 48, 48), (8, 8), (24, 0, 4, 4), 20)
     """
     n = check_int("n", n, minimum=1)
     size = check_int("size", size, minimum=8)
@@ -185,6 +191,25 @@ class ConnectivityModel(nn.Module):
     between the source and the RoI. Evidence travels one
     pixel per iteration along bright pixels only, so the output at a pixel depends on the whole chain
     between it and the source: a model that must follow a path to decide.
+
+    Parameters
+    ----------
+    source : (row, col, height, width)
+        Box of the source region (``PathTask.source``).
+    iterations : int
+        T, the most propagation steps.
+    level : float
+        Grey level at which the gate is 1/2.
+    sharpness : float
+        s, the slope of the gate.
+
+    Examples
+    --------
+    >>> task = path_task(1, bank_images=1, seed=0)
+    >>> model = ConnectivityModel(task.source)
+    >>> pred = model(task.images)[0, 0] > 0.5
+    >>> bool((pred == task.masks[0]).float().mean() > 0.95)
+    True
     """
 
     def __init__(self, source: tuple[int, int, int, int], iterations: int = 160, level: float = 0.5,
@@ -196,6 +221,17 @@ class ConnectivityModel(nn.Module):
         self.sharpness = float(sharpness)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground scores in [0, 1].
+
+        Parameters
+        ----------
+        x : Tensor (B, C, H, W)
+            Images in [0, 1]; the channel mean is the grey level.
+
+        Returns
+        -------
+        Tensor (B, 1, H, W)
+        """
         # A hard sigmoid: exactly 0 on the background and 1 on vessels, so the propagated values
         # never decay into denormal floats (slow on CPUs) and stop changing once the front has passed.
         gate = torch.clamp(self.sharpness * (x.mean(dim=1, keepdim=True) - self.level) + 0.5, 0.0, 1.0)
@@ -222,6 +258,17 @@ class GlobalContrastModel(nn.Module):
     of the mean on a 12 x 12 grid; `gain` amplifies the pooled statistic so that replacing one
     block moves the threshold past a few RoI pixels (an effect above tau). The defaults fit
     :func:`path_task`: images of mean ``MEAN`` whose background noise is centred on ``BACKGROUND``.
+
+    Parameters
+    ----------
+    level : float
+        Threshold of an image whose mean equals `reference`.
+    reference : float
+        The image mean at which the threshold is `level`.
+    gain : float
+        How far the threshold moves per unit of image mean.
+    sharpness : float
+        s, the slope of the output sigmoid.
     """
 
     def __init__(self, level: float = BACKGROUND, reference: float = MEAN, gain: float = 10.0,
@@ -233,6 +280,17 @@ class GlobalContrastModel(nn.Module):
         self.sharpness = float(sharpness)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground probabilities.
+
+        Parameters
+        ----------
+        x : Tensor (B, C, H, W)
+            Images in [0, 1]; the channel mean is the grey level.
+
+        Returns
+        -------
+        Tensor (B, 1, H, W)
+        """
         grey = x.mean(dim=1, keepdim=True)
         threshold = self.level + self.gain * (grey.mean(dim=(2, 3), keepdim=True) - self.reference)
         return torch.sigmoid(self.sharpness * (grey - threshold))

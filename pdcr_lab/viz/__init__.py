@@ -19,6 +19,7 @@ from ._holoviews import (
     deletion_curves,
     extension,
     histogram,
+    holoviews_backend,
     image_plot,
     map_image,
     method_maps,
@@ -29,7 +30,7 @@ from ._holoviews import (
 )
 from ._maps import split_maps
 from ._paper import PAPER_RC, components_figure, curves_figure, maps_figure, paper_style, save_figure
-from ._static import EFFECT_CMAP, overlay_figure, symmetric_limit
+from ._static import EFFECT_CMAP, as_display_image, overlay_figure, symmetric_limit
 from ._strategies import STRATEGY_COLOURS, strategies_figure
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "PAPER_RC",
     "SIGN_COLOURS",
     "STRATEGY_COLOURS",
+    "as_display_image",
     "component_heatmap",
     "components_figure",
     "composition",
@@ -44,6 +46,7 @@ __all__ = [
     "deletion_curves",
     "extension",
     "histogram",
+    "holoviews_backend",
     "image_plot",
     "map_image",
     "maps_figure",

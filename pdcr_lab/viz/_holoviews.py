@@ -20,10 +20,11 @@ import xarray as xr
 from ..schema import GRID_DIMS, STACK_DIMS, to_pixels, validate
 from ..statistics import statistics
 from ._maps import split_maps
-from ._static import EFFECT_CMAP, ROI_COLOUR, _as_hwc, symmetric_limit
+from ._static import EFFECT_CMAP, ROI_COLOUR, as_display_image, symmetric_limit
 
 __all__ = [
     "SIGN_COLOURS",
+    "holoviews_backend",
     "extension",
     "image_plot",
     "roi_outline",
@@ -49,6 +50,11 @@ def extension(*, notebook: bool = True) -> None:
 
     Call it once at the top of a notebook. With ``notebook=False`` only the backend is selected
     (scripts, servers and tests, where nothing is displayed in a notebook).
+
+    Parameters
+    ----------
+    notebook : bool
+        Also load the notebook extensions of holoviews and panel.
     """
     import holoviews as hv
 
@@ -58,10 +64,18 @@ def extension(*, notebook: bool = True) -> None:
         hv.extension("bokeh", inline=True, logo=False)
         pn.extension(inline=True)
     else:
-        _backend()
+        holoviews_backend()
 
 
-def _backend():
+def holoviews_backend() -> Any:
+    """The ``holoviews`` module with the bokeh backend loaded and current (what every element here draws with).
+
+    Examples
+    --------
+    >>> from pdcr_lab.viz import holoviews_backend
+    >>> holoviews_backend().Store.current_backend
+    'bokeh'
+    """
     import holoviews as hv
 
     if "bokeh" not in hv.Store.renderers:
@@ -102,9 +116,17 @@ def image_plot(image: Any, *, title: str = "image") -> Any:
     Parameters
     ----------
     image : (C, H, W) or (H, W, C) array or tensor in [0, 1]
+        The image (one channel is drawn grey).
+    title : str
+        Plot title.
+
+    Examples
+    --------
+    >>> type(image_plot(np.zeros((3, 4, 6)))).__name__, type(image_plot(np.zeros((1, 4, 6)))).__name__
+    ('RGB', 'Image')
     """
-    hv = _backend()
-    pixels = _as_hwc(image)
+    hv = holoviews_backend()
+    pixels = as_display_image(image)
     h, w = pixels.shape[:2]
     xs, ys = np.arange(w), np.arange(h)
     if pixels.ndim == 2:
@@ -117,8 +139,19 @@ def image_plot(image: Any, *, title: str = "image") -> Any:
 
 
 def roi_outline(box: tuple[int, int, int, int] | xr.Dataset) -> Any:
-    """Green rectangle around an RoI ``(row, col, height, width)`` (or the RoI of a result)."""
-    hv = _backend()
+    """Green rectangle around an RoI ``(row, col, height, width)`` (or the RoI of a result).
+
+    Parameters
+    ----------
+    box : (row, col, height, width) or xarray.Dataset
+        The RoI box in pixels, or an effects dataset whose recorded RoI box is drawn.
+
+    Examples
+    --------
+    >>> roi_outline((2, 4, 8, 8)).data[["x0", "y0", "x1", "y1"]].values.tolist()   # pixel edges
+    [[3.5, 1.5, 11.5, 9.5]]
+    """
+    hv = holoviews_backend()
     row, col, height, width = _roi_box(box) if isinstance(box, xr.Dataset) else (int(v) for v in box)
     rect = (col - 0.5, row - 0.5, col + width - 0.5, row + height - 0.5)
     return hv.Rectangles([rect], kdims=["x0", "y0", "x1", "y1"]).opts(
@@ -145,11 +178,26 @@ def map_image(
 
     Parameters
     ----------
-    ds : effects dataset of one map
-    vmax : half-width of the symmetric colour scale (default max |ATE|; share it between maps)
-    variable : ``"ate"`` (default), ``"ate_raw"`` or ``"stderr"``
+    ds : xarray.Dataset
+        Effects of one map.
+    vmax : float, optional
+        Half-width of the symmetric colour scale (default max |ATE|; share it between maps).
+    variable : {"ate", "ate_raw", "stderr"}
+        The block variable drawn (``stderr`` on a sequential scale from 0).
+    title : str, optional
+        Plot title (default: the method's name).
+    colorbar : bool
+        Draw the colour bar.
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> ds["ate"][0, 1] = -2.0
+    >>> plot = map_image(ds)
+    >>> plot.Image.I.vdims[0].name, plot.Image.I.data["ate"].shape
+    ('ate', (8, 8))
     """
-    hv = _backend()
+    hv = holoviews_backend()
     _one_map(ds, "map_image")
     da = _map_array(ds, variable)
     units = ds[variable].attrs.get("units", ds.attrs.get("units", ""))
@@ -170,8 +218,24 @@ def map_image(
 
 def overlay(ds: xr.Dataset, image: Any, *, vmax: float | None = None, alpha: float = 0.65, title: str = "map over image",
             colorbar: bool = True) -> Any:
-    """Image, effect map (irrelevant blocks transparent) and RoI outline in one ``hv.Overlay``."""
-    hv = _backend()
+    """Image, effect map (irrelevant blocks transparent) and RoI outline in one ``hv.Overlay``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects of one map.
+    image : (C, H, W) or (H, W, C) array or tensor in [0, 1]
+        The explained image.
+    vmax : float, optional
+        Half-width of the symmetric colour scale (default max |ATE|).
+    alpha : float
+        Opacity of the map.
+    title : str
+        Plot title.
+    colorbar : bool
+        Draw the colour bar.
+    """
+    hv = holoviews_backend()
     _one_map(ds, "overlay")
     da = _map_array(ds, "ate")
     limit = vmax if vmax is not None else symmetric_limit(ds.ate)
@@ -198,14 +262,22 @@ def side_by_side(
 
     Parameters
     ----------
-    results : a stacked effects dataset (one stack dim, or choose it with `dim`) or a mapping
-        label -> single-map dataset
-    image : draw each map over this image (:func:`overlay`) instead of alone
-    vmax : shared half-width of the colour scale (default: max |ATE| over all maps)
-    width : width of each map in pixels (default 320 for up to two maps, 220 otherwise); the one
-        colour bar is drawn next to the last map of each row
+    results : Dataset or mapping label -> Dataset
+        A stacked effects dataset (one stack dim, or choose it with `dim`) or a mapping
+        label -> single-map dataset.
+    dim : str, optional
+        The stack dim to lay out.
+    image : array, optional
+        Draw each map over this image (:func:`overlay`) instead of alone.
+    vmax : float, optional
+        Shared half-width of the colour scale (default: max |ATE| over all maps).
+    cols : int
+        Maps per row.
+    width : int, optional
+        Width of each map in pixels (default 320 for up to two maps, 220 otherwise); the one
+        colour bar is drawn next to the last map of each row.
     """
-    hv = _backend()
+    hv = holoviews_backend()
     maps = split_maps(results, dim)
     if not maps:
         raise ValueError("results is empty: nothing to draw")
@@ -231,9 +303,13 @@ def radial_profile(results: xr.Dataset | Mapping[Any, xr.Dataset], *, dim: str |
 
     Parameters
     ----------
-    results : one map, a stacked dataset (one stack dim, or choose it with `dim`), or a mapping
-        label -> map
-    cumulative : plot the cumulative share (reaches 1 at the last ring)
+    results : Dataset or mapping label -> Dataset
+        One map, a stacked dataset (one stack dim, or choose it with `dim`), or a mapping
+        label -> map.
+    dim : str, optional
+        The stack dim to lay out.
+    cumulative : bool
+        Plot the cumulative share (reaches 1 at the last ring).
 
     Returns
     -------
@@ -241,7 +317,7 @@ def radial_profile(results: xr.Dataset | Mapping[Any, xr.Dataset], *, dim: str |
     """
     from ..strategies import descriptors
 
-    hv = _backend()
+    hv = holoviews_backend()
     maps = split_maps(results, dim)
     curves = {}
     for label, m in maps.items():
@@ -280,8 +356,24 @@ def composition(ds: xr.Dataset, *, kind: str = "pie", title: str = "blocks outsi
 
     Bars: kdims ``category``, vdims ``blocks``. Pie: one polygon per non-empty category, kdims
     ``pie_x, pie_y``, vdims ``category, blocks, percent``. Counts come from :func:`pdcr_lab.statistics`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects of one map.
+    kind : {"pie", "bars"}
+        The chart.
+    title : str
+        Plot title.
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> ds["ate"][0, 1], ds["ate"][1, 1] = -2.0, 0.5
+    >>> composition(ds, kind="bars").data.values.tolist()
+    [['support', 1], ['harm', 1], ['irrelevant', 2]]
     """
-    hv = _backend()
+    hv = holoviews_backend()
     _one_map(ds, "composition")
     st = statistics(ds)
     counts = {"support": int(st.neg), "harm": int(st.pos), "irrelevant": int(st.zero)}
@@ -302,8 +394,16 @@ def composition(ds: xr.Dataset, *, kind: str = "pie", title: str = "blocks outsi
 
 
 def histogram(ds: xr.Dataset, *, title: str = "ATE histogram (all blocks)") -> Any:
-    """The reference's effect histogram as ``hv.Bars`` (kdims ``bin``, vdims ``blocks``, ``sign``)."""
-    hv = _backend()
+    """The reference's effect histogram as ``hv.Bars`` (kdims ``bin``, vdims ``blocks``, ``sign``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects of one map (:func:`pdcr_lab.statistics.statistics` gives the bins).
+    title : str
+        Plot title.
+    """
+    hv = holoviews_backend()
     _one_map(ds, "histogram")
     st = statistics(ds)
     lower, upper = st.bin_lower.values, st.bin_upper.values
@@ -319,10 +419,17 @@ def histogram(ds: xr.Dataset, *, title: str = "ATE histogram (all blocks)") -> A
 def component_heatmap(report: xr.Dataset, *, dataset: str | None = None, title: str = "stage-by-stage effects") -> Any:
     """Component effects as an ``hv.HeatMap`` (kdims ``layer, model``, vdims ``ate``) on a symmetric scale.
 
-    `report` has dims (model, [dataset], [image], layer) with ``ate`` per layer (e.g. the
-    components report); images are averaged and `dataset` (default: the first) is selected.
+    Parameters
+    ----------
+    report : xarray.Dataset
+        ``ate`` with dims (model, [dataset], [image], layer) (e.g. the components report); images
+        are averaged.
+    dataset : str, optional
+        The dataset shown (default: the first).
+    title : str
+        Plot title.
     """
-    hv = _backend()
+    hv = holoviews_backend()
     ate = report["ate"]
     if "dataset" in ate.dims:
         ate = ate.sel(dataset=dataset if dataset is not None else ate["dataset"].values[0])
@@ -347,9 +454,12 @@ def deletion_curves(curves: xr.Dataset) -> Any:
     """Deletion / insertion curves: an ``hv.Layout`` (one panel per curve and policy) of
     ``hv.NdOverlay`` with one ``hv.Curve`` per method (kdims ``fraction``, vdims ``outcome``).
 
-    `curves` is :func:`pdcr_lab.faithfulness.deletion_insertion` output; labels carry each AUC.
+    Parameters
+    ----------
+    curves : xarray.Dataset
+        Output of :func:`pdcr_lab.faithfulness.deletion_insertion`; the labels carry each AUC.
     """
-    hv = _backend()
+    hv = holoviews_backend()
     panels = []
     units = curves["outcome"].attrs.get("units", "DSC points")
     fraction = curves["fraction"].values
@@ -376,8 +486,17 @@ def method_maps(results: Mapping[Any, xr.Dataset], *, cols: int = 4, width: int 
     larger = supports the RoI) and scaled by its own largest magnitude, for colour only: red =
     supports, blue = hurts, on [-1, 1]. Returns an ``hv.Layout`` of ``hv.Image`` overlays whose vdim
     is ``relative_support``.
+
+    Parameters
+    ----------
+    results : mapping label -> Dataset
+        One map per explainer (each with its ``support_sign``).
+    cols : int
+        Maps per row.
+    width : int
+        Width of each map in pixels.
     """
-    hv = _backend()
+    hv = holoviews_backend()
     panels = []
     for k, (label, ds) in enumerate(results.items()):
         _one_map(ds, "method_maps")

@@ -21,6 +21,24 @@ def split_maps(
     its ``model`` attr); with ``first_of_others`` the first entry of every other stack dim is taken
     instead of refusing. Facts that :func:`pdcr_lab.schema.stack` turned into coordinates become
     attrs of each map again.
+
+    Parameters
+    ----------
+    results : Dataset or mapping label -> Dataset
+        Effects maps: a stack, a single map, or maps already labelled.
+    dim : str, optional
+        The stack dim to lay out (required when there are several and `first_of_others` is off).
+    first_of_others : bool
+        Take the first entry of every other stack dim instead of refusing.
+
+    Examples
+    --------
+    >>> from pdcr_lab.schema import empty_effects, stack
+    >>> both = stack({"unet": empty_effects((2, 2), 4, seed=1), "segnet": empty_effects((2, 2), 4, seed=2)},
+    ...              dim="model")
+    >>> maps = split_maps(both)
+    >>> list(maps), maps["segnet"].attrs["seed"]
+    (['unet', 'segnet'], 2)
     """
     if not isinstance(results, xr.Dataset):  # a Dataset is a Mapping too: test it first
         return {str(k): v for k, v in results.items()}

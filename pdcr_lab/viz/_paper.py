@@ -19,7 +19,7 @@ import xarray as xr
 
 from ..schema import GRID_DIMS, to_pixels
 from ._maps import split_maps
-from ._static import EFFECT_CMAP, ROI_COLOUR, _as_hwc, symmetric_limit
+from ._static import EFFECT_CMAP, ROI_COLOUR, as_display_image, symmetric_limit
 
 __all__ = ["PAPER_RC", "paper_style", "save_figure", "maps_figure", "curves_figure", "components_figure"]
 
@@ -55,7 +55,31 @@ def paper_style() -> Iterator[None]:
 
 
 def save_figure(fig: Any, stem: str, folder: str | os.PathLike, formats: Sequence[str] = ("pdf", "svg", "png"), dpi: int = 300) -> list[Path]:
-    """Write `fig` as ``<folder>/<stem>.<format>`` for every format (PNG at `dpi`); returns the paths."""
+    """Write `fig` as ``<folder>/<stem>.<format>`` for every format (PNG at `dpi`); returns the paths.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    stem : str
+        File name without the extension.
+    folder : str or os.PathLike
+        Destination folder (created when missing).
+    formats : sequence of str
+        Matplotlib output formats; the files carry no date, so re-running rewrites identical files.
+    dpi : int
+        Resolution of raster formats.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import matplotlib.pyplot as plt
+    >>> fig = plt.figure()
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     [path.name for path in save_figure(fig, "demo", folder, formats=("svg", "png"))]
+    ['demo.svg', 'demo.png']
+    >>> plt.close(fig)
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -82,10 +106,33 @@ def maps_figure(
 
     Parameters
     ----------
-    results : a map, a stack along one dim, or a mapping label -> map
-    image : draw the image first, with the RoI of the first map
-    vmax : half-width of the shared scale (default: max |ATE| over all maps)
-    over_image : draw the maps over the image (irrelevant blocks transparent) instead of alone
+    results : Dataset or mapping label -> Dataset
+        A map, a stack along one dim, or a mapping label -> map (see :func:`split_maps`).
+    image : (C, H, W) or (H, W, C) array, optional
+        Drawn first, with the RoI of the first map.
+    vmax : float, optional
+        Half-width of the shared scale (default: max |ATE| over all maps).
+    cols : int, optional
+        Panels per row (default: all panels, at most 6).
+    panel_size : float
+        Side of one panel in inches.
+    title : str, optional
+        Figure title.
+    over_image : bool
+        Draw the maps over the image (irrelevant blocks transparent) instead of alone.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> a = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> fig = maps_figure({"pdcr": a, "occlusion": a}, np.zeros((1, 8, 8)), cols=3)
+    >>> [ax.get_title() for ax in fig.axes[:3]]
+    ['image and RoI', 'pdcr', 'occlusion']
+    >>> plt.close(fig)
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -104,7 +151,7 @@ def maps_figure(
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols + 0.7, panel_size * rows + 0.35), squeeze=False,
                              constrained_layout=True)
     flat = list(axes.ravel())
-    rgb = _as_hwc(image) if image is not None else None
+    rgb = as_display_image(image) if image is not None else None
 
     def outline(ax, ds):
         r, c, h, w = (int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width"))
@@ -139,9 +186,20 @@ def maps_figure(
 def curves_figure(curves: xr.Dataset, *, title: str | None = None):
     """Deletion / insertion curves (rows: curve, columns: policy), one line per method.
 
-    `curves` is :func:`pdcr_lab.faithfulness.deletion_insertion` output (``outcome`` over method,
-    policy, curve, step, with the ``fraction`` coordinate). One legend for all panels; the areas
-    under the curves are in ``curves["auc"]`` (tabulate them next to the figure).
+    One legend for all panels; the areas under the curves are in ``curves["auc"]`` (tabulate them
+    next to the figure).
+
+    Parameters
+    ----------
+    curves : xarray.Dataset
+        Output of :func:`pdcr_lab.faithfulness.deletion_insertion` (``outcome`` over method, policy,
+        curve, step, with the ``fraction`` coordinate).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     import matplotlib.pyplot as plt
 
@@ -169,8 +227,17 @@ def curves_figure(curves: xr.Dataset, *, title: str | None = None):
 def components_figure(report: xr.Dataset, *, title: str | None = None):
     """Stage-by-stage effects: a heat map of ATE (rows: models, columns: stages) per dataset.
 
-    `report` has dims (model, [dataset], [image], layer), e.g. from
-    :func:`pdcr_lab.components._report.run_report`; images are averaged, missing stages are grey.
+    Parameters
+    ----------
+    report : xarray.Dataset
+        ``ate`` with dims (model, [dataset], [image], layer), e.g. from
+        :func:`pdcr_lab.studies.components_study`; images are averaged, missing stages are grey.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     import matplotlib.pyplot as plt
 

@@ -15,7 +15,22 @@ ROI_COLOUR = "#00a651"
 
 
 def symmetric_limit(ate: xr.DataArray | np.ndarray, quantile: float = 1.0) -> float:
-    """Half-width of a symmetric colour scale: the `quantile` of |ATE| (at least a tiny epsilon)."""
+    """Half-width of a symmetric colour scale: the `quantile` of |ATE| (at least a tiny epsilon).
+
+    Parameters
+    ----------
+    ate : DataArray or array
+        Effects of one or more maps (NaN and Inf are ignored).
+    quantile : float
+        Quantile of |ATE| in [0, 1]; 1 gives the largest |ATE| (values above it saturate otherwise).
+
+    Examples
+    --------
+    >>> symmetric_limit(np.array([-4.0, 1.0, 0.0, np.nan]))
+    4.0
+    >>> symmetric_limit(np.zeros(3))                    # an all-zero map still gets a valid scale
+    1e-06
+    """
     values = np.abs(np.asarray(ate, dtype=float))
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -23,7 +38,21 @@ def symmetric_limit(ate: xr.DataArray | np.ndarray, quantile: float = 1.0) -> fl
     return float(max(np.quantile(values, quantile), 1e-6))
 
 
-def _as_hwc(image: Any) -> np.ndarray:
+def as_display_image(image: Any) -> np.ndarray:
+    """An image as a (H, W) or (H, W, 3) float array in [0, 1] for drawing (channels moved last, clipped).
+
+    Parameters
+    ----------
+    image : Tensor or array
+        (C, H, W) with C in {1, 3}, (H, W, C) or (H, W).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pdcr_lab.viz import as_display_image
+    >>> as_display_image(np.full((1, 4, 6), 2.0)).shape, float(as_display_image(np.full((1, 4, 6), 2.0)).max())
+    ((4, 6), 1.0)
+    """
     array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=float)
     if array.ndim == 3 and array.shape[0] in (1, 3):
         array = np.moveaxis(array, 0, -1)
@@ -37,9 +66,26 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
 
     Parameters
     ----------
-    ds : effects dataset of one map (no stack dims)
+    ds : xarray.Dataset
+        Effects of one map (no stack dims).
     image : (C, H, W) or (H, W, C) array in [0, 1], optional
-    vmax : half-width of the colour scale; default max |ATE| (pass one value to share scales)
+        The explained image; without it only the map is drawn.
+    title : str, optional
+        Figure title.
+    vmax : float, optional
+        Half-width of the colour scale; default max |ATE| (pass one value to share scales).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    >>> fig = overlay_figure(ds, np.zeros((1, 8, 8)), title="demo")
+    >>> len(fig.axes)                                   # three panels and the colour bar
+    4
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     import matplotlib
 
@@ -64,7 +110,7 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
         ax.set_yticks([])
 
     if image is not None:
-        rgb = _as_hwc(image)
+        rgb = as_display_image(image)
         axes[0].imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
         axes[0].set_title("image and RoI")
         roi(axes[0])

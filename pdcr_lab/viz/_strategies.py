@@ -29,8 +29,12 @@ def strategies_figure(result: xr.Dataset, summary: xr.Dataset, *, title: str | N
 
     Parameters
     ----------
-    result : labelled maps (:func:`pdcr_lab.strategies.label_maps`) with dims (model, dataset, image)
-    summary : :func:`pdcr_lab.strategies.summarize` of `result`
+    result : xarray.Dataset
+        Labelled maps (:func:`pdcr_lab.strategies.label_maps`) with dims (model, dataset, image).
+    summary : xarray.Dataset
+        :func:`pdcr_lab.strategies.summarize` of `result`.
+    title : str, optional
+        Figure title.
 
     Returns
     -------

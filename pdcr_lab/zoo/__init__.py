@@ -16,8 +16,8 @@ Examples
 
 from ._base import ROLES, ZooModel
 from ._registry import DATASETS, RECIPES, Recipe, Training
-from ._store import ChecksumError, benchmark, build, info, load, train, zoo_dir
+from ._store import ChecksumError, benchmark, build, info, load, read_manifest, train, trained, zoo_dir
 from ._store import list_models as list  # noqa: A001 - the public verb is zoo.list()
 
 __all__ = ["ChecksumError", "DATASETS", "RECIPES", "ROLES", "Recipe", "Training", "ZooModel", "benchmark", "build",
-           "info", "list", "load", "train", "zoo_dir"]
+           "info", "list", "load", "read_manifest", "train", "trained", "zoo_dir"]

@@ -21,6 +21,18 @@ class UShape(nn.Module):
     Encoder stage ``enc{i}`` downsamples as it likes; its output goes through ``skip{i}`` (a
     :class:`Skip`) into decoder stage ``dec{i}``, which is called as ``dec(x, skip)``. The head's
     output is resized to the input size if it is smaller (patch-based models).
+
+    Parameters
+    ----------
+    encoders : sequence of nn.Module
+        ``enc1..encN``, input to bottleneck.
+    bottleneck : nn.Module
+        The deepest stage.
+    decoders : sequence of nn.Module
+        ``dec1..decN`` in the same order as the encoders (``dec{i}`` takes ``skip{i}``); each is
+        called as ``dec(x, skip)``.
+    head : nn.Module
+        Maps the last decoder output to (B, 1, h, w) logits.
     """
 
     def __init__(self, encoders: Sequence[nn.Module], bottleneck: nn.Module, decoders: Sequence[nn.Module],
@@ -38,6 +50,13 @@ class UShape(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's size.
+
+        Parameters
+        ----------
+        x : Tensor (B, C, H, W)
+            The (normalised) input.
+        """
         size = x.shape[-2:]
         skips = []
         for i in range(1, self.depth + 1):
@@ -50,6 +69,7 @@ class UShape(nn.Module):
         return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def stage_roles(self) -> dict[str, str]:
+        """``{stage name: role}`` of every stage, in encoder, bottleneck, decoder, head order."""
         roles = {f"enc{i}": "encoder" for i in range(1, self.depth + 1)}
         roles |= {f"skip{i}": "skip" for i in range(1, self.depth + 1)}
         roles |= {"bottleneck": "bottleneck"} | {f"dec{i}": "decoder" for i in range(self.depth, 0, -1)}
@@ -61,9 +81,23 @@ def patch_unet(dims: Sequence[int], block: Callable[[int], nn.Module], *, patch:
     """Token U-Net of Swin-UNet / VM-UNet: ``patch`` x ``patch`` patch embedding, then one stage per
     entry of ``dims`` (the last one is the bottleneck), 2x2 patch merging down, patch expanding up.
 
-    ``block(i)`` builds the token blocks of level ``i`` (used in the encoder and in the decoder).
-    With ``join="cat"`` the decoder concatenates the skip and projects back with a 1x1 conv before
-    the blocks; with ``"add"`` it adds the skip.
+    Parameters
+    ----------
+    dims : sequence of int
+        Channels of each level, finest first; the last level is the bottleneck.
+    block : callable(level) -> nn.Module
+        Builds the token blocks of level ``i`` (called for the encoder and again for the decoder).
+    patch : int
+        Side of the first patch embedding (the resolution of level 0 is 1 / patch).
+    join : {"cat", "add"}
+        ``"cat"``: the decoder concatenates the skip and projects back with a 1x1 conv before the
+        blocks; ``"add"``: it adds the skip.
+
+    Examples
+    --------
+    >>> net = patch_unet([8, 16], lambda i: torch.nn.Identity(), patch=4)
+    >>> tuple(net(torch.zeros(1, 3, 32, 32)).shape), list(net.stage_roles())
+    ((1, 1, 32, 32), ['enc1', 'skip1', 'bottleneck', 'dec1', 'head'])
     """
     n = len(dims) - 1
     stages = [nn.Sequential(PatchEmbed(3 if i == 0 else dims[i - 1], dims[i], k=patch if i == 0 else 2,
@@ -95,6 +129,18 @@ class ZooModel(nn.Module):
     -----
     ``forward`` returns probabilities (sigmoid applied), so PdCR thresholds them at 0.5 like the
     paper. Input height and width must be divisible by 32.
+
+    Examples
+    --------
+    >>> net = torch.nn.Conv2d(3, 1, 1)
+    >>> model = ZooModel(net, name="tiny")
+    >>> probs = model(torch.rand(2, 3, 32, 32))
+    >>> tuple(probs.shape), bool(((probs > 0) & (probs < 1)).all())
+    ((2, 1, 32, 32), True)
+    >>> model(torch.rand(1, 3, 30, 30))
+    Traceback (most recent call last):
+    ...
+    ValueError: tiny: input height and width must be divisible by 32, got 30x30
     """
 
     multiple = 32
@@ -118,12 +164,24 @@ class ZooModel(nn.Module):
                              f"got {h}x{w}")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) logits."""
+        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) logits.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Images in [0, 1]; H and W divisible by :attr:`multiple`.
+        """
         self._check(x)
         return self.net((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities."""
+        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Images in [0, 1]; H and W divisible by :attr:`multiple`.
+        """
         return torch.sigmoid(self.logits(x))
 
     def stages(self) -> dict[str, str]:

@@ -42,6 +42,13 @@ class ResBlock(nn.Module):
                       else ConvBNAct(cin, cout, k=1, stride=stride, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(body(x) + shortcut(x)).
+
+        Parameters
+        ----------
+        x : Tensor (B, cin, H, W)
+            Feature map.
+        """
         return F.relu(self.body(x) + self.short(x))
 
 
@@ -50,7 +57,20 @@ class Skip(nn.Identity):
 
 
 def up_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Bilinear resize of ``x`` to the spatial size of ``like``."""
+    """Bilinear resize of ``x`` to the spatial size of ``like``.
+
+    Parameters
+    ----------
+    x : Tensor (B, C, h, w)
+        Map to resize (returned as is when it already has the size).
+    like : Tensor (..., H, W)
+        Map whose spatial size is wanted.
+
+    Examples
+    --------
+    >>> tuple(up_to(torch.zeros(1, 4, 2, 2), torch.zeros(1, 1, 8, 8)).shape)
+    (1, 4, 8, 8)
+    """
     if x.shape[-2:] == like.shape[-2:]:
         return x
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
@@ -71,23 +91,70 @@ class UpBlock(nn.Module):
         self.proj, self.body, self.join = proj, body, join
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Project `x`, resize it to `skip`'s size, join the two and run the body.
+
+        Parameters
+        ----------
+        x : Tensor (B, C, h, w)
+            Output of the coarser stage.
+        skip : Tensor (B, C_skip, H, W)
+            The skip connection of this level.
+        """
         x = up_to(self.proj(x), skip)
         x = torch.cat([x, skip], 1) if self.join == "cat" else x + skip
         return self.body(x)
 
 
 def conv_up(cin: int, cskip: int, cout: int) -> UpBlock:
-    """U-Net decoder stage: upsample, concatenate the skip, :class:`DoubleConv`."""
+    """U-Net decoder stage: upsample, concatenate the skip, :class:`DoubleConv`.
+
+    Parameters
+    ----------
+    cin : int
+        Channels coming from the coarser stage.
+    cskip : int
+        Channels of the skip connection.
+    cout : int
+        Output channels.
+
+    Examples
+    --------
+    >>> stage = conv_up(8, 4, 4)
+    >>> tuple(stage(torch.zeros(1, 8, 4, 4), torch.zeros(1, 4, 8, 8)).shape)
+    (1, 4, 8, 8)
+    """
     return UpBlock(nn.Identity(), DoubleConv(cin + cskip, cout))
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C), row-major."""
+    """(B, C, H, W) -> (B, H*W, C), row-major.
+
+    Parameters
+    ----------
+    x : Tensor (B, C, H, W)
+        Feature map.
+
+    Examples
+    --------
+    >>> tokens = to_tokens(torch.arange(8.0).reshape(1, 2, 2, 2))
+    >>> tuple(tokens.shape), tokens[0, 1].tolist()          # token 1 = pixel (0, 1), both channels
+    ((1, 4, 2), [1.0, 5.0])
+    >>> bool((to_grid(tokens, (2, 2)) == torch.arange(8.0).reshape(1, 2, 2, 2)).all())
+    True
+    """
     return x.flatten(2).transpose(1, 2)
 
 
 def to_grid(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) -> (B, C, H, W)."""
+    """(B, H*W, C) -> (B, C, H, W).
+
+    Parameters
+    ----------
+    t : Tensor (B, H*W, C)
+        Tokens in row-major order.
+    hw : (int, int)
+        The grid (H, W).
+    """
     return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *hw)
 
 
@@ -104,6 +171,13 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Strided projection, then LayerNorm over channels.
+
+        Parameters
+        ----------
+        x : Tensor (B, cin, H, W)
+            Feature map (or image).
+        """
         x = self.proj(x)
         return to_grid(self.norm(to_tokens(x)), x.shape[-2:])
 
@@ -118,6 +192,13 @@ class PatchExpand(nn.Module):
         self.norm = nn.LayerNorm(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, cout, scale H, scale W).
+
+        Parameters
+        ----------
+        x : Tensor (B, cin, H, W)
+            Feature map.
+        """
         x = self.shuffle(self.proj(x))
         return to_grid(self.norm(to_tokens(x)), x.shape[-2:])
 
@@ -130,6 +211,15 @@ class DWConv(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
 
     def forward(self, t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The convolution on the tokens' grid, returned as tokens.
+
+        Parameters
+        ----------
+        t : Tensor (B, H*W, dim)
+            Tokens.
+        hw : (int, int)
+            Their grid (H, W).
+        """
         return to_tokens(self.conv(to_grid(t, hw)))
 
 
@@ -161,6 +251,15 @@ class MixFFN(nn.Module):
         return to_tokens(x)
 
     def forward(self, t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The feed-forward block on tokens.
+
+        Parameters
+        ----------
+        t : Tensor (B, H*W, dim)
+            Tokens.
+        hw : (int, int)
+            Their grid (H, W), for the depth-wise conv and the shifts.
+        """
         t = self.fc1(self._roll(t, hw, 2))
         t = F.gelu(self.dw(t, hw) if self.dw is not None else t)
         return self.fc2(self._roll(t, hw, 3))
@@ -178,6 +277,13 @@ class TokenBlock(nn.Module):
         self.ffn = ffn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual mixer (and FFN) on the map's tokens; returns a map of the same shape.
+
+        Parameters
+        ----------
+        x : Tensor (B, dim, H, W)
+            Feature map.
+        """
         hw = x.shape[-2:]
         t = to_tokens(x)
         t = t + self.mixer(self.norm1(t), hw)

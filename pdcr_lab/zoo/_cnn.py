@@ -32,6 +32,13 @@ class SegNet(nn.Module):
         self.head = Head(channels[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's size.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Normalised images; H and W divisible by 2 ** len(channels).
+        """
         pools = []
         for i in range(1, self.depth + 1):
             x = getattr(self, f"enc{i}")(x)
@@ -73,6 +80,13 @@ class Fuse(nn.Module):
         return nn.Sequential(*steps, ConvBNAct(chans[j], chans[i], stride=2, act=False))
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every output branch from every input branch.
+
+        Parameters
+        ----------
+        xs : list of Tensor (B, chans[i], H / 2**i, W / 2**i)
+            The branches, highest resolution first.
+        """
         return [F.relu(sum(up_to(path(x), xs[i]) for path, x in zip(paths, xs)))
                 for i, paths in enumerate(self.paths)]
 
@@ -88,6 +102,13 @@ class HRStage(nn.Module):
         self.fuse = Fuse(chans_out)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Blocks on each branch, the new branch, then fusion.
+
+        Parameters
+        ----------
+        xs : list of Tensor
+            The input branches, highest resolution first (``chans_in`` channels).
+        """
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         if self.new is not None:
             xs.append(self.new(xs[-1]))
@@ -110,6 +131,13 @@ class HRNet(nn.Module):
         self.head = nn.Sequential(ConvBNAct(sum(chans), 2 * width, k=1), Head(2 * width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's size.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Normalised images; H and W divisible by 2 ** stages.
+        """
         size = x.shape[-2:]
         xs = [self.stem(x)]
         for s in range(1, self.n_stages + 1):

@@ -34,6 +34,13 @@ class KANLinear(nn.Module):
         self.base = nn.Linear(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer on the last axis.
+
+        Parameters
+        ----------
+        x : Tensor (..., cin)
+            Features (tokens).
+        """
         phi = torch.exp(-((self.norm(x).unsqueeze(-1) - self.centers) * self.inv_width) ** 2)
         return self.base(F.silu(x)) + self.spline(phi.flatten(-2))
 
@@ -52,11 +59,30 @@ class TokenMixer(MixFFN):
 
 
 def token_block(dim: int, **mixer: object) -> TokenBlock:
+    """A :class:`TokenBlock` whose mixer is a :class:`TokenMixer` of width `dim`.
+
+    Parameters
+    ----------
+    dim : int
+        Channels.
+    **mixer
+        Options of :class:`TokenMixer` (``shift=``, ``linear=``).
+    """
     return TokenBlock(dim, TokenMixer(dim, dim, **mixer))
 
 
 def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, **mixer: object) -> UShape:
-    """The UNeXt / U-KAN skeleton; ``mixer`` options go to :class:`TokenMixer`."""
+    """The UNeXt / U-KAN skeleton; ``mixer`` options go to :class:`TokenMixer`.
+
+    Parameters
+    ----------
+    channels : sequence of 5 ints
+        Channels of the three convolutional stages, the tokenised stage and the bottleneck.
+    blocks : int
+        Token blocks per tokenised stage.
+    **mixer
+        Options of :class:`TokenMixer` (``shift=`` for UNeXt, ``linear=`` for U-KAN).
+    """
     c1, c2, c3, c4, c5 = channels
     encoders = [ConvBNAct(3, c1), nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c1, c2)),
                 nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c2, c3)),
@@ -69,10 +95,32 @@ def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, *
 
 
 def unext(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, shift: int = 5) -> UShape:
-    """UNeXt: tokenised shifted-MLP blocks (channel groups rolled along H, then W)."""
+    """UNeXt: tokenised shifted-MLP blocks (channel groups rolled along H, then W).
+
+    Parameters
+    ----------
+    channels, blocks
+        As in :func:`token_unet`.
+    shift : int
+        Channel groups rolled by different offsets (:class:`~pdcr_lab.zoo._blocks.MixFFN`).
+
+    Examples
+    --------
+    >>> net = unext(channels=(4, 4, 8, 8, 8))
+    >>> tuple(net(torch.zeros(1, 3, 32, 32)).shape)
+    (1, 1, 32, 32)
+    """
     return token_unet(channels, blocks, shift=shift)
 
 
 def ukan(channels: Sequence[int] = (8, 16, 32, 48, 64), blocks: int = 1, grid: int = 6) -> UShape:
-    """U-KAN: tokenised KAN blocks (Gaussian-RBF KAN layers around a depth-wise conv)."""
+    """U-KAN: tokenised KAN blocks (Gaussian-RBF KAN layers around a depth-wise conv).
+
+    Parameters
+    ----------
+    channels, blocks
+        As in :func:`token_unet`.
+    grid : int
+        Gaussian bumps per input feature of every :class:`KANLinear`.
+    """
     return token_unet(channels, blocks, linear=lambda cin, cout: KANLinear(cin, cout, grid))

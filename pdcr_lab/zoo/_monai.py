@@ -58,6 +58,13 @@ class BasicUNetPlusPlus(nets.BasicUNetPlusPlus):
         super().__init__(2, 3, 1, features=features, norm=("batch", {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # MONAI returns a list (deep supervision)
+        """The logits of the final output (MONAI's deep-supervision list, first element).
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Normalised images.
+        """
         return super().forward(x)[0]
 
     def stage_roles(self) -> dict[str, str]:

@@ -18,41 +18,67 @@ DATASETS = ("lesions", "vessels")
 
 @dataclass(frozen=True)
 class Training:
-    """Training hyper-parameters (AdamW, cosine schedule, Dice + BCE loss, flips)."""
+    """Training hyper-parameters (AdamW, cosine schedule, Dice + BCE loss, flips).
+
+    Examples
+    --------
+    >>> Training(epochs=5).epochs, Training().lr
+    (5, 0.003)
+    """
 
     epochs: int = 30  #: maximum number of epochs
     patience: int = 8  #: early stopping: epochs without a better validation Dice
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    batch_size: int = 16  #: images per optimiser step
+    lr: float = 3e-3  #: peak learning rate (AdamW)
+    weight_decay: float = 1e-4  #: AdamW weight decay
     dice_weight: float = 1.0  #: loss = bce_weight * BCE + dice_weight * soft Dice loss
-    bce_weight: float = 1.0
+    bce_weight: float = 1.0  #: weight of the BCE term (see `dice_weight`)
     warmup: int = 2  #: epochs of linear learning-rate warm-up before the cosine decay
     grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to build and train one zoo architecture."""
+    """How to build and train one zoo architecture.
 
-    name: str
+    Examples
+    --------
+    >>> recipe = RECIPES["segnet"]
+    >>> recipe.family, recipe.training_for("lesions").epochs, recipe.as_dict("lesions")["builder"]
+    ('cnn', 20, 'pdcr_lab.zoo._cnn.SegNet')
+    """
+
+    name: str  #: registry name (``zoo.load(name, dataset)``)
     family: str  #: "cnn", "deep-cnn", "token-mlp", "transformer" or "state-space"
     paper: str  #: the paper architecture it corresponds to
-    builder: Callable[..., nn.Module]
-    kwargs: Mapping[str, Any]
+    builder: Callable[..., nn.Module]  #: builds the architecture from `kwargs`
+    kwargs: Mapping[str, Any]  #: keyword arguments of `builder`
     bias: str  #: one line on its inductive bias
-    training: Training = Training()
+    training: Training = Training()  #: default training hyper-parameters
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: per dataset
 
     def training_for(self, dataset: str) -> Training:
-        """The training hyper-parameters for ``dataset`` (defaults plus that dataset's overrides)."""
+        """The training hyper-parameters for ``dataset`` (defaults plus that dataset's overrides).
+
+        Parameters
+        ----------
+        dataset : str
+            A name of :data:`DATASETS`.
+        """
         return dataclasses.replace(self.training, **self.overrides.get(dataset, {}))
 
     def build(self) -> nn.Module:
+        """A freshly initialised architecture (``builder(**kwargs)``)."""
         return self.builder(**self.kwargs)
 
     def as_dict(self, dataset: str) -> dict[str, Any]:
-        """JSON-able description stored in checkpoints and the manifest."""
+        """JSON-able description stored in checkpoints and the manifest.
+
+        Parameters
+        ----------
+        dataset : str
+            The dataset whose training hyper-parameters are described.
+        """
         return {"name": self.name, "family": self.family, "paper": self.paper,
                 "builder": f"{self.builder.__module__}.{self.builder.__qualname__}",
                 "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in self.kwargs.items()},

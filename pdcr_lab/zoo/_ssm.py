@@ -79,13 +79,35 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
 
 def cross_scan(x: torch.Tensor) -> torch.Tensor:
-    """(B, d, H, W) -> (B, 4, d, H*W): row-major, column-major, and both reversed."""
+    """(B, d, H, W) -> (B, 4, d, H*W): row-major, column-major, and both reversed.
+
+    Parameters
+    ----------
+    x : Tensor (B, d, H, W)
+        Feature map.
+
+    Examples
+    --------
+    >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
+    >>> cross_scan(x)[0, :, 0].tolist()
+    [[0.0, 1.0, 2.0, 3.0], [0.0, 2.0, 1.0, 3.0], [3.0, 2.0, 1.0, 0.0], [3.0, 1.0, 2.0, 0.0]]
+    >>> cross_merge(cross_scan(x), (2, 2))[0, 0].tolist()          # each direction puts it back
+    [0.0, 4.0, 8.0, 12.0]
+    """
     rows, cols = x.flatten(2), x.transpose(2, 3).flatten(2)
     return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], 1)
 
 
 def cross_merge(y: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`cross_scan`, summing the four directions: (B, 4, d, L) -> (B, d, L)."""
+    """Inverse of :func:`cross_scan`, summing the four directions: (B, 4, d, L) -> (B, d, L).
+
+    Parameters
+    ----------
+    y : Tensor (B, 4, d, H*W)
+        One sequence per scan direction, in that direction's order.
+    hw : (int, int)
+        The grid (H, W); the result is row-major.
+    """
     h, w = hw
     rows = y[:, 0] + y[:, 2].flip(-1)
     cols = (y[:, 1] + y[:, 3].flip(-1)).unflatten(-1, (w, h)).transpose(-1, -2).flatten(-2)
@@ -115,6 +137,15 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(d, dim, bias=False)
 
     def forward(self, t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The block on tokens.
+
+        Parameters
+        ----------
+        t : Tensor (B, H*W, dim)
+            Tokens (row-major).
+        hw : (int, int)
+            Their grid (H, W).
+        """
         x, z = self.in_proj(t).chunk(2, -1)
         xs = cross_scan(F.silu(self.conv(to_grid(x, hw))))
         dt, B, C = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj).split(
@@ -125,11 +156,33 @@ class SS2D(nn.Module):
 
 
 def vss_layer(dim: int, depth: int, d_state: int) -> nn.Sequential:
-    """``depth`` visual state-space blocks (pre-norm residual SS2D)."""
+    """``depth`` visual state-space blocks (pre-norm residual SS2D).
+
+    Parameters
+    ----------
+    dim : int
+        Channels.
+    depth : int
+        Number of blocks.
+    d_state : int
+        State size of each selective scan.
+    """
     return nn.Sequential(*(TokenBlock(dim, SS2D(dim, d_state=d_state)) for _ in range(depth)))
 
 
 def vm_unet(dims: Sequence[int] = (8, 16, 32, 64), depths: Sequence[int] = (1, 1, 1, 1), d_state: int = 4,
             patch: int = 4) -> UShape:
-    """VM-UNet, compact: VSS stages with patch merging, patch-expanding decoder with added skips."""
+    """VM-UNet, compact: VSS stages with patch merging, patch-expanding decoder with added skips.
+
+    Parameters
+    ----------
+    dims : sequence of int
+        Channels per level, finest first; the last level is the bottleneck.
+    depths : sequence of int
+        VSS blocks per level.
+    d_state : int
+        State size of the selective scans.
+    patch : int
+        Side of the first patch embedding.
+    """
     return patch_unet(dims, lambda i: vss_layer(dims[i], depths[i], d_state), patch=patch, join="add")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_bytes, write_text
 from ._base import ZooModel
 from ._registry import DATASETS, RECIPES, Recipe
 from ._training import SegmentationSplits, evaluate, fit, num_threads, throughput
@@ -30,7 +31,18 @@ class ChecksumError(ValueError):
 
 
 def zoo_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    """The checkpoint folder: ``root``, else ``$PDCR_LAB_ZOO``, else ``data/zoo`` of the checkout."""
+    """The checkpoint folder: ``root``, else ``$PDCR_LAB_ZOO``, else ``data/zoo`` of the checkout.
+
+    Parameters
+    ----------
+    root : path, optional
+        An explicit folder (returned as a Path).
+
+    Examples
+    --------
+    >>> zoo_dir("my_zoo").name, zoo_dir().name      # an explicit folder, else the shipped data/zoo
+    ('my_zoo', 'zoo')
+    """
     if root is not None:
         return Path(root)
     if os.environ.get(ZOO_ENV):
@@ -39,12 +51,26 @@ def zoo_dir(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def recipe(name: str) -> Recipe:
+    """The :class:`Recipe` of an architecture; a ``ValueError`` listing the known names otherwise.
+
+    Parameters
+    ----------
+    name : str
+        Architecture name, one of :func:`list_models`.
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown zoo model name={name!r}; known models: {builtins.list(RECIPES)}")
     return RECIPES[name]
 
 
 def check_dataset(dataset: str) -> str:
+    """`dataset` if the zoo is trained on it, else a ``ValueError`` listing :data:`DATASETS`.
+
+    Parameters
+    ----------
+    dataset : str
+        A dataset name.
+    """
     if dataset not in DATASETS:
         raise ValueError(f"unknown zoo dataset={dataset!r}; the zoo is trained on: {builtins.list(DATASETS)}")
     return dataset
@@ -55,8 +81,41 @@ def list_models() -> builtins.list[str]:
     return builtins.list(RECIPES)
 
 
+def trained(dataset: str, *, root: str | os.PathLike[str] | None = None) -> builtins.list[str]:
+    """Architectures with a trained checkpoint for `dataset` in the zoo at `root`, in registry order.
+
+    Parameters
+    ----------
+    dataset : str
+        An embedded dataset name (``"lesions"``, ``"vessels"``).
+    root : path, optional
+        The zoo folder (default: the shipped zoo, or ``$PDCR_LAB_ZOO``).
+
+    Examples
+    --------
+    >>> from pdcr_lab import zoo
+    >>> "unet" in zoo.trained("lesions")
+    True
+    """
+    dataset = check_dataset(dataset)
+    models = read_manifest(root)["models"]
+    return [name for name in list_models() if f"{dataset}/{name}" in models]
+
+
 def info(name: str) -> dict[str, Any]:
-    """Family, paper, inductive bias, build options and training recipe of one architecture."""
+    """Family, paper, inductive bias, build options and training recipe of one architecture.
+
+    Parameters
+    ----------
+    name : str
+        Architecture name, one of :func:`list_models`.
+
+    Examples
+    --------
+    >>> facts = info("segnet")
+    >>> facts["family"], facts["kwargs"], facts["training"]["vessels"]["epochs"]
+    ('cnn', {'channels': [8, 16, 32, 64]}, 20)
+    """
     r = recipe(name)
     return {"name": name, "family": r.family, "paper": r.paper, "bias": r.bias,
             "kwargs": r.as_dict(DATASETS[0])["kwargs"],
@@ -64,12 +123,39 @@ def info(name: str) -> dict[str, Any]:
 
 
 def build(name: str, **kwargs: Any) -> ZooModel:
-    """An untrained :class:`ZooModel` (``kwargs`` override the recipe's build options)."""
+    """An untrained :class:`ZooModel` (``kwargs`` override the recipe's build options).
+
+    Parameters
+    ----------
+    name : str
+        Architecture name, one of :func:`list_models`.
+    **kwargs
+        Build options that replace the recipe's (e.g. ``channels=(4, 8, 16, 32)``).
+
+    Examples
+    --------
+    >>> model = build("segnet", channels=(4, 8, 16, 32))
+    >>> model.name, tuple(model(torch.rand(1, 3, 32, 32)).shape)
+    ('segnet', (1, 1, 32, 32))
+    """
     r = recipe(name)
     return ZooModel(r.builder(**(dict(r.kwargs) | kwargs)), name=name)
 
 
 def read_manifest(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The zoo's ``manifest.json`` (an empty manifest when the folder has none).
+
+    Parameters
+    ----------
+    root : path, optional
+        The zoo folder (see :func:`zoo_dir`).
+
+    Examples
+    --------
+    >>> entry = read_manifest()["models"]["lesions/segnet"]
+    >>> entry["file"], len(entry["sha256"])
+    ('lesions/segnet.pt', 64)
+    """
     path = zoo_dir(root) / MANIFEST
     if not path.exists():
         return {"format": 1, "models": {}}
@@ -78,9 +164,7 @@ def read_manifest(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
 
 def _write_manifest(manifest: dict[str, Any], root: Path) -> None:
     manifest["models"] = dict(sorted(manifest["models"].items()))
-    tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    write_text(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,6 +176,13 @@ def _float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def sha256(path: Path) -> str:
+    """Hex SHA-256 digest of a file's bytes.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    """
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -114,6 +205,12 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     metadata : dict
         Family, paper, parameter count, recipe, seed, epochs, validation and test Dice, test IoU,
         per-image test Dice of the first 4 test images, sha256, throughput (images/s).
+
+    Examples
+    --------
+    >>> model, meta = load("segnet", "lesions")
+    >>> meta["family"], meta["dataset"], meta["test_dice"] > 0.5, model.training
+    ('cnn', 'lesions', True, False)
 
     Raises
     ------
@@ -148,10 +245,9 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
 
 def _save(model: ZooModel, r: Recipe, dataset: str, metadata: dict[str, Any], folder: Path) -> tuple[Path, str]:
     path = folder / dataset / f"{r.name}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"state_dict": _half(model.state_dict()), "recipe": r.as_dict(dataset), "metadata": metadata}, buffer)
-    path.write_bytes(buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return path, hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
@@ -241,7 +337,28 @@ def benchmark(names: builtins.list[str] | None = None, datasets: builtins.list[s
               root: str | os.PathLike[str] | None = None, threads: int = 2, batch: int = 32,
               update: bool = True) -> dict[str, float]:
     """Re-measure the forward throughput (images/s at ``batch`` x 3 x 96 x 96, ``threads`` CPU threads)
-    of the manifest's checkpoints and (by default) write it back to the manifest."""
+    of the manifest's checkpoints and (by default) write it back to the manifest.
+
+    Parameters
+    ----------
+    names : list of str, optional
+        Architectures to measure (default: all in the manifest).
+    datasets : list of str, optional
+        Datasets to measure (default: all in the manifest).
+    root : path, optional
+        The zoo folder (see :func:`zoo_dir`).
+    threads : int
+        CPU threads during the measurement.
+    batch : int
+        Images per forward pass.
+    update : bool
+        Write the new throughputs into the manifest.
+
+    Returns
+    -------
+    dict
+        ``{"<dataset>/<name>": images per second}``.
+    """
     folder = zoo_dir(root)
     manifest = read_manifest(folder)
     out = {}

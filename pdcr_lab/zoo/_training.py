@@ -22,14 +22,45 @@ THRESHOLD = 0.5
 class SegmentationSplits(Protocol):
     """What training needs from a dataset (``pdcr_lab.datasets.load`` returns one)."""
 
-    def images(self, split: str) -> torch.Tensor: ...  # (N, 3, H, W) float32 in [0, 1]
+    def images(self, split: str) -> torch.Tensor:
+        """(N, 3, H, W) float32 images in [0, 1].
 
-    def masks(self, split: str) -> torch.Tensor: ...  # (N, H, W) bool
+        Parameters
+        ----------
+        split : str
+            ``"train"``, ``"val"`` or ``"test"``.
+        """
+        ...
+
+    def masks(self, split: str) -> torch.Tensor:
+        """(N, H, W) bool masks.
+
+        Parameters
+        ----------
+        split : str
+            ``"train"``, ``"val"`` or ``"test"``.
+        """
+        ...
 
 
 @contextmanager
 def num_threads(threads: int) -> Iterator[None]:
-    """Temporarily set ``torch.set_num_threads``."""
+    """Temporarily set ``torch.set_num_threads``.
+
+    Parameters
+    ----------
+    threads : int
+        Threads inside the ``with`` block; the previous number is restored on exit.
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with num_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -42,6 +73,20 @@ def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
     """Per-image Dice and IoU of boolean masks of shape (N, H, W).
 
     An image where both the prediction and the ground truth are empty scores 1 (perfect agreement).
+
+    Parameters
+    ----------
+    pred : bool Tensor (N, H, W)
+        Predicted masks.
+    target : bool Tensor (N, H, W)
+        Ground truth.
+
+    Examples
+    --------
+    >>> pred = torch.tensor([[[1, 1], [0, 0]], [[0, 0], [0, 0]]], dtype=torch.bool)
+    >>> target = torch.tensor([[[1, 0], [0, 0]], [[0, 0], [0, 0]]], dtype=torch.bool)
+    >>> [v.tolist() for v in dice_iou(pred, target)]
+    [[0.6666666666666666, 1.0], [0.5, 1.0]]
     """
     pred, target = pred.flatten(1).bool(), target.flatten(1).bool()
     inter = (pred & target).sum(1).double()
@@ -55,7 +100,17 @@ def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def predict(model: ZooModel, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Foreground probabilities (N, H, W) of an eval-mode ``model``."""
+    """Foreground probabilities (N, H, W) of an eval-mode ``model``.
+
+    Parameters
+    ----------
+    model : ZooModel
+        Run in eval mode; its train/eval mode is restored afterwards.
+    images : Tensor (N, 3, H, W)
+        Images in [0, 1].
+    batch_size : int
+        Images per forward pass.
+    """
     was_training = model.training
     model.eval()
     try:
@@ -65,13 +120,44 @@ def predict(model: ZooModel, images: torch.Tensor, batch_size: int = 32) -> torc
 
 
 def evaluate(model: ZooModel, images: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
-    """Mean Dice / IoU at threshold 0.5 (Dice per image, then averaged) and the per-image Dice."""
+    """Mean Dice / IoU at threshold 0.5 (Dice per image, then averaged) and the per-image Dice.
+
+    Parameters
+    ----------
+    model : ZooModel
+        The model to score.
+    images : Tensor (N, 3, H, W)
+        Images in [0, 1].
+    masks : bool Tensor (N, H, W)
+        Their ground truth.
+
+    Returns
+    -------
+    dict
+        ``dice``, ``iou`` (floats) and ``per_image_dice`` (list).
+    """
     dice, iou = dice_iou(predict(model, images) > THRESHOLD, masks)
     return {"dice": float(dice.mean()), "iou": float(iou.mean()), "per_image_dice": dice.tolist()}
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, training: Training) -> torch.Tensor:
-    """``bce_weight * BCE + dice_weight * (1 - soft Dice)``, the soft Dice taken per image."""
+    """``bce_weight * BCE + dice_weight * (1 - soft Dice)``, the soft Dice taken per image.
+
+    Parameters
+    ----------
+    logits : Tensor (B, 1, H, W)
+        The model's pre-sigmoid scores.
+    target : Tensor (B, 1, H, W)
+        Ground truth as float 0/1.
+    training : Training
+        Gives the two weights.
+
+    Examples
+    --------
+    >>> perfect = torch.full((1, 1, 2, 2), 20.0)               # confident foreground everywhere
+    >>> round(float(loss_fn(perfect, torch.ones(1, 1, 2, 2), Training())), 4)
+    0.0
+    """
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits).flatten(1)
     target = target.flatten(1)
@@ -105,6 +191,27 @@ def fit(model: ZooModel, data: SegmentationSplits, training: Training, *, seed: 
 
     The data order and the flips come from a ``torch.Generator`` seeded with ``seed``; the test
     split is never looked at. Returns the training history.
+
+    Parameters
+    ----------
+    model : ZooModel
+        Trained in place; it ends in eval mode with the best validation weights.
+    data : SegmentationSplits
+        Gives the ``train`` and ``val`` splits.
+    training : Training
+        Hyper-parameters.
+    seed : int
+        Seed of the data order and the flips (the initialisation is the caller's).
+    progress : bool
+        Show a tqdm progress bar.
+    desc : str
+        Label of the progress bar.
+
+    Returns
+    -------
+    dict
+        ``best_epoch``, ``epochs_run``, ``best_val_dice``, ``history`` (one dict per epoch) and
+        ``train_seconds``.
     """
     x_train, y_train = data.images("train"), data.masks("train").float().unsqueeze(1)
     x_val, y_val = data.images("val"), data.masks("val")
@@ -147,7 +254,21 @@ def fit(model: ZooModel, data: SegmentationSplits, training: Training, *, seed: 
 
 @torch.no_grad()
 def throughput(model: ZooModel, *, batch: int = 32, size: int = 96, threads: int = 2, repeats: int = 5) -> float:
-    """Forward throughput in images/s (median of ``repeats`` timed batches, after one warm-up)."""
+    """Forward throughput in images/s (median of ``repeats`` timed batches, after one warm-up).
+
+    Parameters
+    ----------
+    model : ZooModel
+        The model (put in eval mode).
+    batch : int
+        Images per timed forward pass.
+    size : int
+        Image side in pixels.
+    threads : int
+        CPU threads during the measurement.
+    repeats : int
+        Timed batches.
+    """
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     model.eval()
     times = []

@@ -39,6 +39,15 @@ class Attention(nn.Module):
         self.norm = nn.LayerNorm(dim) if sr > 1 else None
 
     def forward(self, t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Self-attention of every token to every (reduced) token.
+
+        Parameters
+        ----------
+        t : Tensor (B, H*W, dim)
+            Tokens (row-major).
+        hw : (int, int)
+            Their grid (H, W), for the spatial reduction.
+        """
         b, n, c = t.shape
         src = t
         if self.reduce is not None:
@@ -50,7 +59,27 @@ class Attention(nn.Module):
 
 
 def transformer_block(dim: int, heads: int, sr: int = 1, *, mlp: int = 2, dw: bool = True) -> TokenBlock:
-    """Pre-norm transformer block; ``dw=True`` gives SegFormer's Mix-FFN, ``False`` the ViT MLP."""
+    """Pre-norm transformer block; ``dw=True`` gives SegFormer's Mix-FFN, ``False`` the ViT MLP.
+
+    Parameters
+    ----------
+    dim : int
+        Channels.
+    heads : int
+        Attention heads (must divide `dim`).
+    sr : int
+        Spatial reduction of the keys and values (:class:`Attention`).
+    mlp : int
+        Hidden width of the feed-forward block, as a multiple of `dim`.
+    dw : bool
+        Depth-wise conv inside the feed-forward block.
+
+    Examples
+    --------
+    >>> block = transformer_block(8, heads=2, sr=2)
+    >>> tuple(block(torch.zeros(1, 8, 4, 4)).shape)
+    (1, 8, 4, 4)
+    """
     return TokenBlock(dim, Attention(dim, heads, sr), MixFFN(dim, mlp * dim, dw=dw))
 
 
@@ -64,6 +93,13 @@ class MLPDecoder(nn.Module):
         self.fuse = ConvBNAct(len(dims) * dim, dim, k=1)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Fused decoder features at the first stage's resolution.
+
+        Parameters
+        ----------
+        feats : list of Tensor (B, dims[i], H_i, W_i)
+            The encoder stages' outputs, finest first.
+        """
         return self.fuse(torch.cat([up_to(proj(f), feats[0]) for proj, f in zip(self.proj, feats)], 1))
 
 
@@ -89,6 +125,13 @@ class SegFormer(nn.Module):
         self.head = Head(decoder_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's size.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, H, W)
+            Normalised images.
+        """
         size = x.shape[-2:]
         feats = []
         for i in range(1, self.depth + 1):
@@ -113,6 +156,13 @@ class ViT(nn.Module):
         self.blocks = nn.Sequential(*(transformer_block(dim, heads, dw=False) for _ in range(depth)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Transformer blocks on the 2x2 patches of `x`; returns a (B, dim, H/2, W/2) map.
+
+        Parameters
+        ----------
+        x : Tensor (B, cin, H, W)
+            Feature map.
+        """
         x = self.embed(x)
         pos = self.pos
         if pos.shape[-2:] != x.shape[-2:]:
@@ -122,7 +172,19 @@ class ViT(nn.Module):
 
 def transunet(channels: Sequence[int] = (8, 16, 32, 64), dim: int = 96, depth: int = 2, heads: int = 4) -> UShape:
     """TransUNet (Chen et al., 2021), compact: residual CNN stem to 1/8, ViT bottleneck at 1/16 with
-    global attention, cascaded upsampler that concatenates the CNN skips."""
+    global attention, cascaded upsampler that concatenates the CNN skips.
+
+    Parameters
+    ----------
+    channels : sequence of 4 ints
+        Channels of the CNN stages.
+    dim : int
+        Token width of the ViT bottleneck.
+    depth : int
+        Transformer blocks in the bottleneck.
+    heads : int
+        Attention heads.
+    """
     c1, c2, c3, c4 = channels
     encoders = [DoubleConv(3, c1), ResBlock(c1, c2, stride=2), ResBlock(c2, c3, stride=2), ResBlock(c3, c4, stride=2)]
     decoders = [conv_up(c2, c1, c1), conv_up(c3, c2, c2), conv_up(c4, c3, c3), conv_up(dim, c4, c4)]
@@ -130,7 +192,19 @@ def transunet(channels: Sequence[int] = (8, 16, 32, 64), dim: int = 96, depth: i
 
 
 def swin_layer(dim: int, heads: int, depth: int, window: int) -> BasicLayer:
-    """``depth`` Swin blocks (window attention, alternately shifted by half a window), from MONAI."""
+    """``depth`` Swin blocks (window attention, alternately shifted by half a window), from MONAI.
+
+    Parameters
+    ----------
+    dim : int
+        Channels.
+    heads : int
+        Attention heads.
+    depth : int
+        Number of blocks.
+    window : int
+        Window side in tokens.
+    """
     return BasicLayer(dim=dim, depth=depth, num_heads=heads, window_size=(window, window),
                       drop_path=[0.0] * depth, qkv_bias=True, downsample=None)
 
@@ -139,5 +213,19 @@ def swin_unet(dims: Sequence[int] = (12, 24, 48, 96), heads: Sequence[int] = (1,
               depths: Sequence[int] = (2, 2, 2, 2), window: int = 6, patch: int = 4) -> UShape:
     """Swin-UNet (Cao et al., ECCV-W 2022), compact: a pure transformer U-Net of shifted-window
     attention stages; patch merging down, patch expanding up, concatenated skips.
-    The last entry of ``dims`` is the bottleneck."""
+    The last entry of ``dims`` is the bottleneck.
+
+    Parameters
+    ----------
+    dims : sequence of int
+        Channels per level, finest first.
+    heads : sequence of int
+        Attention heads per level.
+    depths : sequence of int
+        Swin blocks per level.
+    window : int
+        Attention window side in tokens.
+    patch : int
+        Side of the first patch embedding.
+    """
     return patch_unet(dims, lambda i: swin_layer(dims[i], heads[i], depths[i], window), patch=patch, join="cat")

@@ -1,6 +1,6 @@
 """``pdcr-lab zoo``: list, train and benchmark the model zoo.
 
-The lead wires :func:`add_subparser` into ``pdcr-lab``; ``python -m pdcr_lab.zoo._cli`` runs it alone.
+:func:`add_subparser` contributes the ``zoo`` command to ``pdcr-lab``; ``python -m pdcr_lab.zoo.cli`` runs it alone.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from ._store import benchmark, read_manifest, train, zoo_dir
 
 
 def markdown_table(models: dict[str, Any]) -> str:
-    """README table: one row per architecture, test Dice / IoU per dataset, parameters, images/s."""
+    """README table: one row per architecture, test Dice / IoU per dataset, parameters, images/s.
+
+    Parameters
+    ----------
+    models : dict
+        The manifest's ``models`` entries (``read_manifest()["models"]``).
+    """
     head = ["model", "family", "paper"] + [f"{d} Dice / IoU" for d in DATASETS] + ["params", "images/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in RECIPES.items():
@@ -77,7 +83,13 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``zoo`` command (``list``, ``train``, ``train-all``, ``benchmark``) to ``subparsers``."""
+    """Add the ``zoo`` command (``list``, ``train``, ``train-all``, ``benchmark``) to ``subparsers``.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The sub-command collection of the ``pdcr-lab`` parser.
+    """
     zoo = subparsers.add_parser("zoo", help="list, train and benchmark the model zoo",
                                 description="The zoo of trained segmentation models.")
     sub = zoo.add_subparsers(dest="zoo_command", required=True)
@@ -118,6 +130,13 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``pdcr-lab zoo ...`` on its own (``python -m pdcr_lab.zoo.cli zoo list``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(prog="pdcr-lab")
     add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
