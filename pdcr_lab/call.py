@@ -374,7 +374,7 @@ def to_unit_range(name: str, value: Any, value_range: Any = None) -> tuple[torch
     elif integer:
         info = torch.iinfo(dtype) if isinstance(dtype, torch.dtype) else np.iinfo(dtype)
         if info.min < 0:
-            raise ValueError(f"{name} has the signed integer dtype {dtype}; pass value_range=(low, high) to say "
+            raise ValueError(f"{name} has the signed integer dtype {str(dtype).replace('torch.', '')}; pass value_range=(low, high) to say "
                              "which values are black (0) and white (1)")
         lo, hi = 0.0, float(info.max)
         conversion = f"{str(dtype).replace('torch.', '')} / {info.max}"

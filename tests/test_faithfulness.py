@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from torch import nn
 
 from pdcr_lab.baselines import gradcam, occlusion, random_scores
 from pdcr_lab.faithfulness import (

@@ -199,3 +199,57 @@ def test_same_seed_same_map(seed):
     model = CenterSurroundModel(k=5)
     kw = dict(roi=(4, 4, 8, 8), bank=bank, block=4, coarse=2, fine=4, seed=seed)
     assert_effects_equal(explain(model, image, **kw), explain(model, image, **kw), rtol=0, atol=0, check_attrs=True)
+
+
+# -- bad inputs: an error or the right map, never a silent degenerate one ----------------------
+#: How each accepted encoding of an image maps to [0, 1] (the documented conversion).
+ENCODINGS = {
+    "float_unit": (np.float32, 1.0, 0.0, True),  # dtype, scale, offset, accepted without value_range
+    "float64_unit": (np.float64, 1.0, 0.0, True),
+    "uint8": (np.uint8, 255.0, 0.0, True),
+    "uint16": (np.uint16, 65535.0, 0.0, True),
+    "float_0_255": (np.float32, 255.0, 0.0, False),
+    "float_minus1_1": (np.float32, 2.0, -1.0, False),
+    "int16": (np.int16, 1000.0, 0.0, False),
+}
+
+
+@st.composite
+def bad_calls(draw):
+    """An image encoding, a layout mistake or none, NaNs or none, and a bank on the right scale or not."""
+    return {
+        "encoding": draw(st.sampled_from(sorted(ENCODINGS))),
+        "layout": draw(st.sampled_from(["chw", "chw", "hwc", "hw", "bchw"])),
+        "nan": draw(st.booleans()) and draw(st.booleans()),  # about one call in four
+        "bank_scale": draw(st.sampled_from([1.0, 1.0, 255.0])),
+        "seed": draw(st.integers(0, 3)),
+    }
+
+
+@settings(max_examples=40)
+@given(case=bad_calls())
+def test_bad_inputs_raise_or_give_the_map_of_the_documented_conversion(case):
+    g = torch.Generator().manual_seed(case["seed"])
+    truth = (torch.rand(3, 16, 16, generator=g) * 0.3 + 0.1)
+    truth[:, 4:12, 4:12] += 0.55  # the [0, 1] image every accepted encoding stands for
+    dtype, scale, offset, accepted = ENCODINGS[case["encoding"]]
+    encoded = (truth.numpy() * scale + offset)
+    encoded = np.round(encoded).astype(dtype) if np.issubdtype(dtype, np.integer) else encoded.astype(dtype)
+    if case["nan"]:
+        encoded = encoded.astype(np.float32)
+        encoded[0, 2, 3] = np.nan
+    shaped = {"chw": encoded, "hwc": np.moveaxis(encoded, 0, -1), "hw": encoded[0], "bchw": encoded[None]}[case["layout"]]
+    bank = PatchBank(torch.rand(8, 3, 4, 4, generator=g) * case["bank_scale"])
+    model = CenterSurroundModel(k=3, channels=3)
+    ok = accepted and case["layout"] == "chw" and not case["nan"] and case["bank_scale"] == 1.0
+    kwargs = dict(roi=(4, 4, 4, 4), block=4, bank=bank, fine=3, seed=case["seed"])
+    if not ok:
+        with pytest.raises((ValueError, TypeError)):
+            explain(model, shaped, **kwargs)
+        return
+    got = explain(model, shaped, **kwargs)
+    reference_image = torch.from_numpy(encoded.astype(np.float64) / scale).float() if np.issubdtype(dtype, np.integer) \
+        else torch.from_numpy(encoded.astype(np.float32))
+    expected = explain(model, reference_image, **kwargs)
+    assert_effects_equal(got, expected, check_attrs=False)
+    assert float(got.m0) > 0, "a correctly converted image keeps its segmentation"

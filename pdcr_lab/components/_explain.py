@@ -31,7 +31,7 @@ from ..rois import Roi
 from ..estimator import screened_ate
 from ..interventions import draw_table
 from ..outcomes import Outcome
-from ..schema import GRID_DIMS, effects_dataset, validate
+from ..schema import GRID_DIMS, validate
 from ._discover import find_components
 from ._hooks import describe_output, hooked, rebuild, tensor_leaves
 

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from ..atomic import write_text
-from ..checks import check_float, check_int
 from ..statistics import bootstrap_interval
 
 __all__ = ["LOWER_IS_BETTER", "summarize", "format_table", "write_table"]
