@@ -43,7 +43,7 @@ from .engine import explain
 from .outcomes import Outcome, register_outcome
 from .schema import SchemaError, stack, to_pixels, validate
 from .statistics import statistics
-from .storage import load, save
+from .storage import CorruptResultError, UnverifiedResultWarning, load, save
 
 _LAZY = (
     "adapters", "atomic", "banks", "baselines", "call", "checks", "components", "dashboard", "datasets", "defaults",
@@ -69,6 +69,8 @@ __all__ = [
     "explain",
     "save",
     "load",
+    "CorruptResultError",
+    "UnverifiedResultWarning",
     "validate",
     "stack",
     "to_pixels",
