@@ -38,7 +38,7 @@ from .outcomes import Outcome, get_outcome
 from .schema import effects_dataset, validate
 
 __all__ = [
-    "Call", "READING", "check_reading", "prepare", "resolve_device", "to_unit_range", "unit_bank", "check_batch",
+    "Call", "READING", "check_reading", "check_shared_options", "check_value_range", "prepare", "resolve_device", "to_unit_range", "unit_bank", "check_batch",
     "check_finite", "RoiOutcome", "replacement_image", "block_means",
     "result", "finish",
     "gradients", "shared_doc", "evaluation", "reporting", "progress_callback", "auto_batch_size",
@@ -318,7 +318,14 @@ def check_reading(caller: str, reading: Mapping[str, Any], allowed: Any = READIN
     return {**{k: READING[k] for k in allowed}, **reading}
 
 
-def _value_range(value_range: Any) -> tuple[float, float] | None:
+def check_value_range(value_range: Any) -> tuple[float, float] | None:
+    """`value_range` as a checked ``(low, high)`` pair of finite numbers with low < high, or None.
+
+    Parameters
+    ----------
+    value_range : (low, high) or None
+        The values that map to 0 and 1.
+    """
     if value_range is None:
         return None
     try:
@@ -360,7 +367,7 @@ def to_unit_range(name: str, value: Any, value_range: Any = None) -> tuple[torch
     ...
     ValueError: image values span [0, 200] but pdcr_lab takes floats in [0, 1] ...
     """
-    bounds = _value_range(value_range)
+    bounds = check_value_range(value_range)
     dtype = value.dtype if isinstance(value, (np.ndarray, torch.Tensor)) else np.asarray(value).dtype
     integer = (not dtype.is_floating_point and dtype != torch.bool) if isinstance(dtype, torch.dtype) else (
         np.issubdtype(dtype, np.integer))
@@ -416,6 +423,38 @@ def unit_bank(bank: Any, value_range: Any = None) -> PatchBank:
     if conversion == "none":
         return bank
     return PatchBank(blocks, {**bank.provenance, "rescaled": conversion})
+
+
+def check_shared_options(options: Mapping[str, Any], *, caller: str = "explainer") -> None:
+    """Check the options every explainer shares (:data:`READING`) without a model or an image.
+
+    The checks :func:`prepare` runs on every call: the model adapter's (``output_key``,
+    ``activation``, ``class_index``, ``threshold``, ``normalize``), the outcome's name,
+    ``value_range`` and ``block``. Options not in ``READING`` are ignored. The sweep runs this (via
+    :meth:`pdcr_lab.explainers.ExplainerSpec.check_options`) before anything is computed.
+
+    Parameters
+    ----------
+    options : mapping
+        Options of an explainer call.
+    caller : str
+        The explainer's name, for messages.
+
+    Examples
+    --------
+    >>> from pdcr_lab.call import check_shared_options
+    >>> check_shared_options({"threshold": 0.3, "outcome": "iou", "steps": 9})
+    >>> check_shared_options({"outcome": "dcie"})
+    Traceback (most recent call last):
+    ...
+    ValueError: outcome='dcie' is not supported; expected one of ['dice', 'soft_dice', 'iou']
+    """
+    opts = check_reading(caller, {k: v for k, v in options.items() if k in READING})
+    ModelAdapter(nn.Identity(), opts["output_key"], opts["activation"], opts["class_index"],
+                 check_float("threshold", opts["threshold"]), opts["normalize"])
+    get_outcome(opts["outcome"])
+    check_value_range(opts["value_range"])
+    check_int("block", opts["block"], minimum=1)
 
 
 def _check_block(block: Any, h: int, w: int, why: str = "") -> int:

@@ -10,11 +10,12 @@ together; the outcome is reduced on the device and only one number per image lea
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,17 @@ from torch import nn
 
 from .adapters import Activation
 from .banks import PatchBank
-from .call import Call, RoiOutcome, auto_batch_size, check_batch, evaluation, prepare, reporting, result
+from .call import (
+    Call,
+    RoiOutcome,
+    auto_batch_size,
+    check_batch,
+    check_shared_options,
+    evaluation,
+    prepare,
+    reporting,
+    result,
+)
 from .checks import check_float, check_int, describe
 from .defaults import PAPER, Intervention, Mode, Precision, check_literal, choices
 from .estimator import Batcher, adaptive_ate, run_batched, screened_ate
@@ -33,7 +44,7 @@ from .interventions import compose, make_intervention
 from .outcomes import Outcome
 from .rois import Roi
 
-__all__ = ["explain", "PrecisionWarning", "PRECISIONS", "MODES", "PRECISION_TOLERANCE"]
+__all__ = ["explain", "check_options", "PrecisionWarning", "PRECISIONS", "MODES", "PRECISION_TOLERANCE"]
 
 
 class PrecisionWarning(UserWarning):
@@ -440,6 +451,36 @@ def explain(
         _fill_runtime(runtime, batcher, began, forwards, item_bytes, est.rounds, passes.runner is not None,
                       call.device, cuda_base)
     return ds
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Check options of :func:`explain` with the checks it runs itself, without a model or an image.
+
+    The estimator's options (``coarse``, ``fine``, ``tau``, ``mode``, ``target_se``, ``ci_level``,
+    ``max_draws``, ``band_stop``), the execution's (``batch_size``, ``memory_budget``,
+    ``precision``, ``check_precision``, ``precision_tolerance``, ``compile``, ``channels_last``) over
+    :func:`explain`'s defaults, and the shared options (:func:`pdcr_lab.call.check_shared_options`).
+    The sweep runs this before anything is computed.
+
+    Parameters
+    ----------
+    options : mapping
+        Options of an :func:`explain` call.
+
+    Examples
+    --------
+    >>> from pdcr_lab.engine import check_options
+    >>> check_options({"coarse": 3, "fine": 50})
+    >>> check_options({"fine": -5})
+    Traceback (most recent call last):
+    ...
+    ValueError: fine=-5 is too small; expected an integer >= 1
+    """
+    values = {**{n: p.default for n, p in inspect.signature(explain).parameters.items()}, **options}
+    for group in (_Estimation, _Execution):
+        names = [n for n, p in inspect.signature(group.check).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        group.check(**{n: values[n] for n in names})
+    check_shared_options(options, caller="explain")
 
 
 def _estimate(passes: _Forwards, state: RoiOutcome, treatment: Any, settings: _Estimation, item_bytes: int | None,

@@ -39,17 +39,22 @@ True
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Union, get_args, get_origin, runtime_checkable
 
 import torch
 import xarray as xr
 from torch import nn
 
+from .checks import check_choice, check_float, check_int, describe
 from .rois import Roi
 from .schema import validate
 
@@ -64,6 +69,10 @@ __all__ = [
     "accepted_parameters",
     "parameter_default",
     "SUPPLIED",
+    "OptionError",
+    "register_option_check",
+    "check_device",
+    "check_annotation",
 ]
 
 #: Arguments a caller of the registry (a sweep, a study) supplies itself; entries may not fix them.
@@ -147,6 +156,72 @@ class ExplainerSpec:
         """
         params = self.parameters
         return params is None or name in params
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate options for `func` without running a model; return them over the entry's defaults.
+
+        The explainer's own checks decide, not a copy of them: each option's value is checked
+        against the annotation (or the default's type) of `func`'s parameter (an ``int`` refuses
+        ``"6"`` and ``1.5``, a ``float`` refuses NaN and Inf, a ``Literal`` refuses values it does
+        not list), then the checks registered for `func` with :func:`register_option_check` run
+        (for the built-in explainers: :func:`pdcr_lab.engine.check_options` and :func:`pdcr_lab.call.check_shared_options`,
+        which call the checks the explainers run on every call). A ``device`` option is checked
+        with :func:`check_device`.
+
+        Parameters
+        ----------
+        options : mapping
+            Keyword options for `func` (not the arguments every caller supplies: model, image, roi, ...).
+
+        Returns
+        -------
+        dict
+            The entry's defaults updated with `options` (values unchanged).
+
+        Raises
+        ------
+        OptionError
+            A ``ValueError`` (and ``TypeError``) whose ``key`` names the option (None when a
+            combination of options is refused) and whose message says what was expected.
+
+        Examples
+        --------
+        >>> from pdcr_lab.explainers import OptionError, get_explainer
+        >>> get_explainer("pdcr").check_options({"fine": 12, "tau": 0.5})
+        {'fine': 12, 'tau': 0.5}
+        >>> try:
+        ...     get_explainer("pdcr").check_options({"fine": "6"})
+        ... except OptionError as exc:
+        ...     print(exc.key, "|", exc)
+        fine | fine must be an integer, got '6'
+        """
+        merged = {**self.defaults, **dict(options)}
+        try:
+            params = inspect.signature(self.func).parameters
+        except (TypeError, ValueError):  # a callable without a signature: only its registered checks
+            params = MappingProxyType({})
+        accepted = self.parameters
+        for key in merged:
+            if accepted is not None and key not in accepted:
+                raise OptionError(f"{key!r} is not an option of {self.name!r}; its options: "
+                                  f"{sorted(accepted - set(SUPPLIED))}", key, merged[key])
+        hints = _type_hints(self.func)
+        for key, value in merged.items():
+            param = params.get(key)
+            if param is None or param.kind is inspect.Parameter.VAR_KEYWORD:
+                continue  # goes to **kwargs: the registered checks know it
+            hint = hints.get(key, param.annotation)
+            if hint is inspect.Parameter.empty:
+                hint = _default_type(param.default)
+            _option(key, value, lambda k=key, v=value, h=hint: check_annotation(k, v, h))
+        if "device" in merged:
+            _option("device", merged["device"], lambda: check_device(merged["device"]))
+        check = _OPTION_CHECKS.get(self.func)
+        if check is not None:
+            for key, value in merged.items():  # one at a time first, so that the error names its option
+                _option(key, value, lambda k=key, v=value: check({k: v}))
+            _option(None, None, lambda: check(merged))
+        return merged
 
     def explain(self, model: nn.Module, image: Any, *, roi: Roi, **options: Any) -> xr.Dataset:
         """Call the explainer with the entry's defaults under the caller's options.
@@ -379,9 +454,240 @@ def parameter_default(func: Callable[..., Any], name: str) -> Any:
     return param.default
 
 
+# -- checking options without a model -----------------------------------------------------------------
+
+
+class OptionError(ValueError, TypeError):
+    """An explainer option is refused (:meth:`ExplainerSpec.check_options`).
+
+    Both a ``ValueError`` and a ``TypeError``, so that callers catching either keep working.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and what was expected.
+    key : str, optional
+        The option (None: a combination of options).
+    value : object
+        The refused value.
+    """
+
+    def __init__(self, message: str, key: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+#: func -> check(options) registered with register_option_check.
+_OPTION_CHECKS: dict[Callable[..., Any], Callable[[Mapping[str, Any]], None]] = {}
+
+
+def register_option_check(func: Callable[..., Any], check: Callable[[Mapping[str, Any]], None]) -> None:
+    """Register the checks of `func`'s options that run without a model.
+
+    :meth:`ExplainerSpec.check_options` calls ``check(options)`` with each option alone (so that an
+    error names it) and then with all of them; `check` raises ``ValueError`` or ``TypeError`` for a
+    bad value. Options it does not know are for other checks: it must ignore them.
+
+    Parameters
+    ----------
+    func : callable
+        The explainer.
+    check : callable(mapping)
+        Validates the options (the options that are not given keep `func`'s defaults).
+
+    Examples
+    --------
+    >>> from pdcr_lab.explainers import register_option_check
+    >>> def mine(model, image, *, roi, target=None, seed=0, device=None, steps=10):
+    ...     ...
+    >>> register_option_check(mine, lambda options: check_int("steps", options.get("steps", 10), minimum=1))
+    """
+    if not callable(func) or not callable(check):
+        raise TypeError(f"func and check must be callables, got {describe(func)} and {describe(check)}")
+    _OPTION_CHECKS[func] = check
+
+
+def _option(key: str | None, value: Any, check: Callable[[], Any]) -> None:
+    try:
+        check()
+    except OptionError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise OptionError(str(exc), key, value) from None
+
+
+def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: the defaults' types are used instead
+        return {}
+
+
+def _default_type(default: Any) -> Any:
+    """What a parameter without an annotation takes, judged from its default (None: anything)."""
+    for kind in (bool, int, float, str):
+        if type(default) is kind:
+            return kind
+    return Any
+
+
+def _union_members(hint: Any) -> tuple[Any, ...]:
+    if get_origin(hint) in (Union, types.UnionType):
+        return get_args(hint)
+    return (hint,)
+
+
+def _is_number(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value` is of the type `hint` (hints this cannot judge accept everything)."""
+    import numpy as np
+
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any or isinstance(hint, (str, typing.TypeVar, typing.ForwardRef)):
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, member) for member in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is None or hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if hint is float:
+        return _is_number(value) and math.isfinite(float(value))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return not args or (len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args)))
+    if origin in (list, collections.abc.Sequence) or hint in (list, tuple, collections.abc.Sequence):
+        item = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    if origin is collections.abc.Callable or hint is collections.abc.Callable:
+        return callable(value)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _expected(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_expected(member) for member in get_args(hint)))
+    if origin is Literal:
+        return f"one of {list(get_args(hint))}"
+    named = {bool: "True or False", int: "an integer", float: "a finite number", str: "a string",
+             type(None): "None", None: "None"}
+    if hint in named:
+        return named[hint]
+    if origin is tuple or origin in (list, collections.abc.Sequence) or hint in (list, tuple):
+        return "a list"
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return "a mapping"
+    if origin is collections.abc.Callable:
+        return "a callable"
+    name = getattr(hint, "__name__", str(hint))
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def check_annotation(name: str, value: Any, hint: Any) -> Any:
+    """`value` if it is of the annotated type `hint`, else an error in the words of :mod:`pdcr_lab.checks`.
+
+    Parameters
+    ----------
+    name : str
+        The option, for the message.
+    value : object
+        What was given.
+    hint : type annotation
+        The parameter's (resolved) annotation: ``int``, ``float``, ``bool``, ``str``, a
+        ``Literal``, a union, ``tuple[...]``, a class; anything it cannot judge is accepted.
+
+    Examples
+    --------
+    >>> from typing import Literal
+    >>> check_annotation("coarse", 3, int)
+    3
+    >>> check_annotation("tau", float("nan"), float)
+    Traceback (most recent call last):
+    ...
+    ValueError: tau=nan must be finite
+    >>> check_annotation("mode", "fast", Literal["paper", "adaptive"])
+    Traceback (most recent call last):
+    ...
+    ValueError: mode='fast' is not supported; expected one of ['paper', 'adaptive']
+    """
+    if _fits(value, hint):
+        return value
+    members = _union_members(hint)
+    if float in members and _is_number(value):
+        check_float(name, value)  # NaN or Inf: its message
+    if set(members) <= {int, type(None)} and isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_int(name, value)  # a float for an integer: its message
+    literals = [a for m in members if get_origin(m) is Literal for a in get_args(m)]
+    if literals and all(get_origin(m) is Literal or m is type(None) for m in members) and value is not None:
+        check_choice(name, value, literals)
+    raise TypeError(f"{name} must be {_expected(hint)}, got {describe(value)}")
+
+
+def check_device(device: Any) -> torch.device:
+    """The device an explainer would run on, checked the way every explainer checks it, without a model.
+
+    Calls :func:`pdcr_lab.call.resolve_device` (unknown names, ``meta``, CUDA devices this machine
+    does not have are refused).
+
+    Parameters
+    ----------
+    device : str or torch.device
+        What a caller asks for.
+
+    Examples
+    --------
+    >>> from pdcr_lab.explainers import check_device
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("banana")
+    Traceback (most recent call last):
+    ...
+    ValueError: device='banana' is not a device torch knows (...); expected e.g. 'cpu' or 'cuda:0'
+    """
+    from .adapters import ModelAdapter
+    from .call import resolve_device
+
+    if device is None:
+        raise TypeError("device must be a string such as 'cpu' or 'cuda:0' or a torch.device, got None")
+    return resolve_device(device, ModelAdapter(nn.Identity()))
+
+
+def _keyword_checks(func: Callable[..., Any], caller: str) -> Callable[[Mapping[str, Any]], None]:
+    """The checks of an explainer whose ``**reading`` takes the shared options (the baselines)."""
+    named = set(inspect.signature(func).parameters)
+
+    def check(options: Mapping[str, Any]) -> None:
+        from .call import check_reading, check_shared_options
+
+        check_reading(caller, {k: v for k, v in options.items() if k not in named})  # unknown names
+        check_shared_options(options, caller=caller)
+
+    return check
+
+
 def _register_builtins() -> None:
     from .baselines import gradcam, misure, occlusion, random_scores, rise
+    from .call import check_shared_options
     from .components import explain_components
+    from .engine import check_options as check_explain_options
     from .engine import explain
 
     blocks = "input blocks"
@@ -410,6 +716,12 @@ def _register_builtins() -> None:
                        description="PdCR on layers, channel groups or feature cells (donor activations)")
     register_explainer("random", random_scores, support_sign=1, multi_roi=True, perturbs="nothing",
                        description="a random map: the control every faithfulness score must beat")
+    register_option_check(explain, check_explain_options)
+    for func, caller in ((gradcam, "gradcam"), (misure, "misure"), (occlusion, "occlusion"), (rise, "rise"),
+                         (random_scores, "random_scores")):
+        register_option_check(func, _keyword_checks(func, caller))
+    register_option_check(explain_components,
+                          lambda options: check_shared_options(options, caller="explain_components"))
 
 
 _register_builtins()

@@ -228,3 +228,62 @@ def test_real_ham10000_image():
     # The lesion is darker than the skin.
     brightness = data.images("all")[0].mean(0)
     assert float(brightness[mask].mean()) < float(brightness[~mask].mean())
+
+
+# -- 16-bit files: one scale for every image ---------------------------------------------------------
+def _ramp(peak: int, shape=(16, 20)) -> np.ndarray:
+    return np.linspace(0, peak, shape[0] * shape[1]).round().astype(np.uint16).reshape(shape)
+
+
+def _write_16bit_folder(root: Path, peaks: dict[str, int], ext: str) -> dict[str, np.ndarray]:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    arrays = {}
+    for name, peak in peaks.items():
+        arrays[name] = _ramp(peak)
+        Image.fromarray(arrays[name]).save(root / "images" / f"{name}{ext}")
+        assert Image.open(root / "images" / f"{name}{ext}").mode.startswith("I;16")  # really a 16-bit file
+        mask = np.zeros(arrays[name].shape, dtype=np.uint8)
+        mask[4:10, 5:15] = 255
+        Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+    return arrays
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_images_keep_their_relative_brightness(tmp_path, ext):
+    arrays = _write_16bit_folder(tmp_path, {"dim": 200, "bright": 40000}, ext)
+    data = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", pattern=f"*{ext}", explain_ids=["dim"])
+    images, ids = data.images("all"), data.ids("all")
+    assert images.dtype == torch.float32 and images.shape[1] == 1
+    for name, array in arrays.items():  # uint16 / 65535, not each image by its own range
+        np.testing.assert_allclose(images[ids.index(name), 0].numpy(), array / 65535.0, rtol=0, atol=1e-7)
+    dim, bright = (float(images[ids.index(n)].max()) for n in ("dim", "bright"))
+    assert dim == pytest.approx(200 / 65535) and bright == pytest.approx(40000 / 65535)
+    assert {m["scaling"] for m in data.metadata("all")} == {"uint16 / 65535"}
+    assert data.info["scaling"] == "dtype"
+    bank = float(data.bank.blocks.max())  # cut from "bright" only, on the same scale (not 1.0)
+    assert 0.3 < bank <= 40000 / 65535 + 1e-6
+
+
+def test_16bit_scaling_can_be_chosen_and_mixes_with_8bit(tmp_path):
+    _write_16bit_folder(tmp_path, {"dim": 200, "bright": 40000}, ".png")
+    own = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling="image")
+    assert [float(own.images("all")[k].max()) for k in range(2)] == [1.0, 1.0]
+    assert own.info["scaling"] == "image"
+    assert own.metadata("all")[own.ids("all").index("dim")]["scaling"] == "per image: (x - 0) / (200 - 0)"
+    fixed = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling=(0, 50000))
+    assert float(fixed.images("all")[fixed.ids("all").index("dim")].max()) == pytest.approx(200 / 50000)
+    assert fixed.metadata("all")[0]["scaling"] == "(x - 0) / (50000 - 0)"
+    with pytest.raises(ValueError, match=r"image file '.*bright.png' has values in \[0, 40000\], outside scaling=\(0, 1000\)"):
+        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling=(0, 1000))
+    with pytest.raises(ValueError, match=r"scaling=\(5, 5\) must be 'dtype', 'image' or a \(low, high\) pair with low < high"):
+        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling=(5, 5))
+    # an 8-bit file beside 16-bit ones: each by its own dtype's range, one float32 stack
+    Image.fromarray(np.full((16, 20), 255, dtype=np.uint8)).save(tmp_path / "images" / "eight.png")
+    Image.open(tmp_path / "masks" / "dim.png").save(tmp_path / "masks" / "eight.png")
+    mixed = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks")
+    by_id = dict(zip(mixed.ids("all"), mixed.images("all")))
+    assert float(by_id["eight"].max()) == 1.0 and float(by_id["dim"].max()) == pytest.approx(200 / 65535)
+    assert {m["image"]: m["scaling"] for m in mixed.metadata("all")}["eight.png"] == "uint8 / 255"
+    resized = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", size=8)
+    assert float(resized.images("all")[resized.ids("all").index("dim")].max()) <= 200 / 65535 + 1e-7

@@ -239,3 +239,27 @@ def test_unknown_names_and_import_paths():
         get_explainer("nope")
     spec = get_explainer("pdcr_lab.baselines:rise")
     assert spec.func is get_explainer("rise").func and spec.support_sign == 0
+
+
+@pytest.mark.parametrize(
+    "name, options, error, match",
+    [
+        ("pdcr", {"fine": -5}, ValueError, r"fine=-5 is too small; expected an integer >= 1"),
+        ("pdcr", {"fine": "6"}, TypeError, r"fine"),
+        ("pdcr", {"tau": float("nan")}, ValueError, r"tau"),
+        ("pdcr", {"device": "banana"}, ValueError, r"device='banana'"),
+        ("pdcr", {"mode": "fast"}, ValueError, r"mode='fast' is not supported"),
+        ("rise", {"n_masks": 1.5}, TypeError, r"n_masks"),
+        ("gradcam", {"outcome": "dcie"}, ValueError, r"outcome='dcie' is not supported"),
+        ("components", {"value_range": (1, 0)}, ValueError, r"value_range=\(1, 0\) must have low < high"),
+    ],
+)
+def test_options_are_checked_without_running_anything(name, options, error, match):
+    with pytest.raises(error, match=match):
+        get_explainer(name).check_options(options)
+
+
+def test_good_options_pass_the_checks():
+    for name in list_explainers():
+        get_explainer(name).check_options({"block": 4})
+    get_explainer("pdcr").check_options({"fine": 6, "tau": 0.0, "mode": "adaptive", "device": "cpu"})

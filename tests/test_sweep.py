@@ -70,7 +70,7 @@ def assert_same_store(a: Path, b: Path) -> None:
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=logging.CRITICAL) as cluster, Client(cluster) as c:
         yield c
 
@@ -251,7 +251,8 @@ def no_cluster(monkeypatch):
         ({"rois": [[8, 8, 8, 8], [28, 24, 8, 8]]}, r"^datasets\[0\] \('blobs'\): RoI \[28, 24, 8, 8\] .*outside the 32x32 image"),
         ({"methods": {"pdcr": {"corse": 3}}}, r"^methods\.pdcr: unknown parameter\(s\) \['corse'\]"),
         ({"methods": {"shap": {}}}, r"^methods\.shap: unknown (method|explainer) 'shap'; registered: \["),
-        ({"methods": {"blur": {"method": "pdcr", "intervention": "blurr"}}}, r"^methods\.blur: intervention='blurr' is not supported"),
+        ({"methods": {"blur": {"method": "pdcr", "intervention": "blurr"}}},
+         r"^methods\[0\]\.params\.intervention \('blur', method 'pdcr'\): intervention='blurr' is not supported"),
         ({"methods": {"pdcr": {"seed": 3}}}, r"^methods\.pdcr: parameter\(s\) \['seed'\] are set by the sweep"),
         ({"models": [{"name": "x", "factory": "pdcr_lab.sweep.toys:tiny_cnn", "options": {"channels": 1}}]},
          r"^models\[0\] \('x'\) on datasets\[0\] \('blobs'\): the images have 3 channels"),
@@ -460,7 +461,7 @@ def test_cli_subcommand_and_dry_run(tmp_path, capsys):
     args = cli.build_parser().parse_args(["sweep", str(cfg), "--store", "x.zarr", "--scheduler", "tcp://h:8786", "--workers", "3"])
     assert (args.scheduler, args.workers, args.store) == ("tcp://h:8786", 3, Path("x.zarr"))
     assert cli.main(["sweep", str(cfg), "--store", str(tmp_path / "s.zarr"), "--dry-run"]) == 0
-    assert f"config OK: {N_TASKS} tasks" in capsys.readouterr().out
+    assert "config OK: 2 model(s) x 1 dataset(s) x 2 method(s); store " in capsys.readouterr().out
     assert not (tmp_path / "s.zarr").exists()
     assert cli.main(["sweep", str(cfg), "--store", str(tmp_path / "s.nc"), "--dry-run"]) == 2
     assert "must end with .zarr" in capsys.readouterr().err
@@ -534,3 +535,257 @@ def test_baselines_run_as_sweep_methods_in_process(tmp_path):
     np.testing.assert_array_equal(ds.sel({"model": "tiny_a", "image": 0, "method": "gradcam"}).isel(dataset=0).ate.values,
                                   first.ate.values)
     assert np.isnan(ds.ci_low.sel({"method": "gradcam"}).values).all()  # gradcam has no intervals
+
+
+# -- issue 15: nothing exposed, no silent wrong answers -------------------------------------------------
+
+
+def _listening() -> set[tuple[str, int]]:
+    """TCP sockets this process and its children listen on."""
+    import psutil
+
+    me = psutil.Process()
+    found = set()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            found |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_local_cluster_listens_on_localhost_only():
+    before = _listening()
+    with _driver._connect(None, None, 1, None, 1, lambda m: None) as local:
+        opened = _listening() - before
+        info = local.scheduler_info()
+        addresses = [info["address"], *info["workers"]] + [w["nanny"] for w in info["workers"].values() if w.get("nanny")]
+    assert opened, "the local cluster opened no socket"
+    assert {ip for ip, _ in opened} == {"127.0.0.1"}, sorted(opened)
+    assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+    before = _listening()
+    with _driver.local_cluster(1, processes=False, dashboard=0):  # threads, and a dashboard asked for
+        opened = _listening() - before
+    assert opened and {ip for ip, _ in opened} == {"127.0.0.1"}, sorted(opened)
+
+
+def test_dashboard_is_off_by_default_and_on_localhost_when_asked(tmp_path):
+    pytest.importorskip("bokeh")
+    assert _driver.dashboard_address("8787") == "127.0.0.1:8787"
+    assert _driver.dashboard_address(":0") == "127.0.0.1:0"
+    with pytest.raises(ConfigError, match=r"dashboard='x:y' is not \[ADDRESS:\]PORT"):
+        _driver.dashboard_address("x:y")
+    cfg = config(models=CONFIG["models"][:1], methods={"zero": {}}, probe=False)
+    cfg["datasets"] = [dict(CONFIG["datasets"][0], images=1)]
+    seen = []
+
+    def log(message):
+        seen.append((message, _listening()))
+
+    summary = run_sweep(cfg, tmp_path / "d.zarr", workers=1, progress=False, log=log, dashboard="0")
+    assert summary.complete and summary.dashboard.startswith("http://127.0.0.1:")
+    port = int(summary.dashboard.split(":")[2].split("/")[0])
+    shown = next(sockets for message, sockets in seen if message == f"dask dashboard: {summary.dashboard}")
+    assert ("127.0.0.1", port) in shown  # what is printed is what is bound
+    listening = next(m for m, _ in seen if m.startswith("local dask cluster listening on "))
+    assert "127.0.0.1:" in listening and "0.0.0.0" not in listening
+    seen.clear()
+    summary = run_sweep(cfg, tmp_path / "e.zarr", workers=1, progress=False, log=log)
+    assert summary.dashboard is None
+    assert any(m.startswith("dask dashboard: off") for m, _ in seen)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"fine": -5}, r"methods\[0\]\.params\.fine \('pdcr', method 'pdcr'\): fine=-5 is too small; expected an integer >= 1"),
+        ({"fine": "6"}, r"methods\[0\]\.params\.fine \('pdcr', method 'pdcr'\): fine must be an integer, got '6'"),
+        ({"fine": 1.5}, r"methods\[0\]\.params\.fine .*: fine must be an integer, got 1\.5"),
+        ({"tau": float("nan")}, r"methods\[0\]\.params\.tau .*: tau=nan must be finite"),
+        ({"mode": "fast"}, r"methods\[0\]\.params\.mode .*: mode='fast' is not supported; expected one of \['paper', 'adaptive'\]"),
+        ({"ci_level": 1.5}, r"methods\[0\]\.params\.ci_level .*: ci_level=1\.5 must be between 0 and 1"),
+        ({"threshold": "high"}, r"methods\[0\]\.params\.threshold .*: threshold must be a (finite )?number, got 'high'"),
+        ({"mode": "adaptive", "max_draws": 2}, r"methods\[0\]\.params \('pdcr', method 'pdcr'\): max_draws=2 is below"),
+    ],
+)
+def test_method_parameters_are_checked_by_the_explainer_before_any_work(no_cluster, tmp_path, params, message):
+    store = tmp_path / "bad.zarr"
+    with pytest.raises(ConfigError, match="^" + message):
+        run_sweep(config(methods={"pdcr": params}), store, progress=False, log=lambda m: None)
+    assert not store.exists()
+
+
+def test_bad_method_parameters_and_device_fail_the_dry_run_naming_the_file(tmp_path, capsys):
+    from pdcr_lab import cli
+
+    for name, text, expected in [
+        ("nan.yaml", "methods:\n  pdcr: {coarse: 3, fine: 12, tau: .nan}\n", r"methods\[0\]\.params\.tau \('pdcr', method 'pdcr'\): tau=nan must be finite"),
+        ("str.yaml", "methods:\n  pdcr: {fine: '6'}\n", r"methods\[0\]\.params\.fine .*: fine must be an integer, got '6'"),
+        ("neg.yaml", "methods:\n  zero: {}\n  pdcr: {fine: -5}\n", r"methods\[1\]\.params\.fine .*: fine=-5 is too small"),
+        ("dev.yaml", "methods: {zero: {}}\ndevice: banana\n", r"device: device='banana' is not a device torch knows"),
+        ("gpu.yaml", "methods: {zero: {}}\ndevice: meta\n", r"device: device='meta' holds no data"),
+    ]:
+        base = {k: v for k, v in config().items() if k != "methods"}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(base) + text)
+        assert cli.main(["sweep", str(path), "--store", str(tmp_path / "s.zarr"), "--dry-run"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"pdcr-lab sweep: error: config {str(path.resolve())!r}: "), err
+        assert __import__("re").search(expected, err), (name, err)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_check_options_uses_the_explainers_own_checks():
+    from pdcr_lab.explainers import OptionError, get_explainer
+
+    pdcr = get_explainer("pdcr")
+    assert pdcr.check_options({"fine": 12, "tau": 1}) == {"fine": 12, "tau": 1}
+    assert get_explainer("occlusion_blur").check_options({}) == {"occluder": "blur"}
+    for options, key, message in [
+        ({"fine": True}, "fine", "fine must be an integer, got True"),
+        ({"precision": "float64"}, "precision", "precision='float64' is not supported"),
+        ({"activation": "relu"}, "activation", "activation='relu' is not supported"),
+        ({"normalize": [[0.5], [0.0]]}, "normalize", "normalize std must be positive"),
+        ({"value_range": [1, 0]}, "value_range", r"value_range=\(1, 0\) must have low < high"),
+        ({"outcome": "dcie"}, "outcome", "outcome='dcie' is not supported"),
+        ({"device": "banana"}, "device", "device='banana' is not a device torch knows"),
+        ({"corse": 3}, "corse", "'corse' is not an option of 'pdcr'"),
+    ]:
+        with pytest.raises(OptionError, match=message) as info:
+            pdcr.check_options(options)
+        assert info.value.key == key and isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+    rise = get_explainer("rise")
+    with pytest.raises(OptionError, match=r"rise\(\) got unexpected keyword arguments \['nope'\]"):
+        rise.check_options({"nope": 1})
+    with pytest.raises(OptionError, match="n_masks must be an integer, got '5'"):
+        rise.check_options({"n_masks": "5"})
+
+
+# -- --overwrite --------------------------------------------------------------------------------------------
+
+
+def _fingerprint(store: Path) -> str:
+    import zarr
+
+    return zarr.open_group(store=str(store), mode="r").attrs["sweep_fingerprint"]
+
+
+def test_overwrite_replaces_a_sweep_store_after_validation(client, tmp_path):
+    store = tmp_path / "s.zarr"
+    _store.prepare(store, plan_sweep(config(probe=False), store))
+    old = _fingerprint(store)
+    small = config(probe=False, seed=8, models=CONFIG["models"][:1], methods={"zero": {}})
+    with pytest.raises(ConfigError, match="holds a different sweep .*or start it afresh with --overwrite"):
+        run_sweep(small, store, client=client, progress=False, log=lambda m: None)
+    bad = dict(small, methods={"pdcr": {"fine": -5}})
+    with pytest.raises(ConfigError, match=r"fine=-5"):  # a bad config never touches the old store
+        run_sweep(bad, store, client=client, progress=False, log=lambda m: None, overwrite=True)
+    assert _fingerprint(store) == old
+    messages = []
+    summary = run_sweep(small, store, client=client, progress=False, log=messages.append, overwrite=True)
+    assert summary.complete and summary.computed == 4 and summary.skipped == 0
+    assert _fingerprint(store) == plan_sweep(small, store).fingerprint != old
+    assert "(replaced)" in messages[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]  # no temporaries left
+    assert pdcr_lab.load(store).sizes["model"] == 1
+
+
+def test_overwrite_is_atomic(tmp_path, monkeypatch):
+    store = tmp_path / "s.zarr"
+    _store.prepare(store, plan_sweep(config(probe=False), store))
+    old = _fingerprint(store)
+    plan = plan_sweep(config(probe=False, seed=8), store)
+
+    def half_built(_plan):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_store, "_template", half_built)
+    with pytest.raises(OSError, match="disk full"):
+        _store.prepare(store, plan, overwrite=True)
+    assert _fingerprint(store) == old and _store.done_mask(store).shape[0] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
+
+
+def test_overwrite_refuses_what_is_not_a_sweep_store(no_cluster, tmp_path, capsys):
+    import zarr
+
+    from pdcr_lab import cli
+
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(yaml.safe_dump(config(probe=False)))
+    plain = tmp_path / "plain.zarr"
+    plain.mkdir()
+    (plain / "thesis.tex").write_text("precious")
+    other = tmp_path / "other.zarr"
+    zarr.open_group(store=str(other), mode="w", attributes={"made_by": "someone"})
+    fake = tmp_path / "fake.zarr"  # sweep attributes, but it holds a file a sweep store does not
+    _store.prepare(fake, plan_sweep(config(probe=False), fake))
+    (fake / "notes.txt").write_text("mine")
+    link = tmp_path / "link.zarr"
+    link.symlink_to(fake)
+    for where, message in [(plain, "is not a sweep store"), (other, "not a sweep store made by pdcr_lab"),
+                           (fake, r"holds \['notes.txt'\], which a sweep store does not"), (link, "is a link")]:
+        for extra in (["--dry-run"], []):
+            assert cli.main(["sweep", str(cfg), "--store", str(where), "--overwrite", *extra]) == 2, (where, extra)
+            assert __import__("re").search(message, capsys.readouterr().err), (where, extra)
+    assert (plain / "thesis.tex").read_text() == "precious" and (fake / "notes.txt").read_text() == "mine"
+    assert zarr.open_group(store=str(other), mode="r").attrs["made_by"] == "someone"
+
+
+# -- dry runs call nothing ------------------------------------------------------------------------------
+
+
+MARKER_FACTORIES = """
+from pathlib import Path
+
+from pdcr_lab.sweep.toys import blobs, tiny_cnn
+
+
+def model(marker, seed=1):
+    Path(marker).write_text("called")
+    return tiny_cnn(seed=seed)
+
+
+def data(marker, n=4):
+    Path(marker).write_text("called")
+    return blobs(n=n, size=32)
+"""
+
+
+def test_dry_run_imports_and_checks_factories_but_calls_none(tmp_path, monkeypatch, capsys):
+    from pdcr_lab import cli
+
+    (tmp_path / "marker_factories.py").write_text(MARKER_FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    called = {k: tmp_path / f"{k}_called" for k in ("model", "data", "system")}
+    cfg = config(models=[{"name": "m", "factory": "marker_factories:model", "options": {"marker": str(called["model"])}},
+                         {"name": "s", "factory": "os:system", "options": {"command": f"touch {called['system']}"}}],
+                 datasets=[{"name": "d", "factory": "marker_factories:data", "options": {"marker": str(called["data"])}}])
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["sweep", str(path), "--store", str(tmp_path / "s.zarr"), "--dry-run"]) == 0
+    assert "config OK" in capsys.readouterr().out
+    assert not any(p.exists() for p in called.values())
+    assert not (tmp_path / "s.zarr").exists()
+    # Signatures are checked without a call: options a factory does not take are refused.
+    for change, message in [
+        ({"models": [{"name": "m", "factory": "marker_factories:model", "options": {"marker": "x", "depth": 2}}]},
+         r"models\[0\] \('m'\): 'factory marker_factories:model' cannot be called with options \['depth', 'marker'\]"),
+        ({"models": [{"name": "s", "factory": "os:system"}]}, r"models\[0\] \('s'\): 'factory os:system' cannot be called"),
+        ({"datasets": [{"name": "d", "factory": "marker_factories:data", "options": {"size": 8}}]},
+         r"datasets\[0\] \('d'\): 'factory marker_factories:data' cannot be called with options \['size'\]"),
+        ({"methods": {"m": {"method": "marker_factories:model"}}}, r"methods\.m: .* cannot be called as an explainer"),
+    ]:
+        path.write_text(yaml.safe_dump(dict(cfg, **change)))
+        assert cli.main(["sweep", str(path), "--store", str(tmp_path / "s.zarr"), "--dry-run"]) == 2
+        assert __import__("re").search(message, capsys.readouterr().err), change
+    assert not any(p.exists() for p in called.values())
+
+
+def test_sweep_docs_say_configs_are_code():
+    import pdcr_lab.sweep
+
+    assert "a sweep config is code" in pdcr_lab.sweep.__doc__.lower()
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Sweeps on dask.distributed"):]
+    assert "Sweep configs are code" in section and "Run only configs you trust" in section

@@ -197,3 +197,84 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "vm_unet" in out and "untrained" in out
     assert main(["zoo", "benchmark", "--root", str(tmp_path)]) == 0
+
+
+# --- manifests and recipes are checked before anything is loaded or built --------------------------
+
+def _manifest(root, entries):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.json").write_text(json.dumps({"format": 1, "models": entries}))
+    return root / "manifest.json"
+
+
+def test_checkpoint_outside_the_zoo_folder_is_refused(tmp_path):
+    import re
+
+    shipped = MANIFEST["lesions/segnet"]
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes((zoo.zoo_dir() / shipped["file"]).read_bytes())
+    root = tmp_path / "zoo"
+    (root / "lesions").mkdir(parents=True)
+    (root / "lesions" / "link.pt").symlink_to(outside)
+    for file, message in [("../elsewhere.pt", "climbs out of the zoo folder"), (str(outside), "is an absolute path"),
+                          ("lesions/../../elsewhere.pt", "climbs out of the zoo folder"),
+                          ("lesions/link.pt", "outside the zoo folder")]:
+        manifest = _manifest(root, {"lesions/segnet": {"file": file, "sha256": shipped["sha256"]}})
+        with pytest.raises(ValueError, match=re.escape(f"zoo manifest {str(manifest)!r}: models['lesions/segnet'].file=") + ".*" + message):
+            zoo.load("segnet", "lesions", root=root)
+    # inside the folder (a sub-folder, or a link that stays inside) it loads
+    (root / "lesions" / "segnet.pt").write_bytes(outside.read_bytes())
+    _manifest(root, {"lesions/segnet": {"file": "lesions/segnet.pt", "sha256": shipped["sha256"]}})
+    model, meta = zoo.load("segnet", "lesions", root=root)
+    assert meta["sha256"] == shipped["sha256"]
+
+
+def test_corrupt_or_malformed_manifest_names_the_file(tmp_path):
+    import re
+
+    path = tmp_path / "manifest.json"
+    path.write_text('{"format": 1,\n "models": {"lesions/unet": }}')
+    where = re.escape(f"zoo manifest {str(path)!r}")
+    with pytest.raises(ValueError, match=where + " is not valid JSON: Expecting value at line 2, column 29"):
+        zoo.load("unet", "lesions", root=tmp_path)
+    with pytest.raises(ValueError, match=where + " is not valid JSON"):
+        zoo.trained("lesions", root=tmp_path)
+    for models, message in [([], "must be a JSON object with a 'models' object"),
+                            ({"unet": {}}, r"model key 'unet' is not '<dataset>/<name>'"),
+                            ({"lesions/unet": {"sha256": "0" * 64}}, r"models\['lesions/unet'\]\.file must be a non-empty path"),
+                            ({"lesions/unet": {"file": "lesions/unet.pt", "sha256": "abc"}},
+                             r"models\['lesions/unet'\]\.sha256 must be 64 lower-case hex digits")]:
+        path.write_text(json.dumps({"format": 1, "models": models}))
+        with pytest.raises(ValueError, match=where + ".*" + message):
+            zoo.read_manifest(tmp_path)
+
+
+def _checkpoint(root, kwargs):
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {}, "recipe": {"kwargs": kwargs}, "metadata": {}}, buffer)
+    (root / "lesions").mkdir(parents=True, exist_ok=True)
+    (root / "lesions" / "segnet.pt").write_bytes(buffer.getvalue())
+    _manifest(root, {"lesions/segnet": {"file": "lesions/segnet.pt", "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"channels": [65536, 16, 32, 64]}, r"build option channels=\[65536, 16, 32, 64\] of 'segnet' holds 65536; integer build options are at most 1024"),
+    ({"channels": [1024, 1024, 1024, 1024]}, r"'segnet' built from options .* has [\d,]+ parameters; at most 20,000,000 are allowed"),
+    ({"channels": list(range(1, 40))}, r"build option channels= of 'segnet' has 39 entries; at most 16"),
+])
+def test_absurd_recipe_is_refused_before_the_model_is_built(tmp_path, monkeypatch, kwargs, message):
+    _checkpoint(tmp_path, kwargs)
+    with pytest.raises(ValueError, match=r"^checkpoint '.*segnet\.pt': " + message):
+        zoo.load("segnet", "lesions", root=tmp_path)
+
+
+def test_shipped_recipes_are_within_the_documented_bounds():
+    from pdcr_lab.zoo import _store  # the bounds are not exported by pdcr_lab.zoo yet
+
+    for name in NAMES:
+        count = _store.check_recipe_size(name, zoo.RECIPES[name].kwargs)
+        assert 30_000 <= count <= _store.MAX_PARAMETERS
+    assert "MAX_PARAMETERS" in _store.__doc__ and "meta" in _store.__doc__

@@ -19,7 +19,7 @@ import torch
 from ..checks import check_choice, check_int
 from ..banks import PatchBank
 from ._data import SegmentationData, build_bank
-from ._io import read_image, read_mask, resize_pair
+from ._io import Scaling, check_scaling, read_mask, read_scaled, resize_pair
 
 __all__ = ["FolderDataset", "Pair", "assemble", "folder_pairs", "from_pairs", "list_files", "seeded_split"]
 
@@ -137,18 +137,33 @@ def seeded_split(ids: Sequence[str], seed: int, force_test: Iterable[str] = ()) 
     }
 
 
-def _read_pairs(pairs: Sequence[Pair], size: int | None, on_error: OnError, meta: MetaFn) -> tuple:
+def _stack(images: list[np.ndarray]) -> torch.Tensor:
+    """One (N, C, H, W) stack: uint8 when every image is (8-bit files), else float32 in [0, 1]."""
+    if all(image.dtype == np.uint8 for image in images):
+        return torch.from_numpy(np.stack(images))
+    return torch.from_numpy(np.stack([image / np.float32(255) if image.dtype == np.uint8 else image
+                                      for image in images]).astype(np.float32))
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    """Stored images as float32 in [0, 1] (uint8 is stored as 0..255)."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
+def _read_pairs(pairs: Sequence[Pair], size: int | None, on_error: OnError, meta: MetaFn,
+                scaling: Scaling = "dtype") -> tuple:
     if not pairs:  # an empty split of a tiny folder: channel count unknown, keep the rank
         return (torch.zeros((0, 0, 0, 0), dtype=torch.uint8), torch.zeros((0, 0, 0), dtype=torch.bool)), [], []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     kept: list[Pair] = []
+    scaled: list[str] = []
     problems: list[str] = []
     for pair in pairs:
         try:
             if not pair.mask.is_file():
                 raise FileNotFoundError(f"no mask for image {str(pair.image)!r}: expected {str(pair.mask)!r}")
-            image, mask = read_image(pair.image), read_mask(pair.mask)
+            (image, how), mask = read_scaled(pair.image, scaling), read_mask(pair.mask)
             if image.shape[:2] != mask.shape:
                 raise ValueError(
                     f"image {str(pair.image)!r} is {image.shape[0]}x{image.shape[1]} (HxW) but its mask "
@@ -168,15 +183,16 @@ def _read_pairs(pairs: Sequence[Pair], size: int | None, on_error: OnError, meta
         images.append(image)
         masks.append(mask)
         kept.append(pair)
+        scaled.append(how)
     if problems:
         warnings.warn(f"skipped {len(problems)} bad image/mask pair(s):\n  " + "\n  ".join(problems), stacklevel=4)
     if not kept:
         raise ValueError(f"none of the {len(pairs)} image/mask pairs could be read (all skipped)")
     ids = [p.id for p in kept]
     return (
-        (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))),
+        (_stack(images), torch.from_numpy(np.stack(masks))),
         ids,
-        [dict(meta(i), image=p.image.name, mask=p.mask.name) for i, p in zip(ids, kept)],
+        [dict(meta(i), image=p.image.name, mask=p.mask.name, scaling=how) for i, p, how in zip(ids, kept, scaled)],
     )
 
 
@@ -191,6 +207,7 @@ def assemble(
     explain_ids: Iterable[str] | None,
     meta: MetaFn,
     info: dict[str, Any],
+    scaling: Scaling = "dtype",
 ) -> SegmentationData:
     """Read the `wanted` splits of `layout` eagerly; the bank is read lazily.
 
@@ -217,12 +234,16 @@ def assemble(
     meta : callable(image_id) -> dict
         Per-image metadata (the file names are added).
     info : dict
-        Loader description, completed with the name, size, seed, split sizes and policy.
+        Loader description, completed with the name, size, seed, split sizes, policy and scaling.
+    scaling : {"dtype", "image"} or (low, high)
+        How pixel values become [0, 1] (see :func:`FolderDataset`); each image's own scaling is in
+        its metadata (``"scaling"``).
     """
     on_error = check_choice("on_error", on_error, ("raise", "skip"))
+    scaling = check_scaling(scaling)
     arrays, ids, metas = {}, {}, {}
     for split in wanted:
-        arrays[split], ids[split], metas[split] = _read_pairs(layout[split], size, on_error, meta)
+        arrays[split], ids[split], metas[split] = _read_pairs(layout[split], size, on_error, meta, scaling)
     excluded = set(explain_ids or ())
     source_splits = ["train"] if "train" in layout else list(layout)
     bank_source: Callable[[], PatchBank] | None = None
@@ -235,15 +256,16 @@ def assemble(
                     split_images, split_ids = arrays[split][0], ids[split]
                 else:
                     pairs = [p for p in layout[split] if p.id not in excluded]
-                    (split_images, _), split_ids, _ = _read_pairs(pairs, size, on_error, meta)
+                    (split_images, _), split_ids, _ = _read_pairs(pairs, size, on_error, meta, scaling)
                 keep = [k for k, i in enumerate(split_ids) if i not in excluded]
-                images.append(split_images[keep])
+                images.append(_unit(split_images[keep]))
                 names += [split_ids[k] for k in keep]
-            stacked = torch.cat(images).float() / 255.0
+            stacked = torch.cat(images)
             return build_bank(stacked, names, seed, dataset=name, split="+".join(source_splits))
 
     sizes = {s: len(ids[s]) for s in wanted}
-    info = dict(info, name=name, size=size, seed=seed, splits=sizes, on_error=on_error)
+    info = dict(info, name=name, size=size, seed=seed, splits=sizes, on_error=on_error,
+                scaling=list(scaling) if isinstance(scaling, tuple) else scaling)
     return SegmentationData(name, arrays, ids, metas, info, bank_source)
 
 
@@ -264,6 +286,7 @@ def FolderDataset(
     on_error: OnError = "raise",
     seed: int = 0,
     name: str = "folder",
+    scaling: Scaling = "dtype",
 ) -> SegmentationData:
     """Load a folder of images with binary masks (a user's own data).
 
@@ -294,6 +317,13 @@ def FolderDataset(
         Seed of the bank draw.
     name : str
         Dataset name.
+    scaling : {"dtype", "image"} or (low, high)
+        How pixel values become [0, 1], one rule for every image. ``"dtype"``: divided by the
+        file's dtype range (8-bit / 255, 16-bit / 65535), so images keep their relative
+        brightness. ``"image"``: each image's own min..max -> 0..1 (a per-image normalisation).
+        ``(low, high)``: low -> 0 and high -> 1 for every image (e.g. ``(0, 4095)`` for 12-bit
+        data stored in 16-bit files). Recorded in ``info["scaling"]`` and per image in
+        ``metadata(split)[i]["scaling"]``.
 
     Returns
     -------
@@ -305,7 +335,7 @@ def FolderDataset(
     masks_dir = Path(masks_dir) if masks_dir is not None else images_dir
     pairs = folder_pairs(images_dir, masks_dir, pattern, mask_suffix + mask_ext)
     return from_pairs(name, pairs, size=size, split_seed=split_seed, explain_ids=explain_ids,
-                      on_error=on_error, seed=seed, meta=_no_meta,
+                      on_error=on_error, seed=seed, meta=_no_meta, scaling=scaling,
                       info={"loader": "FolderDataset", "images_dir": images_dir.name, "pattern": pattern})
 
 
@@ -321,6 +351,7 @@ def from_pairs(
     meta: MetaFn,
     info: dict[str, Any],
     wanted: Sequence[str] | None = None,
+    scaling: Scaling = "dtype",
 ) -> SegmentationData:
     """A flat list of pairs, either as one split "all" or split deterministically by `split_seed`.
 
@@ -336,6 +367,8 @@ def from_pairs(
         None: one split ``"all"``; an int: the 70/15/15 split of :func:`seeded_split`.
     wanted : sequence of str, optional
         Splits to read now (default: all of them).
+    scaling : {"dtype", "image"} or (low, high)
+        How pixel values become [0, 1] (see :func:`FolderDataset`).
     """
     if size is not None:
         size = check_int("size", size, minimum=1)
@@ -352,4 +385,4 @@ def from_pairs(
         for s in wanted:
             check_choice("split", s, layout)
     return assemble(name, layout, list(wanted or layout), size=size, on_error=on_error, seed=seed,
-                    explain_ids=explain, meta=meta, info=info)
+                    explain_ids=explain, meta=meta, info=info, scaling=scaling)

@@ -68,6 +68,7 @@ config: sed: unknown key (value 1); allowed keys: block, datasets, ...
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +95,7 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
 from ..checks import describe
+from ..explainers import OptionError, check_device
 from ..schema import SCHEMA_VERSION
 from ._methods import SUPPLIED, Method, accepted_parameters, get_method, import_object, parameter_default
 
@@ -109,6 +111,7 @@ __all__ = [
     "parse_config",
     "config_schema",
     "resolve",
+    "check_config",
     "derive_seed",
 ]
 
@@ -807,17 +810,18 @@ def _fail(where: str, message: str) -> ConfigError:
     return ConfigError(f"{where}: {message}")
 
 
-def _choices() -> dict[str, Any]:
-    """String parameters whose values can be checked before the sweep (shared by the explainers)."""
-    from ..interventions import INTERVENTIONS
-    from ..outcomes import OUTCOMES
-
-    return {"intervention": INTERVENTIONS, "outcome": OUTCOMES}
+def _binds(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Raise TypeError when `func` cannot be called with these arguments (nothing is called)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins without a signature: only a call would tell
+        return
+    signature.bind(*args, **kwargs)
 
 
 def _resolve_methods(config: SweepConfig) -> tuple[ResolvedMethod, ...]:
     out = []
-    for entry in config.methods:
+    for i, entry in enumerate(config.methods):
         try:
             method = get_method(entry.method)
         except (KeyError, ImportError, ValueError, TypeError) as exc:
@@ -830,13 +834,54 @@ def _resolve_methods(config: SweepConfig) -> tuple[ResolvedMethod, ...]:
             unknown = sorted(set(entry.params) - accepted)
             if unknown:
                 raise _fail(entry.describe(), f"unknown parameter(s) {unknown}; {_callable_name(method.func)} accepts {sorted(accepted - set(SUPPLIED))}")
-        params = {**method.defaults, **entry.params}
-        for name, allowed in _choices().items():
-            value = params.get(name)
-            if isinstance(value, str) and value not in allowed:
-                raise _fail(entry.describe(), f"{name}={value!r} is not supported; expected one of {sorted(allowed)}")
+        try:  # the explainer's own checks, without a model
+            params = method.check_options(entry.params)
+        except OptionError as exc:
+            key = f"methods[{i}].params" + (f".{exc.key}" if exc.key else "")
+            raise _fail(f"{key} ({entry.name!r}, method {entry.method!r})", str(exc)) from None
+        # What the tasks pass (see _tasks._call); block, bank and device only where accepted.
+        supplied = {k: None for k in ("bank", "block", "device") if method.accepts(k)}
+        try:
+            _binds(method.func, None, None, roi=None, target=None, seed=0, **supplied, **params)
+        except TypeError as exc:
+            raise _fail(entry.describe(), f"{_callable_name(method.func)} cannot be called as an explainer "
+                                          f"(model, image, roi=, target=, seed=, **params): {exc}") from None
         out.append(ResolvedMethod(entry, method, params))
     return tuple(out)
+
+
+def _check_device(config: SweepConfig, local: bool) -> None:
+    """The config's `device`; CUDA devices of remote workers are not this machine's to check."""
+    if config.device == "auto":
+        return
+    if not local:
+        import torch
+
+        try:
+            if torch.device(config.device).type == "cuda":
+                return
+        except RuntimeError:
+            pass  # check_device says what is wrong with it
+    try:
+        check_device(config.device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"device: {exc}") from None
+
+
+def _factory(where: str, entry: ModelEntry | DatasetEntry) -> Callable[..., Any]:
+    """The entry's factory, imported (its module's code runs) and checked to be callable; not called."""
+    try:
+        return _resolve_callable(entry.factory)  # type: ignore[arg-type]
+    except (ImportError, ValueError, TypeError) as exc:
+        raise _fail(where, f"factory {entry.source()!r}: {exc}") from None
+
+
+def _check_call(where: str, source: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Check that ``func(*args, **kwargs)`` binds to `func`'s signature; never call it."""
+    try:
+        _binds(func, *args, **kwargs)
+    except TypeError as exc:
+        raise _fail(where, f"{source!r} cannot be called with options {sorted(kwargs)}: {exc}") from None
 
 
 def _check_models(config: SweepConfig) -> None:
@@ -844,29 +889,81 @@ def _check_models(config: SweepConfig) -> None:
     for i, entry in enumerate(config.models):
         where = _where("models", i, entry)
         if entry.zoo:
+            from .. import zoo
+
             if zoo_names is None:
                 try:
-                    from .. import zoo
-
                     zoo_names = list(zoo.list())
                 except Exception as exc:
                     raise _fail(where, f"the model zoo (pdcr_lab.zoo) is not available: {exc}") from None
             if entry.zoo not in zoo_names:
                 raise _fail(where, f"unknown zoo model {entry.zoo!r}; zoo models: {sorted(set(zoo_names))}")
+            _check_call(where, "pdcr_lab.zoo:load", zoo.load, entry.zoo, "", **dict(entry.options))
         else:
+            func = _factory(where, entry)
+            kwargs = dict(entry.options)
+            if _accepts(func, "dataset"):  # what ModelEntry.load passes
+                kwargs.setdefault("dataset", "")
+            _check_call(where, f"factory {entry.source()}", func, **kwargs)
+
+
+def _check_datasets(config: SweepConfig) -> None:
+    from .. import datasets
+
+    for d, entry in enumerate(config.datasets):
+        where = _where("datasets", d, entry)
+        if entry.embedded:
+            known = datasets.list_datasets()
+            if entry.embedded not in known:
+                raise _fail(where, f"unknown dataset {entry.embedded!r}; embedded datasets: {known}, or give a factory")
+            _check_call(where, "pdcr_lab.datasets:load", datasets.load, entry.embedded, **dict(entry.options))
+        else:
+            _check_call(where, f"factory {entry.source()}", _factory(where, entry), **dict(entry.options))
+        rule = entry.rois or config.rois
+        if rule.kind == "file":
+            from ..datasets import read_roi_list
+
             try:
-                _resolve_callable(entry.factory)  # type: ignore[arg-type]
-            except (ImportError, ValueError, TypeError) as exc:
-                raise _fail(where, f"factory {entry.source()!r}: {exc}") from None
+                read_roi_list(rule.file, roi=rule.side)  # type: ignore[arg-type]
+            except (OSError, ValueError) as exc:
+                raise _fail(where, f"RoI file: {exc}") from None
+
+
+def check_config(config: SweepConfig, *, local: bool = True) -> tuple[ResolvedMethod, ...]:
+    """Every check of `config` that calls nothing it names: what a dry run does.
+
+    Methods: registered or importable, their parameters valid by the explainer's own checks
+    (:meth:`pdcr_lab.explainers.ExplainerSpec.check_options`) and its signature able to take them;
+    the device; model and dataset factories importable, callable and taking their options (their
+    modules are imported, which runs module code; the factories themselves are not called); RoI
+    files readable. Images, RoIs on the images and the models' outputs need the data and the models:
+    :func:`resolve` checks them.
+
+    Parameters
+    ----------
+    config : SweepConfig
+        A structurally valid config.
+    local : bool
+        The workers run on this machine (a local cluster): a CUDA `device` must exist here.
+
+    Raises
+    ------
+    ConfigError
+        Naming the config file (when there is one) and the offending entry.
+    """
+    try:
+        methods = _resolve_methods(config)
+        _check_device(config, local)
+        _check_models(config)
+        _check_datasets(config)
+    except ConfigError as exc:
+        if config.source is None:
+            raise
+        raise ConfigError(f"config {config.source!r}: {exc}") from None
+    return methods
 
 
 def _load_dataset(entry: DatasetEntry, where: str) -> Any:
-    if entry.embedded:
-        from .. import datasets
-
-        known = datasets.list_datasets()
-        if entry.embedded not in known:
-            raise _fail(where, f"unknown dataset {entry.embedded!r}; embedded datasets: {known}, or give a factory")
     try:
         data = entry.load()
     except ConfigError:
@@ -957,35 +1054,37 @@ def _probe(model_entry: ModelEntry, dataset_entry: DatasetEntry, where: str, ima
         raise ConfigError(f"{where}: the model's output is {tuple(out.shape[-2:])}, the image {tuple(image.shape[-2:])}; a per-pixel output is needed")
 
 
-def resolve(config: SweepConfig) -> Plan:
+def resolve(config: SweepConfig, *, local: bool = True) -> Plan:
     """Check `config` against the models and the data and compute the sweep's :class:`Plan`.
 
-    Loads every dataset (and, with ``probe: true``, every model once on one image of each dataset)
-    in this process; no cluster is involved.
+    First :func:`check_config` (which calls nothing); then every dataset is loaded (its factory
+    called) and, with ``probe: true``, every model built (its factory called) and run once on one
+    image of each dataset, in this process; no cluster is involved.
 
     Parameters
     ----------
     config : SweepConfig
         A structurally valid config (:func:`parse_config`, :func:`load_config`).
+    local : bool
+        The workers run on this machine (a local cluster): a CUDA `device` must exist here.
 
     Raises
     ------
     ConfigError
         Naming the config file (when there is one) and the offending entry.
     """
+    methods = check_config(config, local=local)
     try:
-        return _resolve(config)
+        return _resolve(config, methods)
     except ConfigError as exc:
         if config.source is None:
             raise
         raise ConfigError(f"config {config.source!r}: {exc}") from None
 
 
-def _resolve(config: SweepConfig) -> Plan:
+def _resolve(config: SweepConfig, methods: tuple[ResolvedMethod, ...]) -> Plan:
     from ..rois import boundary_roi
 
-    methods = _resolve_methods(config)
-    _check_models(config)
     shape: tuple[int, int] | None = None
     block = config.block
     per_dataset = []

@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._config import Plan, SweepConfig, load_config, parse_config, resolve
-from ._store import check_target, done_mask, prepare, record_run
+from ._config import ConfigError, Plan, SweepConfig, check_config, load_config, parse_config, resolve
+from ._store import check_sweep_store, check_target, done_mask, prepare, record_run
 from ._tasks import build_specs, run_task
 
-__all__ = ["run_sweep", "plan_sweep", "SweepSummary"]
+__all__ = ["run_sweep", "plan_sweep", "check_sweep", "SweepSummary", "SweepCheck", "LOCALHOST"]
+
+#: Where every service of a local cluster listens (scheduler, workers, nannies, HTTP servers).
+LOCALHOST = "127.0.0.1"
 
 
 @dataclass
@@ -75,10 +78,14 @@ def _as_config(config: str | os.PathLike | Mapping[str, Any] | SweepConfig) -> S
     return load_config(config)
 
 
-def plan_sweep(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, store: str | os.PathLike) -> Plan:
-    """Validate `config` and the `store` location without computing anything; return the plan.
+def plan_sweep(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, store: str | os.PathLike, *,
+               local: bool = True) -> Plan:
+    """Validate `config` and the `store` location and compute the plan, without writing anything.
 
-    Raises :class:`~pdcr_lab.sweep.ConfigError` naming the offending entry.
+    Planning needs the data: it loads every dataset (calling dataset factories) and, with
+    ``probe: true``, builds every model once (calling model factories). :func:`check_sweep` (a dry
+    run) checks what can be checked without calling anything. Raises
+    :class:`~pdcr_lab.sweep.ConfigError` naming the offending entry.
 
     Parameters
     ----------
@@ -86,10 +93,79 @@ def plan_sweep(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, stor
         What the sweep computes.
     store : str or os.PathLike
         Where its Zarr store goes (checked, not created).
+    local : bool
+        The workers will run on this machine: a CUDA `device` of the config must exist here.
     """
     cfg = _as_config(config)
     check_target(store)
-    return resolve(cfg)
+    return resolve(cfg, local=local)
+
+
+@dataclass
+class SweepCheck:
+    """What a dry run (:func:`check_sweep`) found: the config's size and what happens to the store."""
+
+    store: Path  #: the sweep store
+    models: int  #: model entries
+    datasets: int  #: dataset entries
+    methods: int  #: method entries
+    store_action: str  #: "create", "resume" or "replace"
+
+    def __str__(self) -> str:
+        return (f"config OK: {self.models} model(s) x {self.datasets} dataset(s) x {self.methods} method(s); "
+                f"store {self.store}: {self.store_action}\n"
+                "a dry run imports and checks the factories and explainers but calls none of them: images, "
+                "RoIs on the images and the models' outputs are checked when the sweep starts")
+
+
+def check_sweep(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, store: str | os.PathLike, *,
+                local: bool = True, overwrite: bool = False) -> SweepCheck:
+    """A dry run: every check of the config and the store that calls nothing the config names.
+
+    The structure, the methods and their parameters (the explainers' own checks), the device, model
+    and dataset factories (imported, callable, taking their options: their modules are imported but
+    no factory is called), RoI files, and the store location. Nothing is written.
+
+    Parameters
+    ----------
+    config : path to a YAML/TOML file, a mapping, or a SweepConfig
+        What the sweep computes.
+    store : str or os.PathLike
+        Where its Zarr store goes.
+    local : bool
+        The workers will run on this machine: a CUDA `device` of the config must exist here.
+    overwrite : bool
+        The run will replace an existing store: it must be a sweep store.
+
+    Raises
+    ------
+    ConfigError
+        Naming the config file and the offending entry, or the store problem.
+    """
+    cfg = _as_config(config)
+    path = check_target(store)
+    check_config(cfg, local=local)
+    action = "create"
+    if path.exists() or path.is_symlink():
+        check_sweep_store(path) if overwrite else _same_config(path, cfg)
+        action = "replace" if overwrite else "resume"
+    return SweepCheck(path, len(cfg.models), len(cfg.datasets), len(cfg.methods), action)
+
+
+def _same_config(path: Path, cfg: SweepConfig) -> None:
+    """Refuse a store made from another config (a dry run cannot compare the data: the run does)."""
+    import json
+
+    import zarr
+
+    attrs = dict(zarr.open_group(store=str(path), mode="r").attrs)
+    if "sweep_config" not in attrs:
+        raise ConfigError(f"store {str(path)!r} is a Zarr store but not a sweep store; choose another --store")
+    stored = json.loads(attrs["sweep_config"])
+    if stored != json.loads(json.dumps(cfg.as_dict(), sort_keys=True, default=str)):
+        raise ConfigError(f"store {str(path)!r} holds a different sweep (made from "
+                          f"{attrs.get('sweep_config_source') or 'another config'}); choose a new --store, "
+                          "or start it afresh with --overwrite")
 
 
 def _wants_gpu(cfg: SweepConfig) -> bool:
@@ -109,10 +185,74 @@ def _local_resources(cfg: SweepConfig) -> dict[str, float] | None:
     return {"GPU": 1} if _wants_gpu(cfg) else None
 
 
+def dashboard_address(spec: str | int | None) -> str | None:
+    """``[ADDRESS:]PORT`` of the local cluster's dashboard as an address; a bare port is on localhost.
+
+    Parameters
+    ----------
+    spec : str, int or None
+        ``8787``, ``":8787"``, ``"127.0.0.1:8787"``, ``"0"`` (a free port); None: no dashboard.
+
+    Examples
+    --------
+    >>> dashboard_address(8787), dashboard_address(":0"), dashboard_address("localhost:8788")
+    ('127.0.0.1:8787', '127.0.0.1:0', 'localhost:8788')
+    """
+    if spec is None:
+        return None
+    host, _, port = str(spec).strip().rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"dashboard={spec!r} is not [ADDRESS:]PORT (e.g. 8787 or 127.0.0.1:8787)")
+    return f"{host or LOCALHOST}:{int(port)}"
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, resources: dict[str, float] | None = None, dashboard: str | int | None = None,
+                  processes: bool = True) -> Iterator[Any]:
+    """A dask LocalCluster whose every service listens on 127.0.0.1 only; yields a client of it.
+
+    Scheduler, workers, nannies and their HTTP servers (health and metrics routes) bind to
+    :data:`LOCALHOST` on free ports. The dashboard is served only when asked for (`dashboard`).
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes (threads with ``processes=False``), one thread each.
+    resources : dict, optional
+        Resources every worker advertises (``{"GPU": 1}``).
+    dashboard : str, int or None
+        ``[ADDRESS:]PORT`` of the dashboard (see :func:`dashboard_address`); None: none.
+    processes : bool
+        Workers in their own processes (the sweep's choice) or as threads of this process.
+    """
+    from distributed import Client, LocalCluster
+
+    address = dashboard_address(dashboard)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, resources=resources,
+                      host=LOCALHOST, protocol="tcp", silence_logs=logging.ERROR, dashboard_address=address,
+                      worker_dashboard_address=None,
+                      # without a dashboard the scheduler still serves health/metrics routes: on a free local port
+                      scheduler_kwargs=None if address else {"dashboard_address": f"{LOCALHOST}:0"}) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def listening() -> list[tuple[str, int]]:
+    """(address, port) of the TCP sockets this process and its children (local workers) listen on."""
+    import psutil
+
+    me = psutil.Process()
+    found = []
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            found += [(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    return sorted(set(found))
+
+
 @contextlib.contextmanager
 def _connect(client: Any, scheduler: str | None, workers: int | None, resources: dict[str, float] | None,
-             n_tasks: int, log: Callable[[str], None]) -> Iterator[Any]:
-    from distributed import Client, LocalCluster
+             n_tasks: int, log: Callable[[str], None], dashboard: str | int | None = None) -> Iterator[Any]:
+    from distributed import Client
 
     if client is not None:
         yield client
@@ -134,8 +274,7 @@ def _connect(client: Any, scheduler: str | None, workers: int | None, resources:
         gpus = torch.cuda.device_count() if resources and "GPU" in resources else 0
         workers = gpus or CPU_COUNT
     workers = max(1, min(workers, n_tasks))
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources=resources,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as local:
+    with local_cluster(workers, resources, dashboard) as local:
         yield local
 
 
@@ -153,22 +292,45 @@ def _resources(cfg: SweepConfig, client: Any, log: Callable[[str], None]) -> dic
     return None
 
 
-def _workers(client: Any) -> dict[str, Any]:
+def _info(client: Any) -> dict[str, Any]:
     try:  # newer distributed lists only 5 workers unless asked for all
-        info = client.scheduler_info(n_workers=-1)
+        return dict(client.scheduler_info(n_workers=-1))
     except TypeError:  # pragma: no cover - older distributed
-        info = client.scheduler_info()
-    return dict(info.get("workers", {}))
+        return dict(client.scheduler_info())
 
 
-def _dashboard(client: Any) -> str | None:
-    try:
-        link = client.dashboard_link
-    except Exception:
-        link = None
-    if link and importlib.util.find_spec("bokeh") is None and getattr(client, "cluster", None) is not None:
-        return None  # a local scheduler without bokeh serves no dashboard
-    return link
+def _workers(client: Any) -> dict[str, Any]:
+    return dict(_info(client).get("workers", {}))
+
+
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def _dashboard(client: Any, local: bool, requested: bool) -> str | None:
+    """The dashboard's link; a local one read back from the socket its server really listens on."""
+    if not local:
+        try:
+            return client.dashboard_link
+        except Exception:
+            return None
+    if not requested or importlib.util.find_spec("bokeh") is None:
+        return None  # not asked for, or a local scheduler without bokeh serves no dashboard
+    port = (_info(client).get("services") or {}).get("dashboard")
+    bound = [host for host, p in listening() if p == port]
+    return f"http://{bound[0]}:{port}/status" if bound else None
+
+
+def _cluster_sockets(client: Any) -> list[tuple[str, int]]:
+    """What a local cluster really listens on: its processes' listening sockets on its services' ports."""
+    info = _info(client)
+    ports = {_port(info["address"]), *(p for p in (info.get("services") or {}).values() if isinstance(p, int))}
+    for address, worker in info.get("workers", {}).items():
+        ports.add(_port(address))
+        if worker.get("nanny"):
+            ports.add(_port(worker["nanny"]))
+        ports |= {p for p in (worker.get("services") or {}).values() if isinstance(p, int)}
+    return [(host, port) for host, port in listening() if port in ports]
 
 
 def run_sweep(
@@ -181,6 +343,8 @@ def run_sweep(
     progress: bool = True,
     on_task: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] = print,
+    dashboard: str | int | None = None,
+    overwrite: bool = False,
 ) -> SweepSummary:
     """Run (or resume) a sweep into a Zarr store.
 
@@ -205,6 +369,14 @@ def run_sweep(
         Called in this process after every finished task (e.g. to follow a sweep from a notebook).
     log : callable(str)
         Where progress messages go (default: print).
+    dashboard : str or int, optional
+        Local cluster: serve the dask dashboard at ``[ADDRESS:]PORT`` (a bare port is on
+        127.0.0.1; default: no dashboard). Every other service of a local cluster listens on
+        127.0.0.1 only.
+    overwrite : bool
+        Start the store afresh: an existing sweep store at `store` (and only a sweep store) is
+        replaced by a new, empty one, after the config has been validated; the new store is built
+        beside the old one and renamed into place. Make sure no other sweep writes into it.
 
     Returns
     -------
@@ -220,17 +392,23 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
+    local = client is None and not scheduler
+    if dashboard is not None and not local:
+        raise ConfigError("dashboard= serves the dashboard of a local cluster; a running scheduler serves its own")
+    dashboard_address(dashboard)  # a malformed address fails before any work
     cfg = _as_config(config)
     path = check_target(store)
-    plan = resolve(cfg)
+    if overwrite and (path.exists() or path.is_symlink()):
+        check_sweep_store(path)  # before planning: a folder that is not a sweep store is never touched
+    plan = resolve(cfg, local=local)
     tasks = plan.tasks()
-    created = prepare(path, plan)
+    created = prepare(path, plan, overwrite=overwrite)
     done = done_mask(path)
     pending = [t for t in tasks if not done[t]]
     summary = SweepSummary(store=path, total=len(tasks), skipped=len(tasks) - len(pending))
     log(f"sweep {plan.fingerprint[:12]}: {len(tasks)} tasks ({len(plan.models)} models x {len(plan.datasets)} datasets x "
         f"{int((plan.image_ids != '').sum())} images x {len(plan.methods)} methods), {summary.skipped} already done; "
-        f"store {path} ({'created' if created else 'resumed'})")
+        f"store {path} ({('replaced' if overwrite else 'created') if created else 'resumed'})")
     if not pending:
         summary.seconds = time.perf_counter() - start
         return summary
@@ -242,11 +420,20 @@ def run_sweep(
     # still running there instead of starting them twice.
     prefix = hashlib.sha256(f"{plan.fingerprint}|{path.resolve()}".encode()).hexdigest()[:12]
     specs = {f"pdcr-sweep-{prefix}-{s.name}": s for s in build_specs(plan, str(path), pending)}
-    with _connect(client, scheduler, workers, _local_resources(cfg), len(pending), log) as dask_client:
-        summary.dashboard = _dashboard(dask_client)
+    with _connect(client, scheduler, workers, _local_resources(cfg), len(pending), log, dashboard) as dask_client:
+        summary.dashboard = _dashboard(dask_client, local, dashboard is not None)
         summary.workers = len(_workers(dask_client))
-        log(f"dask dashboard: {summary.dashboard}" if summary.dashboard
-            else "dask dashboard: not served (install bokeh>=3.1 for it)")
+        if summary.dashboard:
+            log(f"dask dashboard: {summary.dashboard}")
+            host = summary.dashboard.split("//")[1].rpartition(":")[0]
+            if local and not (host.startswith("127.") or host in ("localhost", "[::1]", "::1")):
+                log(f"warning: the dashboard listens on {host}: other machines can reach it")
+        elif local and dashboard is None:
+            log("dask dashboard: off (serve it on this machine with --dashboard PORT)")
+        else:
+            log("dask dashboard: not served (install bokeh>=3.1 for it)")
+        if local:
+            log(f"local dask cluster listening on {', '.join(f'{h}:{p}' for h, p in _cluster_sockets(dask_client))}")
         resources = _resources(cfg, dask_client, log)
         futures = [
             dask_client.submit(run_task, spec, key=key, resources=resources, retries=cfg.retries)

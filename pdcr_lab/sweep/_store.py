@@ -52,7 +52,8 @@ from ..schema import SCHEMA_VERSION
 from ..version import __version__
 from ._config import ConfigError, Plan
 
-__all__ = ["check_target", "prepare", "done_mask", "write_task", "record_run", "task_name", "provenance", "versions"]
+__all__ = ["check_target", "check_sweep_store", "prepare", "done_mask", "write_task", "record_run", "task_name",
+           "provenance", "versions"]
 
 _GRID = ("model", "dataset", "image", "roi", "method", "block_y", "block_x")
 _PER_ROI = ("model", "dataset", "image", "roi", "method")
@@ -252,25 +253,63 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _create(path: Path, plan: Plan) -> None:
+def _create(path: Path, plan: Plan, replace: bool = False) -> None:
     import zarr
 
     template, encoding = _template(plan)
-    try:  # the store appears complete or not at all
-        with atomic_path(path, replace=False) as staged:
+    try:  # the store appears complete or not at all; a replaced one stays until the new one is whole
+        with atomic_path(path, replace=replace) as staged:
             with _quiet():
                 template.to_zarr(staged, mode="w-", compute=False, consolidated=False, encoding=encoding)
             zarr.open_group(store=str(staged), mode="r+").create_group("tasks")
     except OSError:  # FileExistsError included: another driver created it meanwhile, keep that one
-        if not path.exists():
+        if replace or not path.exists():
             raise  # a real failure; otherwise prepare() checks the other driver's store
+
+
+#: Root attributes only a store made by this module has.
+_SWEEP_ATTRS = ("sweep_fingerprint", "pdcr_lab_version", "schema_version", "sweep_config")
+
+
+def check_sweep_store(path: str | os.PathLike) -> Path:
+    """`path` if it is a sweep store made by :mod:`pdcr_lab.sweep` (safe to replace), else ConfigError.
+
+    A sweep store is a real folder (not a link) whose ``zarr.json`` is a Zarr group with the sweep's
+    root attributes, and which holds nothing but Zarr nodes (folders with a ``zarr.json``): a folder
+    that also holds anything else is refused, whatever its attributes say.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder to check.
+    """
+    path = Path(path)
+    shown = str(path)
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"store {shown!r} is {'a link' if path.is_symlink() else 'not a folder'}, not a sweep store; "
+                          "--overwrite only replaces sweep stores")
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"store {shown!r} is not a sweep store (no readable zarr.json: {exc}); "
+                          "--overwrite only replaces sweep stores") from None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    if meta.get("node_type") != "group" or not isinstance(attrs, dict) or not all(k in attrs for k in _SWEEP_ATTRS):
+        raise ConfigError(f"store {shown!r} is a Zarr store but not a sweep store made by pdcr_lab; "
+                          "--overwrite only replaces sweep stores")
+    foreign = sorted(child.name for child in path.iterdir() if child.name != "zarr.json" and (
+        child.is_symlink() or not child.is_dir() or not (child / "zarr.json").is_file()))
+    if foreign:
+        raise ConfigError(f"store {shown!r} holds {foreign[:5]}{' ...' if len(foreign) > 5 else ''}, which a sweep "
+                          "store does not; it is not replaced")
+    return path
 
 
 def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
 
 
-def prepare(path: str | os.PathLike, plan: Plan) -> bool:
+def prepare(path: str | os.PathLike, plan: Plan, *, overwrite: bool = False) -> bool:
     """Create the store for `plan`, or check that an existing one belongs to it; True if created.
 
     Parameters
@@ -279,12 +318,20 @@ def prepare(path: str | os.PathLike, plan: Plan) -> bool:
         The sweep store (a ``.zarr`` folder).
     plan : Plan
         The resolved sweep; an existing store must have its fingerprint.
+    overwrite : bool
+        Replace an existing store (only a sweep store, :func:`check_sweep_store`) by a new, empty
+        one for `plan`. The new store is built beside it and renamed into place: until then the old
+        one is untouched.
     """
     import zarr
 
     path = Path(path)
     created = False
-    if not path.exists():
+    if overwrite and (path.exists() or path.is_symlink()):
+        check_sweep_store(path)
+        _create(path, plan, replace=True)
+        created = True
+    elif not path.exists():
         _create(path, plan)
         created = True
     attrs = dict(zarr.open_group(store=str(path), mode="r").attrs)
@@ -295,7 +342,8 @@ def prepare(path: str | os.PathLike, plan: Plan) -> bool:
         diff = _differences(stored, plan.config.as_dict()) or ["the data (image ids or contents)"]
         raise ConfigError(
             f"store {str(path)!r} holds a different sweep (made from {attrs.get('sweep_config_source') or 'another config'}; "
-            f"differs in: {', '.join(diff)}); rerun with its config to resume, or choose a new --store"
+            f"differs in: {', '.join(diff)}); rerun with its config to resume, choose a new --store, or start it "
+            "afresh with --overwrite"
         )
     return created
 

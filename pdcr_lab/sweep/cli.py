@@ -39,7 +39,15 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler: its address (tcp://10.0.0.1:8786) or scheduler file")
     p.add_argument("--workers", type=_positive, metavar="N",
                    help="local cluster size (default: one per GPU, else one per core); with --scheduler: wait for N workers")
-    p.add_argument("--dry-run", action="store_true", help="validate the config and the store location, compute nothing")
+    p.add_argument("--dashboard", metavar="[ADDRESS:]PORT",
+                   help="local cluster: serve the dask dashboard there (a bare PORT is on 127.0.0.1; default: no "
+                        "dashboard). Every other service of the local cluster listens on 127.0.0.1 only")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh: replace an existing sweep store at PATH (only a sweep store; the new one is "
+                        "built beside it and renamed into place once the config has been validated)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config (imports factories and explainers, calls none of them) and the store "
+                        "location; compute and write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--schema", action="store_true",
                    help="print the JSON schema of sweep configs (for editors: pdcr-lab sweep --schema > sweep.schema.json) and exit")
@@ -47,7 +55,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import ConfigError, config_schema, plan_sweep, run_sweep
+    from . import ConfigError, check_sweep, config_schema, run_sweep
 
     if args.schema:
         print(json.dumps(config_schema(), indent=2))
@@ -56,13 +64,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.usage()}pdcr-lab sweep: error: give CONFIG and --store PATH (or --schema)", file=sys.stderr)
         return 2
     try:
+        if args.dashboard is not None and args.scheduler:
+            raise ConfigError("--dashboard serves the dashboard of a local cluster; a running scheduler serves its own")
         if args.dry_run:
-            plan = plan_sweep(args.config, args.store)
-            sizes = ", ".join(f"{k} {v}" for k, v in plan.sizes.items())
-            print(f"config OK: {len(plan.tasks())} tasks; store dims: {sizes}")
+            print(check_sweep(args.config, args.store, local=not args.scheduler, overwrite=args.overwrite))
             return 0
         summary = run_sweep(args.config, args.store, scheduler=args.scheduler, workers=args.workers,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, dashboard=args.dashboard, overwrite=args.overwrite)
     except ConfigError as exc:
         print(f"pdcr-lab sweep: error: {exc}", file=sys.stderr)
         return 2

@@ -16,8 +16,24 @@ Examples
 
 from ._base import ROLES, ZooModel
 from ._registry import DATASETS, RECIPES, Recipe, Training
-from ._store import ChecksumError, benchmark, build, info, load, read_manifest, train, trained, zoo_dir
+from ._store import (
+    MAX_PARAMETERS,
+    MAX_RECIPE_INTEGER,
+    MAX_RECIPE_LENGTH,
+    ChecksumError,
+    ManifestError,
+    benchmark,
+    build,
+    check_recipe_size,
+    info,
+    load,
+    read_manifest,
+    train,
+    trained,
+    zoo_dir,
+)
 from ._store import list_models as list  # noqa: A001 - the public verb is zoo.list()
 
-__all__ = ["ChecksumError", "DATASETS", "RECIPES", "ROLES", "Recipe", "Training", "ZooModel", "benchmark", "build",
-           "info", "list", "load", "read_manifest", "train", "trained", "zoo_dir"]
+__all__ = ["ChecksumError", "DATASETS", "MAX_PARAMETERS", "MAX_RECIPE_INTEGER", "MAX_RECIPE_LENGTH", "ManifestError", "RECIPES",
+           "ROLES", "Recipe", "Training", "ZooModel", "benchmark", "build", "check_recipe_size", "info", "list", "load",
+           "read_manifest", "train", "trained", "zoo_dir"]

@@ -1,4 +1,16 @@
-"""Checkpoints, the manifest, and the public verbs of :mod:`pdcr_lab.zoo`."""
+"""Checkpoints, the manifest, and the public verbs of :mod:`pdcr_lab.zoo`.
+
+The manifest (``manifest.json`` in the zoo folder) is checked when it is read: a file that is not
+JSON, or entries without a ``file`` and a ``sha256``, raise a :class:`ManifestError` that names the
+manifest (and the line and column of a JSON error). A checkpoint's ``file`` must lie inside the zoo
+folder: relative, without ``..``, and not a link that leads out of it. Before a checkpoint's
+architecture is built, its recipe is bounded (:func:`check_recipe_size`): every integer build option
+(channels, widths, depths, heads, window and patch sides) at most :data:`MAX_RECIPE_INTEGER`, every
+list of them at most :data:`MAX_RECIPE_LENGTH` long, and the parameters, counted on PyTorch's
+``meta`` device (no memory is allocated), at most :data:`MAX_PARAMETERS`. The zoo's own models have
+under a million parameters; the limits only stop damaged or hostile files from allocating the memory
+of the machine. Images are not part of a recipe: a zoo model takes any H x W divisible by 32.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +19,12 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import platform
-from pathlib import Path
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -26,8 +41,20 @@ MANIFEST = "manifest.json"
 N_RECORDED = 4
 
 
+#: Largest integer build option of a recipe a checkpoint may ask for (channels, widths, depths, ...).
+MAX_RECIPE_INTEGER = 1024
+#: Longest list of build options (channels per level, depths per stage, ...).
+MAX_RECIPE_LENGTH = 16
+#: Most parameters (and buffer elements) of a zoo architecture: 20 M, 80 MB in float32.
+MAX_PARAMETERS = 20_000_000
+
+
 class ChecksumError(ValueError):
     """A checkpoint file does not match the sha256 recorded in the manifest."""
+
+
+class ManifestError(ValueError):
+    """The zoo's manifest is unreadable or malformed, or a checkpoint it lists is refused; the message names it."""
 
 
 def zoo_dir(root: str | os.PathLike[str] | None = None) -> Path:
@@ -159,7 +186,128 @@ def read_manifest(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     path = zoo_dir(root) / MANIFEST
     if not path.exists():
         return {"format": 1, "models": {}}
-    return json.loads(path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"zoo manifest {str(path)!r} cannot be read: {exc}") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"zoo manifest {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                            f"column {exc.colno}") from None
+    _check_manifest(manifest, path)
+    return manifest
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """The structure every reader relies on: ``{"models": {"<dataset>/<name>": {"file", "sha256", ...}}}``."""
+    where = f"zoo manifest {str(path)!r}"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ManifestError(f"{where} must be a JSON object with a 'models' object, got "
+                            f"{type(manifest).__name__}{' without models' if isinstance(manifest, dict) else ''}")
+    for key, entry in manifest["models"].items():
+        if not isinstance(key, str) or key.count("/") != 1:
+            raise ManifestError(f"{where}: model key {key!r} is not '<dataset>/<name>'")
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: models[{key!r}] must be an object, got {type(entry).__name__}")
+        if not isinstance(entry.get("file"), str) or not entry["file"]:
+            raise ManifestError(f"{where}: models[{key!r}].file must be a non-empty path, got {entry.get('file')!r}")
+        if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise ManifestError(f"{where}: models[{key!r}].sha256 must be 64 lower-case hex digits, "
+                                f"got {entry.get('sha256')!r}")
+
+
+def checkpoint_path(folder: str | os.PathLike[str], key: str, file: str) -> Path:
+    """The checkpoint `file` of manifest entry `key`, refused unless it lies inside the zoo `folder`.
+
+    Parameters
+    ----------
+    folder : path
+        The zoo folder (where the manifest is).
+    key : str
+        The manifest entry (``"<dataset>/<name>"``), for messages.
+    file : str
+        The entry's ``file``: a relative path inside `folder`, without ``..``.
+
+    Examples
+    --------
+    >>> checkpoint_path("zoo", "lesions/unet", "lesions/unet.pt").as_posix()
+    'zoo/lesions/unet.pt'
+    >>> checkpoint_path("zoo", "lesions/unet", "../secrets.pt")
+    Traceback (most recent call last):
+    ...
+    pdcr_lab.zoo._store.ManifestError: zoo manifest 'zoo/manifest.json': models['lesions/unet'].file='../secrets.pt' ...
+    """
+    folder = Path(folder)
+    where = f"zoo manifest {str(folder / MANIFEST)!r}: models[{key!r}].file={file!r}"
+    if PurePosixPath(file).is_absolute() or PureWindowsPath(file).is_absolute() or PureWindowsPath(file).drive:
+        raise ManifestError(f"{where} is an absolute path; checkpoints are given relative to the zoo folder")
+    if ".." in PurePosixPath(file.replace("\\", "/")).parts:
+        raise ManifestError(f"{where} climbs out of the zoo folder with '..'; checkpoints must lie inside it")
+    path = folder / file
+    root = folder.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ManifestError(f"{where} leads to {str(path.resolve())!r}, outside the zoo folder {str(root)!r} "
+                            "(a link out of it?); checkpoints must lie inside it")
+    return path
+
+
+def _elements(model: Any) -> int:
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+
+
+def check_recipe_size(name: str, kwargs: Mapping[str, Any], *, source: str = "recipe") -> int:
+    """Bound the build options of architecture `name` before it is built; return its parameter count.
+
+    Every integer option (alone or in a list) must be at most :data:`MAX_RECIPE_INTEGER`, every
+    list at most :data:`MAX_RECIPE_LENGTH` long; then the architecture is built on PyTorch's
+    ``meta`` device (shapes only, no memory) and its parameters and buffer elements must number at
+    most :data:`MAX_PARAMETERS`.
+
+    Parameters
+    ----------
+    name : str
+        Architecture name, one of :func:`list_models`.
+    kwargs : mapping
+        Build options (a checkpoint's ``recipe["kwargs"]``).
+    source : str
+        Where the options come from, for messages (e.g. the checkpoint file).
+
+    Examples
+    --------
+    >>> check_recipe_size("segnet", {"channels": [8, 16, 32, 64]})
+    186547
+    >>> check_recipe_size("segnet", {"channels": [65536, 16, 32, 64]})
+    Traceback (most recent call last):
+    ...
+    ValueError: recipe: build option channels=[65536, 16, 32, 64] of 'segnet' holds 65536; ...
+    """
+    r = recipe(name)
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{source}: the build options of {name!r} must be a mapping, got {type(kwargs).__name__}")
+    for key, value in kwargs.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if len(items) > MAX_RECIPE_LENGTH:
+            raise ValueError(f"{source}: build option {key}= of {name!r} has {len(items)} entries; at most "
+                             f"{MAX_RECIPE_LENGTH} are allowed (MAX_RECIPE_LENGTH)")
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{source}: build option {key}={value!r} of {name!r} is not finite")
+            if isinstance(item, (list, tuple, dict)) or (isinstance(item, int) and abs(item) > MAX_RECIPE_INTEGER):
+                raise ValueError(f"{source}: build option {key}={value!r} of {name!r} holds {item!r}; integer build "
+                                 f"options are at most {MAX_RECIPE_INTEGER} (MAX_RECIPE_INTEGER)")
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            count = _elements(r.builder(**dict(kwargs)))
+    except Exception as exc:  # noqa: BLE001 - a builder refuses bad options in its own ways
+        raise ValueError(f"{source}: {name!r} cannot be built from options {dict(kwargs)}: {type(exc).__name__}: {exc}") from None
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{source}: {name!r} built from options {dict(kwargs)} has {count:,} parameters; at most "
+                         f"{MAX_PARAMETERS:,} are allowed (MAX_PARAMETERS)")
+    return count
 
 
 def _write_manifest(manifest: dict[str, Any], root: Path) -> None:
@@ -220,6 +368,8 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
         No checkpoint for this pair in the manifest, or the file is missing.
     ChecksumError
         The file's sha256 differs from the manifest's.
+    ManifestError
+        The manifest is not valid, or the entry's file lies outside the zoo folder.
     """
     r, dataset = recipe(name), check_dataset(dataset)
     folder = zoo_dir(root)
@@ -228,17 +378,23 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     if entry is None:
         raise FileNotFoundError(f"no checkpoint for {name!r} on {dataset!r} in {folder / MANIFEST}; "
                                 f"train it with `pdcr-lab zoo train {name} --dataset {dataset}`")
-    path = folder / entry["file"]
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file {path} listed in the manifest is missing")
+    path = checkpoint_path(folder, key, entry["file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} listed in the manifest {folder / MANIFEST} is missing")
     digest = sha256(path)
     if digest != entry["sha256"]:
         raise ChecksumError(f"checksum mismatch for {path}: the manifest records sha256 {entry['sha256']}, "
                             f"the file has {digest}; the file is damaged or was replaced; restore it or retrain "
                             f"with `pdcr-lab zoo train {name} --dataset {dataset}`")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = ZooModel(r.builder(**ckpt["recipe"]["kwargs"]), name=name)
-    model.load_state_dict(_float(ckpt["state_dict"]))
+    try:
+        kwargs, state = ckpt["recipe"]["kwargs"], ckpt["state_dict"]
+    except (KeyError, TypeError):
+        raise ValueError(f"checkpoint {str(path)!r} has no recipe kwargs or state_dict; it was not written by "
+                         "pdcr_lab.zoo.train") from None
+    check_recipe_size(name, kwargs, source=f"checkpoint {str(path)!r}")  # before anything is allocated
+    model = ZooModel(r.builder(**kwargs), name=name)
+    model.load_state_dict(_float(state))
     model.eval()
     return model, ckpt["metadata"] | {"sha256": digest, "images_per_s": entry.get("images_per_s")}
 
