@@ -80,10 +80,15 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
     [0, 1, 0, 0, 3, 0, 0, 0, 0]
     """
     validate(ds)
+    tau = float(ds.attrs.get("tau", 0.02))
     if edges is None:
-        tau = float(ds.attrs.get("tau", 0.02))
-        edges = HISTOGRAM_EDGES.copy()
-        edges[4], edges[5] = -tau, tau
+        # The reference's edges with +-tau inside; outer edges that tau swallows are dropped, so the
+        # edges keep increasing for any tau (tau > 0.3 merges the +-0.3 bins into the central one).
+        outer = HISTOGRAM_EDGES[np.abs(HISTOGRAM_EDGES) > tau]
+        edges = np.concatenate([outer[outer < 0], [-tau, tau], outer[outer > 0]])
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"edges must be a 1-D increasing array of at least 2 bin edges, got {edges.tolist()}")
     ate = ds["ate"]
     outside = ~ds["roi_block"] if "roi_block" in ds else xr.ones_like(ate, dtype=bool)
     counts = {
@@ -106,7 +111,7 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
         hist, ate, input_core_dims=[list(GRID_DIMS)], output_core_dims=[["bin"]], dask="forbidden"
     )
     out = out.assign_coords(bin=histogram_labels(edges), bin_lower=("bin", edges[:-1]), bin_upper=("bin", edges[1:]))
-    out.attrs = {"tau": float(edges[5])}
+    out.attrs = {"tau": tau}
     return out
 
 

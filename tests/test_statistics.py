@@ -64,3 +64,18 @@ def test_statistics_match_the_reference_output(reference_dir):
     for label, count in zip(st.bin.values, st.histogram.values):
         assert int(expected[f"{label}_num"]) == int(count), label
     assert float(st.pos_pct) == pytest.approx(24.01, abs=0.005)
+
+
+def test_histogram_edges_keep_increasing_when_tau_swallows_outer_edges():
+    ds = schema.empty_effects(grid=(2, 2), block=4, tau=0.5)
+    ds["ate"][:] = np.array([[-2.0, 0.0], [0.4, 5.0]])
+    st = statistics(ds)
+    assert st.bin.values.tolist() == ["to -3", "-3 to -1", "-1 to -0.5", "-0.5 to 0.5", "0.5 to 1", "1 to 3", "3 to"]
+    assert st.histogram.values.tolist() == [0, 1, 0, 2, 0, 0, 1]
+    assert np.all(np.diff(st.bin_lower.values) > 0)
+
+
+def test_bad_histogram_edges_are_refused():
+    ds = schema.empty_effects(grid=(2, 2), block=4)
+    with pytest.raises(ValueError, match=r"edges must be a 1-D increasing array"):
+        statistics(ds, edges=np.array([0.0, -1.0, 1.0]))
