@@ -32,6 +32,7 @@ import xarray as xr
 
 from .checks import check_int
 from .statistics import statistics
+from .defaults import WORKING
 from .rois import snap_roi
 from .viz import as_display_image, holoviews_backend, image_plot, roi_outline
 
@@ -64,11 +65,13 @@ class RoiPicker(param.Parameterized):
     (0, 32, 16, 16)
     """
 
-    roi = param.NumericTuple(default=(0, 0, 16, 16), length=4, doc="(row, col, height, width) in pixels")
-    size = param.Integer(default=16, bounds=(1, None), doc="side of the RoI placed by a click")
+    roi = param.NumericTuple(default=(0, 0, WORKING.roi_size, WORKING.roi_size), length=4,
+                             doc="(row, col, height, width) in pixels")
+    size = param.Integer(default=WORKING.roi_size, bounds=(1, None), doc="side of the RoI placed by a click")
     image = param.Parameter(default=None, doc="the image shown, (H, W) or (H, W, C) in [0, 1]")
 
-    def __init__(self, image: Any, *, roi: tuple[int, int, int, int] | None = None, size: int = 16, block: int = 8, **params: Any) -> None:
+    def __init__(self, image: Any, *, roi: tuple[int, int, int, int] | None = None, size: int = WORKING.roi_size, block: int = WORKING.block,
+                 **params: Any) -> None:
         pixels = as_display_image(image)
         super().__init__(image=pixels, size=size, **params)
         self.block = check_int("block", block, minimum=1)
@@ -310,12 +313,20 @@ def statistics_html(ds: xr.Dataset, title: str = "") -> str:
     return f'<table class="pdcr-stats">{caption}{rows}</table>'
 
 
+class _Closed(Exception):
+    """Raised into a computation whose runner was closed (its page went away)."""
+
+
+_STOPPED = "the computation was stopped: its page was closed"
+
+
 class ExplainRunner(param.Parameterized):
     """Runs explanations one at a time in a worker thread, with a progress bar and readable errors.
 
     Every finished result is appended to :attr:`results` (label -> dataset); a failure sets
     :attr:`error` and the message shown, and keeps earlier results. Callbacks registered with
-    :meth:`on_result` receive ``(label, dataset)`` in the worker thread.
+    :meth:`on_result` receive ``(label, dataset)`` in the worker thread. :meth:`close` releases the
+    runner when its page goes away.
     """
 
     running = param.Boolean(default=False, doc="a computation is in progress")
@@ -335,6 +346,7 @@ class ExplainRunner(param.Parameterized):
         self._doc: Any = None
         self._loop: Any = None
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
         self.traceback = ""
 
     # -- running ------------------------------------------------------------------------------
@@ -386,6 +398,8 @@ class ExplainRunner(param.Parameterized):
         >>> runner.wait().attrs["block"], list(runner.results), runner.percent
         (4, ['demo'], 100)
         """
+        if self._closed:
+            raise RuntimeError("this runner is closed (its page was closed); make a new one")
         if self.running:
             raise RuntimeError("a computation is already running; wait for it to finish")
         self._doc, self._loop = server_document(), _kernel_loop()
@@ -423,6 +437,8 @@ class ExplainRunner(param.Parameterized):
         *args
             Its arguments.
         """
+        if self._closed:  # the page is gone: nothing left to update
+            return
         if threading.current_thread() is threading.main_thread():
             fn(*args)
         elif self._doc is not None:
@@ -447,6 +463,8 @@ class ExplainRunner(param.Parameterized):
             fn(*args)
 
     def _progress(self, done: int, total: int) -> None:
+        if self._closed:  # the page was closed: stop the computation at its next report
+            raise _Closed(_STOPPED)
         # Only forward visible changes: the estimator reports after every batch.
         if total != self.total or int(100 * done / max(total, 1)) != int(100 * self.done / max(self.total, 1)) or done == total:
             self.param.update(done=int(done), total=int(total))
@@ -455,6 +473,11 @@ class ExplainRunner(param.Parameterized):
         try:
             ds = fn(*args, progress=self._progress, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user as a message
+            if self._closed:  # stopped by close(): nobody is left to tell
+                self.param.update(running=False, error=_STOPPED, message=_STOPPED)
+                if not isinstance(exc, Exception):
+                    raise
+                return None
             text = readable_error(exc)
             self.param.update(running=False, error=text, message=f"{label} failed. {text}")
             self.traceback = traceback.format_exc()
@@ -462,6 +485,9 @@ class ExplainRunner(param.Parameterized):
                 self.in_ui(callback, label, text)
             if not isinstance(exc, Exception):
                 raise
+            return None
+        if self._closed:  # finished after its page was closed: nobody is left to show it to
+            self.param.update(running=False, error=_STOPPED, message=_STOPPED)
             return None
         self.results[label] = ds
         forwards = int(np.asarray(ds["forwards"]).sum()) if "forwards" in ds else 0
@@ -492,6 +518,33 @@ class ExplainRunner(param.Parameterized):
         if ds is None:
             raise RuntimeError(self.error)
         return ds
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the runner then accepts no more work)."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release the runner: called when its page (browser session) ends; calling it again does nothing.
+
+        A running computation stops at its next progress report (the explainers report after every
+        batch) and its result is neither kept nor shown; queued work is cancelled; the worker thread
+        ends; the callbacks, the page's document, the widgets and the results are dropped, so that
+        nothing of the page outlives it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._callbacks.clear()
+        self._error_callbacks.clear()
+        self._doc = self._loop = self._widgets = None
+        self.results = {}
+        while True:
+            try:
+                self._pending.get_nowait()
+            except queue.Empty:
+                break
 
     # -- display ------------------------------------------------------------------------------
     @property

@@ -174,7 +174,6 @@ def test_dashboard_in_chromium(server, page, tmp_path):
     data = datasets.load(DATASET)
     row, col, h, w = boundary_roi(data.masks("test")[0], size=16, block=8)
     col = col + 8 if col + 8 + w <= 96 else col - 8
-    target = (row, col, h, w)
     where = page.evaluate(FIGURE, ["click to place the RoI", [[col + w / 2 - 0.5, row + h / 2 - 0.5]]])
     assert where is not None, "the RoI picker image is not on the page"
     page.mouse.click(*where["points"][0])
@@ -219,6 +218,8 @@ def test_dashboard_in_chromium(server, page, tmp_path):
 
     # The page stays usable: the button is enabled again for the next run.
     assert page.get_by_role("button", name="Explain").is_enabled()
+    # The results folder box says that results are confined to the results root.
+    assert page.get_by_text("Results are confined to the results root").count() == 1
 
     shot_path = Path(os.environ.get("PDCR_LAB_SCREENSHOT", tmp_path / "dashboard.png"))
     shot_path.parent.mkdir(parents=True, exist_ok=True)

@@ -84,3 +84,41 @@ def test_statistics_html_shows_the_stored_numbers(lesion_maps):
     assert shown["support"] == str(values["support"]) and shown["m0"] == f'{values["m0"]:.3f}'
     assert set(shown) <= set(values)
     assert values["support"] + values["harm"] + values["irrelevant"] == 144 - int(a.roi_block.sum())
+
+
+def test_runner_close_stops_the_computation_and_its_thread():
+    """A closed runner (its page was closed) stops a running computation at its next progress
+    report, accepts no more work, lets its worker thread end and drops the page it updated."""
+    import threading
+
+    from pdcr_lab.schema import empty_effects
+
+    started, go = threading.Event(), threading.Event()
+    steps, shown, worker = [], [], []
+
+    def slow(progress, total=1000):
+        worker.append(threading.current_thread())
+        started.set()
+        go.wait(60)  # a hang guard, not a time limit
+        for i in range(total):
+            progress(i + 1, total)
+            steps.append(i)
+        return empty_effects(grid=(1, 1), block=4)
+
+    runner = ExplainRunner()
+    runner.on_result(lambda label, ds: shown.append(label))
+    future = runner.submit(slow, label="slow")
+    try:
+        assert started.wait(60)
+        runner.close()
+    finally:
+        go.set()
+    assert future.result(60) is None and len(steps) < 1000  # stopped early, nothing kept
+    with pytest.raises(RuntimeError, match="stopped: its page was closed"):
+        runner.wait()
+    assert shown == [] and runner.results == {} and not runner.running and runner.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.submit(slow, label="again")
+    worker[0].join(60)  # a hang guard, not a time limit
+    assert not worker[0].is_alive()
+    runner.close()  # closing twice is harmless

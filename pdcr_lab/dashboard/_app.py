@@ -6,6 +6,11 @@ progress bar, so the page never freezes; each model's result is saved to the res
 as it is computed (a later failure loses nothing) and drawn on one shared colour scale. The
 *Stored results* tab opens any ``.nc`` file of the folder; *Export* writes the current figure as
 PNG (matplotlib, :func:`pdcr_lab.viz.overlay_figure`) or as a self-contained HTML page.
+
+Nothing is exposed and nothing outlives its page: the folders a visitor types are confined to the
+results root the dashboard was started with (:func:`confine`), and a served page builds its
+dashboard only once a browser has loaded it and releases it (:meth:`Dashboard.close`) when its
+session ends.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ..explainers import get_explainer, list_explainers
 from ..schema import STACK_DIMS, stack
 from ..viz import composition, histogram, radial_profile, side_by_side, split_maps
 from ..widgets import ExplainRunner, RoiPicker, readable_error, server_document, statistics_html
-from ._store import ResultStore
+from ._store import ResultStore, confine
 
 __all__ = ["Dashboard", "ModelSource", "zoo_source", "create_app", "DATASETS"]
 
@@ -98,7 +103,8 @@ class Dashboard(param.Parameterized):
     Parameters
     ----------
     results_dir : str or os.PathLike
-        Folder of stored results (created on the first save).
+        The results root (created on the first save): results are stored in it or in folders inside
+        it, and the *results folder* box accepts nothing outside it (:func:`confine`).
     models : ModelSource, optional
         Where models come from (default: the zoo).
     datasets : sequence of str
@@ -128,7 +134,9 @@ class Dashboard(param.Parameterized):
 
         super().__init__(**params)
         self.source = models or zoo_source()
-        self.store = ResultStore(results_dir)
+        self.root = Path(results_dir).expanduser().resolve()
+        self.store = ResultStore(self.root)
+        self._closed = False
         self.runner = ExplainRunner()
         self.current: dict[str, xr.Dataset] = {}  # label -> single map on show
         self.current_image: Any = None
@@ -154,7 +162,11 @@ class Dashboard(param.Parameterized):
         self.details = pn.Column()
         self.profiles = pn.pane.HoloViews(None, linked_axes=False)
 
-        self.folder = pn.widgets.TextInput(label="results folder", value=str(self.store.folder), width=400)
+        self.folder = pn.widgets.TextInput(label="results folder", value=str(self.root), width=400)
+        self.folder_note = pn.pane.HTML(
+            f"<small>Results are confined to the results root <code>{html.escape(str(self.root))}</code>: type a "
+            "folder inside it (relative to it, or its full path); folders and links that lead outside it are "
+            "refused.</small>", width=400)
         self.files = pn.widgets.Select(label="stored results", options=[], size=10, width=400)
         self.refresh_button = pn.widgets.Button(label="Refresh", width=100)
         self.open_button = pn.widgets.Button(label="Open", color="primary", width=100)
@@ -263,6 +275,8 @@ class Dashboard(param.Parameterized):
         if self.runner.running:
             self._say("a computation is already running; wait for it to finish", "warning")
             return None
+        if self._folder() is None:  # the folder became a link out of the root since it was chosen
+            return None
         dataset, index = self.dataset.value, self.image_select.value or 0
         roi = tuple(int(v) for v in self.picker.roi)
         # On a served page the button is disabled while it runs. Not in a notebook: panel there drops
@@ -273,11 +287,13 @@ class Dashboard(param.Parameterized):
         return self.runner.submit(self._job, names, dataset, index, roi, self.settings(), label=", ".join(names))
 
     def _job(self, names: list[str], dataset: str, index: int, roi: tuple[int, int, int, int], settings: dict[str, Any],
-             progress: Callable[[int, int], None]) -> xr.Dataset:
+             progress: Callable[[int, int], None]) -> xr.Dataset | None:
         data = _dataset(dataset)
         image, target, image_id = data.images(SPLIT)[index], data.masks(SPLIT)[index], data.ids(SPLIT)[index]
         done: dict[str, xr.Dataset] = {}
         for i, name in enumerate(names):
+            if self.runner.closed:  # the page was closed: the remaining models are not explained
+                return None
             self.runner.message = f"{name} ({i + 1}/{len(names)}): computing ..."
 
             def step(n: int, total: int, i: int = i) -> None:
@@ -327,13 +343,39 @@ class Dashboard(param.Parameterized):
         self.export_choice.value = next(iter(results))
         self._name_exports()
 
+    def _folder(self) -> Path | None:
+        """The results folder, checked again (a link may have changed); None, with a message, when outside the root."""
+        try:
+            return confine(self.root, self.store.folder)
+        except ValueError as exc:
+            self._say(str(exc), "danger")
+            return None
+
+    def _inside(self, path: Path) -> bool:
+        try:
+            confine(self.root, path)
+        except ValueError:
+            return False
+        return True
+
     def refresh_files(self) -> None:
-        """List the folder's stored results again (newest first)."""
-        self.files.options = [p.name for p in self.store.files()]
+        """List the folder's stored results again (newest first); files that link out of the root are left out."""
+        if self._folder() is None:
+            self.files.options = []
+            return
+        self.files.options = [p.name for p in self.store.files() if self._inside(p)]
 
     def _set_folder(self, folder: str) -> None:
-        self.store = ResultStore(folder)
+        try:
+            path = confine(self.root, folder)
+        except ValueError as exc:
+            # Refused: nothing of it is listed, opened or created; results keep going to the last folder.
+            self.files.options = []
+            self._say(f"{exc}. Results stay in {self.store.folder}.", "danger")
+            return
+        self.store = ResultStore(path)
         self.refresh_files()
+        self._say(f"results folder: {path}", "info")
 
     def open_file(self, name: str | None) -> dict[str, xr.Dataset]:
         """Show a stored result; its image is found again from its ``dataset``/``image_id`` attrs.
@@ -351,8 +393,11 @@ class Dashboard(param.Parameterized):
         if not name:
             self._say("choose a stored result first", "warning")
             return {}
+        if Path(name).name != name or self._folder() is None:
+            self._say(f"could not open {name}: choose a file of the stored results list", "danger")
+            return {}
         try:
-            ds = self.store.load(name)
+            ds = self.store.load(confine(self.root, self.store.folder / name))
             results = _split_stacked(ds, str(ds.attrs.get("model", Path(name).stem)))
             image = None
             dataset, image_id = ds.attrs.get("dataset"), ds.attrs.get("image_id")
@@ -369,6 +414,21 @@ class Dashboard(param.Parameterized):
             return {}
         self._say(f"opened {name}", "success")
         return results
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what the page holds: called when its browser session ends; calling it again does nothing.
+
+        The runner stops a running computation and its worker thread ends
+        (:meth:`pdcr_lab.widgets.ExplainRunner.close`); the loaded models and the results shown are
+        dropped at once rather than at the next garbage collection.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.runner.close()
+        self._models_cache.clear()
+        self.current, self.current_image = {}, None
 
     # -- export -------------------------------------------------------------------------------
     def _name_exports(self) -> None:
@@ -429,7 +489,7 @@ class Dashboard(param.Parameterized):
 
         # No pn.Tabs: bokeh plots updated inside a non-dynamic Tabs are laid out wrongly.
         stored = pn.Card(
-            self.folder, self.files, pn.Row(self.refresh_button, self.open_button),
+            self.folder, self.folder_note, self.files, pn.Row(self.refresh_button, self.open_button),
             title="Stored results", collapsed=False, width=430,
         )
         controls = pn.Column(
@@ -465,11 +525,40 @@ class Dashboard(param.Parameterized):
 def create_app(results_dir: str | os.PathLike = "results", **kwargs: Any) -> Any:
     """A fresh dashboard page (one per browser session).
 
+    Outside a server (a notebook, a script) the dashboard is built at once. On a served page it is
+    built when the browser has loaded the page (``pn.state.onload``), so that a bare request that
+    never connects (a crawler, a port scan, a health check) costs a few kilobytes instead of a whole
+    dashboard; and it is released (:meth:`Dashboard.close`) when the session ends
+    (``pn.state.on_session_destroyed``), so that nothing of the page outlives it.
+
     Parameters
     ----------
     results_dir : str or os.PathLike
-        Folder of stored results.
+        The results root (:class:`Dashboard`).
     **kwargs
         Further options of :class:`Dashboard` (``models=``, ``datasets=``, ``fine=``, ...).
     """
-    return Dashboard(results_dir, **kwargs).view()
+    import panel as pn
+
+    if server_document() is None:
+        return Dashboard(results_dir, **kwargs).view()
+    page = pn.Column(pn.pane.Markdown("Loading the PdCR dashboard ...", width=420))
+    built: list[Dashboard] = []  # the session's own dashboard: held by the page and its callbacks only
+
+    def build() -> None:
+        try:
+            app = Dashboard(results_dir, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the visitor gets a message, not an empty page
+            page.objects = [pn.pane.Alert(html.escape(f"The dashboard could not start: {readable_error(exc)}"),
+                                          alert_type="danger", width=420)]
+            return
+        built.append(app)
+        page.objects = [app.view()]
+
+    def release(session_context: Any) -> None:
+        while built:
+            built.pop().close()
+
+    pn.state.onload(build)
+    pn.state.on_session_destroyed(release)
+    return page

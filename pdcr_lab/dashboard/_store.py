@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..storage import load, save
 
-__all__ = ["ResultStore", "result_name", "results_dir", "fingerprint", "RESULTS_ENV"]
+__all__ = ["ResultStore", "result_name", "results_dir", "fingerprint", "confine", "RESULTS_ENV"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -31,6 +31,52 @@ def results_dir() -> Path:
     if os.environ.get(RESULTS_ENV):
         return Path(os.environ[RESULTS_ENV]).expanduser()
     return Path(__file__).resolve().parents[2] / "data" / "results"
+
+
+def confine(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path` resolved, provided it lies inside the folder `root` (the root itself included).
+
+    The dashboard's visitors type folder and file names; they must not reach anything outside the
+    results root the server was started with. A relative `path` is taken from `root`, ``~`` is
+    expanded, and both are resolved (``..`` and symbolic links followed) *before* the check, so
+    ``../elsewhere``, an absolute path elsewhere and a link inside the root that leads out are all
+    refused, while a link that stays inside is fine. Neither path has to exist.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The results root.
+    path : str or os.PathLike
+        A folder or file, relative to `root` or absolute.
+
+    Returns
+    -------
+    pathlib.Path
+        The resolved path.
+
+    Raises
+    ------
+    ValueError
+        When the resolved path is outside the resolved root, or cannot be resolved.
+
+    Examples
+    --------
+    >>> confine("/srv/results", "lesions/unet") == Path("/srv/results/lesions/unet").resolve()
+    True
+    >>> confine("/srv/results", "../secret")
+    Traceback (most recent call last):
+    ...
+    ValueError: ../secret is outside the results root /srv/results: the dashboard reads and writes only inside it
+    """
+    base = Path(root).expanduser().resolve()
+    try:
+        target = (base / Path(path).expanduser()).resolve()  # an absolute `path` replaces `base`
+    except (OSError, RuntimeError) as exc:  # a link loop, an unreadable folder: refused as well
+        raise ValueError(f"{os.fspath(path)} cannot be resolved inside the results root {base}: {exc}") from exc
+    if target != base and base not in target.parents:
+        raise ValueError(f"{os.fspath(path) or '.'} is outside the results root {base}: "
+                         "the dashboard reads and writes only inside it")
+    return target
 
 
 def fingerprint(model: Any) -> str:
