@@ -399,7 +399,9 @@ def _range_message(name: str, vmin: float, vmax: float, lo: float, hi: float, gi
     if given:
         return f"{name} values span [{vmin:.4g}, {vmax:.4g}], outside value_range=({lo:g}, {hi:g})"
     hint = "convert them to [0, 1] or pass value_range=(low, high) to rescale"
-    if vmin >= 0 and vmax <= 255:
+    if vmin >= -0.1 and vmax <= 1.1:
+        hint = "they overshoot [0, 1] slightly (bicubic or antialiased resizing does that): clamp them, e.g. image.clamp(0, 1)"
+    elif vmin >= 0 and vmax <= 255:
         hint = "they look like 8-bit values stored as floats: divide by 255, or pass value_range=(0, 255)"
     elif vmin >= -1 and vmax <= 1:
         hint = ("they look normalised to [-1, 1]: pass value_range=(-1, 1), and give the model's own input "

@@ -63,8 +63,9 @@ def test_uint16_images_are_divided_by_their_dtype_range():
         (255.0, 0.0, r"image values span \[25.*, 2.*\] but pdcr_lab takes floats in \[0, 1\].*divide by 255, or pass value_range=\(0, 255\)"),
         (2.0, -1.0, r"image values span \[-0.7.*\].*normalised to \[-1, 1\]: pass value_range=\(-1, 1\)"),
         (1000.0, 0.0, r"image values span .* convert them to \[0, 1\] or pass value_range"),
+        (1.3, -0.15, r"image values span \[-0.0.*\] .*overshoot \[0, 1\] slightly .*clamp them"),
     ],
-    ids=["float-0-255", "float-minus1-1", "float-large"],
+    ids=["float-0-255", "float-minus1-1", "float-large", "float-overshoot"],
 )
 def test_float_images_outside_0_1_are_refused(image, bank, scale, offset, match):
     with pytest.raises(ValueError, match=match):
