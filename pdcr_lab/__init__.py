@@ -14,7 +14,7 @@ The data flows one way: ``datasets`` -> ``zoo`` (models) -> explainers (``engine
 - ``outcomes``: the RoI state M (Dice, soft Dice, IoU)
 - ``adapters``: how a model's input and output are read (bring your own model)
 - ``datasets``: embedded generated datasets and loaders of the paper's datasets
-- ``zoo``: trained segmentation models of twelve architectures
+- ``zoo``: trained segmentation models of thirteen architectures
 - ``estimator``: the coarse-to-fine ATE estimator (paper and adaptive modes) shared by the explainers
 - ``call``: the call layer every explainer stands on (checks, RoIs, outcome, evaluation context, result)
 - ``engine``: :func:`explain`, the input-block explainer

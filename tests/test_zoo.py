@@ -17,11 +17,39 @@ NAMES = zoo.list()
 MANIFEST = zoo.read_manifest()["models"]
 
 
-def test_registry_lists_twelve_architectures_of_five_families():
-    assert len(NAMES) == 12
+def test_registry_lists_thirteen_architectures_of_five_families():
+    assert len(NAMES) == 13
     assert {zoo.info(n)["family"] for n in NAMES} == {"cnn", "deep-cnn", "token-mlp", "transformer", "state-space"}
-    assert {"unet", "unetpp", "attention_unet", "segresnet", "segnet", "hrnet", "unext", "ukan", "segformer",
+    assert {"unet", "unet_bn", "unetpp", "attention_unet", "segresnet", "segnet", "hrnet", "unext", "ukan", "segformer",
             "swin_unet", "transunet", "vm_unet"} == set(NAMES)
+    assert NAMES.index("unet_bn") == NAMES.index("unet") + 1
+
+
+def _norms(model):
+    return {type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}
+
+
+def test_unet_bn_is_the_unet_with_batch_norm():
+    """unet keeps MONAI's default instance norm (its checkpoints' recipes carry no norm); unet_bn only swaps
+    the normalisation: BatchNorm2d everywhere, no InstanceNorm2d, same layers otherwise."""
+    unet, unet_bn = zoo.info("unet"), zoo.info("unet_bn")
+    assert unet["kwargs"] == {"channels": [16, 32, 64, 128], "num_res_units": 1}
+    assert unet_bn["kwargs"] == unet["kwargs"] | {"norm": "batch"}
+    assert unet_bn["training"] == unet["training"] and unet_bn["family"] == "cnn"
+    assert "BatchNorm" in unet_bn["bias"] and "InstanceNorm" in unet_bn["bias"]
+    json.dumps(zoo.RECIPES["unet_bn"].as_dict("lesions"))  # stored in checkpoints: must be JSON-able
+    assert _norms(zoo.build("unet")) == {"InstanceNorm2d"}
+    assert _norms(zoo.build("unet_bn")) == {"BatchNorm2d"}
+    a, b = zoo.build("unet"), zoo.build("unet_bn")
+    assert [n for n, _ in a.named_modules()] == [n for n, _ in b.named_modules()]
+    assert list(a.stages()) == list(b.stages())
+    # eval-mode BatchNorm is local: a change far from a pixel leaves that pixel's output unchanged
+    model = b.eval()
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    far = x.clone()
+    far[..., 80:, 80:] = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[..., :16, :16], model(far)[..., :16, :16])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -111,6 +139,16 @@ def test_checkpoint_reproduces_its_recorded_test_dice(key):
     torch.testing.assert_close(dice, torch.tensor(entry["test_dice_first"], dtype=dice.dtype), atol=1e-3, rtol=0)
 
 
+def test_checkpoint_recipes_match_the_registry():
+    """Each shipped checkpoint stores the build options its registry recipe gives today (adding a build
+    option with a default, like the U-Net's ``norm``, leaves the older recipes as they were)."""
+    for key in sorted(MANIFEST):
+        dataset, name = key.split("/")
+        stored = torch.load(zoo.zoo_dir() / MANIFEST[key]["file"], map_location="cpu", weights_only=True)["recipe"]
+        assert stored["kwargs"] == zoo.RECIPES[name].as_dict(dataset)["kwargs"], key
+        assert stored["builder"] == zoo.RECIPES[name].as_dict(dataset)["builder"], key
+
+
 # --- training -----------------------------------------------------------------------------------
 
 class TinyData:
@@ -177,7 +215,7 @@ def test_train_save_load_roundtrip_and_errors(tmp_path):
 
 
 def test_unknown_names_are_refused_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown zoo model name='resnet'; known models: \['unet', 'segnet'"):
+    with pytest.raises(ValueError, match=r"unknown zoo model name='resnet'; known models: \['unet', 'unet_bn', 'segnet'"):
         zoo.load("resnet", "lesions")
     with pytest.raises(ValueError, match=r"unknown zoo dataset='brain'; the zoo is trained on: \['lesions', 'vessels'\]"):
         zoo.load("unet", "brain")

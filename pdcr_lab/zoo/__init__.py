@@ -1,15 +1,17 @@
 """A zoo of small trained segmentation models with different inductive biases.
 
-Twelve architectures from the families the PdCR paper compares (plain and deep CNNs, token-MLP
-and KAN mixers, transformers with global or windowed attention, and a state-space model), each
-trained on the ``lesions`` and ``vessels`` datasets. Every model is a :class:`ZooModel`: an RGB image
-in [0, 1] goes in, a foreground probability comes out.
+Thirteen architectures: twelve from the families the PdCR paper compares (plain and deep CNNs,
+token-MLP and KAN mixers, transformers with global or windowed attention, and a state-space model),
+plus ``unet_bn``, the U-Net with BatchNorm (the paper's own U-Net normalisation; spatially local at
+inference, unlike the instance norm of ``unet``), each trained on the ``lesions`` and ``vessels``
+datasets. Every model is a :class:`ZooModel`: an RGB image in [0, 1] goes in, a foreground
+probability comes out.
 
 Examples
 --------
 >>> from pdcr_lab import zoo
 >>> zoo.list()[:3]
-['unet', 'segnet', 'attention_unet']
+['unet', 'unet_bn', 'segnet']
 >>> model, meta = zoo.load("unet", "lesions")  # doctest: +SKIP
 >>> model(images).shape  # (B, 1, H, W) probabilities  # doctest: +SKIP
 """

@@ -10,10 +10,24 @@ from monai.networks.nets.attentionunet import AttentionLayer
 
 
 class UNet(nets.UNet):
-    """MONAI UNet (residual units, strided-conv down, transposed-conv up, concatenated skips)."""
+    """MONAI UNet (residual units, strided-conv down, transposed-conv up, concatenated skips).
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), num_res_units: int = 1) -> None:
-        super().__init__(2, 3, 1, channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=num_res_units)
+    Parameters
+    ----------
+    channels : tuple of int
+        Feature channels per level (one strided downsampling between consecutive levels).
+    num_res_units : int
+        Residual units per convolution block.
+    norm : str
+        MONAI normalisation name (``"instance"``, MONAI's default, or ``"batch"``). Instance norm
+        normalises every channel over the whole image, so it is not spatially local; batch norm
+        uses its running statistics in eval mode and is local at inference.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), num_res_units: int = 1,
+                 norm: str = "instance") -> None:
+        super().__init__(2, 3, 1, channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=num_res_units,
+                         norm=norm)
 
     def stage_roles(self) -> dict[str, str]:
         roles: dict[str, str] = {}
