@@ -89,6 +89,8 @@ HISTOGRAM_EDGES = np.array([-np.inf, -3.0, -1.0, -0.3, -PAPER.tau, PAPER.tau, 0.
 Mode = Literal["paper", "adaptive"]
 #: Autocast dtype of the forward passes.
 Precision = Literal["float32", "bfloat16", "float16"]
+#: How :func:`pdcr_lab.explain` runs the perturbed images: incrementally where the model allows it.
+Incremental = Literal["auto", "on", "off"]
 #: What replaces the deleted or inserted blocks of a faithfulness curve.
 Policy = Literal["natural", "zero", "blur"]
 #: What replaces an input block (:mod:`pdcr_lab.interventions`).

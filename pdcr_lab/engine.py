@@ -38,8 +38,11 @@ from .call import (
     result,
 )
 from .checks import check_float, check_int, describe
-from .defaults import PAPER, Intervention, Mode, Precision, check_literal, choices
+from .defaults import PAPER, Incremental, Intervention, Mode, Precision, check_literal, choices
 from .estimator import Batcher, adaptive_ate, run_batched, screened_ate
+from .incremental import IncrementalPlan, Ineligible
+from .incremental import plan as incremental_plan
+from .incremental import traced
 from .interventions import compose, make_intervention
 from .outcomes import Outcome
 from .rois import Roi
@@ -64,10 +67,21 @@ ADAPTIVE_TARGET_SE = 0.25
 ADAPTIVE_MAX_DRAWS_FACTOR = 4
 #: Jobs re-run in float32 by ``check_precision`` (the first draws of the blocks with the largest effects).
 PRECISION_CHECK_JOBS = 32
+#: Blocks whose incremental outputs are compared with full forward passes before the incremental path is used.
+INCREMENTAL_CHECK_BLOCKS = 4
+#: Largest |difference| of an incremental output from the full forward's, relative to the output's scale.
+INCREMENTAL_TOLERANCE = 1e-4
 
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
-# Batch sizes found fastest by tuning, per model and run configuration: later calls skip the tuning.
-_TUNED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+# Batch-size tuning state per model and run configuration: later calls resume it, or use its result.
+_TUNED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, dict]] = weakref.WeakKeyDictionary()
+#: ``incremental="auto"`` traces a model only when its screening stage alone needs at least this many
+#: multiply-accumulates in full forward passes (about a second on two CPU cores; tracing takes about as
+#: long, and a traced model is reused by later calls on the same image).
+AUTO_MIN_MACS = 2e10
+#: ``incremental="auto"`` keeps full forward passes when the incremental path still needs more than this
+#: share of the full convolution work (its gathers and small ops would eat the saving).
+AUTO_MAX_FLOPS_RATIO = 0.3
 
 
 def _compiled(model: nn.Module) -> nn.Module:
@@ -84,10 +98,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 def _activation_bytes(model: nn.Module) -> tuple[list[Any], list[int]]:
-    """Forward hooks that add up the bytes of every leaf module's output (an activation footprint)."""
-    total = [0]
+    """Forward hooks that add up the bytes of every leaf module's output (an activation footprint) and the
+    multiply-accumulates of its convolutions and linear layers: ``[bytes, macs]``."""
+    total = [0, 0]
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
         stack = [output]
         while stack:
             item = stack.pop()
@@ -97,6 +112,11 @@ def _activation_bytes(model: nn.Module) -> tuple[list[Any], list[int]]:
                 stack.extend(item)
             elif isinstance(item, dict):
                 stack.extend(item.values())
+        weight = getattr(module, "weight", None)
+        if isinstance(output, torch.Tensor) and isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+            # Each output value of a convolution / linear layer costs (weight size / output channels) MACs.
+            out_channels = weight.shape[1] if isinstance(module, nn.modules.conv._ConvTransposeNd) else weight.shape[0]
+            total[1] += output.numel() * weight.numel() // max(1, out_channels)
 
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     return [m.register_forward_hook(hook) for m in leaves], total
@@ -164,10 +184,11 @@ class _Execution:
     precision_tolerance: float
     compile: bool
     channels_last: bool
+    incremental: str = "auto"
 
     @classmethod
     def check(cls, *, batch_size: Any, memory_budget: Any, precision: Any, check_precision: Any,
-              precision_tolerance: Any, compile: Any, channels_last: Any) -> _Execution:
+              precision_tolerance: Any, compile: Any, channels_last: Any, incremental: Any = "auto") -> _Execution:
         """Validate the execution options at the boundary."""
         for name, flag in (("check_precision", check_precision), ("compile", compile), ("channels_last", channels_last)):
             if not isinstance(flag, bool):
@@ -180,6 +201,7 @@ class _Execution:
             check_float("precision_tolerance", precision_tolerance, minimum=0.0),
             compile,
             channels_last,
+            check_literal("incremental", incremental, Incremental),
         )
 
     @property
@@ -207,6 +229,79 @@ class _Forwards:
         self.runner = _compiled(model) if run.compile else None
         self.image = call.image.to(call.device)
         self.cap = run.batch_size or auto_batch_size(call.shape, call.device)
+        self.plan: IncrementalPlan | None = None
+        self.path_reason = "incremental='off'"
+        self.flops_ratio: float | None = None
+        self.macs = 0
+        self.screening_draws = 1
+
+    @property
+    def screening_jobs(self) -> int:
+        """Jobs of the first stage: every candidate block's screening draws."""
+        return int(self.call.candidates.any(axis=0).sum()) * max(1, self.screening_draws)
+
+    def choose_path(self, treatment: Any) -> None:
+        """Use exact incremental inference when asked, or allowed and worth it, and eligible; say why (not)."""
+        run = self.run
+        if run.incremental == "off":
+            return
+        blocker = ("precision=" + repr(run.precision) if run.amp is not None else
+                   "compile=True" if self.runner is not None else "channels_last=True" if run.channels_last else None)
+        try:
+            if blocker is not None:
+                raise Ineligible(f"{blocker} runs full forward passes (the incremental path runs in float32 eagerly)")
+            adapter = self.call.adapter
+            key = ("logits", repr(self.call.options.get("normalize")), repr(self.call.options.get("output_key")))
+            work = self.screening_jobs * self.macs
+            if run.incremental == "auto" and work < AUTO_MIN_MACS and not traced(self.model, self.image, key):
+                self.path_reason = (f"full forward passes are quicker for a job this small (screening "
+                                    f"{work / 1e9:.2g} GMAC, under {AUTO_MIN_MACS / 1e9:g}; tracing the model for the "
+                                    "incremental path takes about a second)")
+                return
+            plan = incremental_plan(self.model, lambda x: adapter.logits(x), self.image, box=self.call.box,
+                                    block=self.call.block, key=key)
+            checked = self._check_plan(plan, treatment)
+        except Ineligible as exc:
+            if run.incremental == "on":
+                raise ValueError(f"incremental='on' but the model cannot run incrementally: {exc}") from None
+            self.path_reason = str(exc)
+            return
+        self.flops_ratio = plan.flops_ratio
+        eligible = (f"eligible ({plan.ops} image-dependent ops, all spatially local; convolution work per perturbed "
+                    f"image {plan.flops_ratio:.1%} of a full forward pass; equal to full forward passes on {checked} "
+                    "checked blocks)")
+        if run.incremental == "auto" and plan.flops_ratio > AUTO_MAX_FLOPS_RATIO:
+            self.path_reason = (f"{eligible}, but above {AUTO_MAX_FLOPS_RATIO:.0%} the gathers cost more than the "
+                                "convolutions saved: full forward passes")
+            return
+        self.plan, self.path_reason = plan, eligible
+
+    def _probe_jobs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` jobs spread over the candidate blocks, from the RoI's neighbourhood to the far corners."""
+        candidates = np.flatnonzero(self.call.candidates.any(axis=0))
+        gy, gx = self.call.grid
+        y0, y1, x0, x1 = self.call.box
+        centre = np.array([(y0 + y1) / 2, (x0 + x1) / 2]) / self.call.block
+        where = np.stack([candidates // gx, candidates % gx], axis=1)
+        order = candidates[np.argsort(np.abs(where + 0.5 - centre).max(axis=1), kind="stable")]
+        picks = order[np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int)]
+        cells = torch.as_tensor(np.resize(picks, count), device=self.call.device)
+        return cells, torch.zeros_like(cells)
+
+    def _check_plan(self, plan: IncrementalPlan, treatment: Any) -> int:
+        """Compare incremental and full outputs on a few blocks from the RoI's neighbourhood to the far corners."""
+        if not self.call.candidates.any():
+            return 0
+        cells, draws = self._probe_jobs(INCREMENTAL_CHECK_BLOCKS)
+        blocks = treatment.replacements(cells, draws)
+        fast = plan(cells, blocks).float()
+        full = self.outputs(compose(self.image, cells, blocks, self.call.block), fast=False)
+        scale = max(1.0, float(full.abs().max()))
+        error = float((fast - full).abs().max())
+        if not error <= INCREMENTAL_TOLERANCE * scale:
+            raise Ineligible(f"the incremental outputs differ from full forward passes by {error:.3g} "
+                             f"(tolerance {INCREMENTAL_TOLERANCE * scale:.3g}); the model may branch on values")
+        return len(set(cells.tolist()))
 
     def outputs(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
         """Model output cut to the RoIs' box, float32; `fast` = the precision/compile path."""
@@ -238,6 +333,7 @@ class _Forwards:
                 crop = self.outputs(factual_in)[:1]
             state.m0 = state.from_outputs(crop)[0]
         item_bytes = footprint[0] + self.image[None].nbytes if footprint[0] else None
+        self.macs = footprint[1]
         return state, item_bytes
 
     def evaluator(self, state: RoiOutcome, treatment: Any) -> Callable[..., torch.Tensor]:
@@ -247,8 +343,12 @@ class _Forwards:
         def evaluate(cells: torch.Tensor, draws: torch.Tensor, fast: bool = True,
                      reference: torch.Tensor | None = None) -> torch.Tensor:
             cells, draws = cells.to(device), draws.to(device)
-            perturbed = compose(self.image, cells, treatment.replacements(cells, draws), block, memory_format=layout)
-            out = check_batch(self.outputs(perturbed, fast), len(cells))
+            blocks = treatment.replacements(cells, draws)
+            if fast and self.plan is not None:
+                out = check_batch(self.plan(cells, blocks).float(), len(cells))
+            else:
+                perturbed = compose(self.image, cells, blocks, block, memory_format=layout)
+                out = check_batch(self.outputs(perturbed, fast), len(cells))
 
             def where(rows: torch.Tensor) -> str:
                 gx = self.call.grid[1]
@@ -261,18 +361,22 @@ class _Forwards:
         return evaluate
 
     def batcher(self, item_bytes: int | None) -> tuple[Batcher, tuple]:
-        """The batch policy: the tuned size of an earlier call, or tuning on the first jobs."""
+        """The batch policy: tuning on real jobs, resumed from earlier calls on this model and input shape."""
         run, device = self.run, self.call.device
-        key = (self.call.shape, str(device), run.precision, run.channels_last, run.memory_budget, self.runner is not None)
-        tuned = _TUNED.get(self.model, {}).get(key) if run.batch_size is None else None
-        batcher = Batcher(tuned or self.cap, tune=run.batch_size is None and self.runner is None and tuned is None,
+        key = (self.call.shape, str(self.image.dtype), str(device), run.precision, run.channels_last,
+               run.memory_budget, self.runner is not None,
+               None if self.plan is None else (self.call.box, self.call.block))
+        batcher = Batcher(self.cap, tune=run.batch_size is None and self.runner is None,
                           memory_budget=run.memory_budget, item_bytes=item_bytes, pad=self.runner is not None,
-                          device=device, tune_from=32 if device.type == "cuda" else 8)
+                          device=device, tune_from=16 if device.type == "cuda" else 1)
+        known = _TUNED.get(self.model, {}).get(key) if batcher.tune else None
+        if known is not None:
+            batcher.resume(known)
         return batcher, key
 
     def remember(self, batcher: Batcher, key: tuple) -> None:
-        if batcher.timings and not batcher.tuning and batcher.halvings == 0:
-            _TUNED.setdefault(self.model, {})[key] = batcher.size
+        if batcher.tune and batcher.halvings == 0:
+            _TUNED.setdefault(self.model, {})[key] = batcher.state()
 
 
 def explain(
@@ -309,6 +413,7 @@ def explain(
     precision_tolerance: float = PRECISION_TOLERANCE,
     compile: bool = False,
     channels_last: bool = False,
+    incremental: Incremental = "auto",
     runtime: dict | None = None,
 ) -> xr.Dataset:
     """PdCR map of the causal effect of every image block on the segmentation quality in an RoI.
@@ -390,11 +495,21 @@ def explain(
         falls back to eager with a warning where compilation fails).
     channels_last : bool
         Channels-last layout for the model and its inputs; the model's layout is restored afterwards.
+    incremental : {"auto", "on", "off"}
+        Exact incremental inference (:mod:`pdcr_lab.incremental`): for models made of spatially local
+        ops, only the activations a perturbed block changes inside the RoI's backward cone are
+        recomputed, from the factual image's activations; the outputs equal full forward passes up
+        to float rounding (checked on a few blocks first). ``"auto"`` uses it when the model is
+        eligible (float32, no compile, no channels-last), the job is large enough to repay tracing
+        (:data:`AUTO_MIN_MACS`) and the saving is large enough (:data:`AUTO_MAX_FLOPS_RATIO`), and
+        runs full forward passes otherwise (a deterministic rule: no timing); ``"on"`` raises when it cannot; ``"off"`` never uses it. The path taken and why are
+        in ``attrs["forward_path"]`` and ``attrs["forward_path_reason"]``.
     runtime : dict, optional
         Filled, when the call returns, with facts that vary between runs and machines and so stay
         out of the result: ``batch_size``, ``batch_halvings``, ``tuned_seconds_per_job``,
         ``item_bytes``, ``peak_bytes``, ``seconds``, ``forwards``, ``forwards_per_second``,
-        ``rounds``, ``compiled``, ``device``.
+        ``rounds``, ``compiled``, ``device``, ``forward_path`` and ``incremental_flops_ratio`` (convolution
+        work of the incremental path per perturbed image / a full pass; None when not traced).
 
     Returns
     -------
@@ -428,7 +543,7 @@ def explain(
                                 ci_level=ci_level, max_draws=max_draws, band_stop=band_stop)
     run = _Execution.check(batch_size=batch_size, memory_budget=memory_budget, precision=precision,
                           check_precision=check_precision, precision_tolerance=precision_tolerance,
-                          compile=compile, channels_last=channels_last)
+                          compile=compile, channels_last=channels_last, incremental=incremental)
     if runtime is not None and not isinstance(runtime, dict):
         raise TypeError(f"runtime must be a dict to fill, or None, got {describe(runtime)}")
     bank = call.bank
@@ -438,11 +553,16 @@ def explain(
         passes = _Forwards(model, call, run)
         cuda_base = _reset_peak(call.device) if runtime is not None else 0
         state, item_bytes = passes.factual()
-        est, batcher, facts = _estimate(passes, state, treatment.to(call.device), settings, item_bytes, callback)
+        treatment = treatment.to(call.device)
+        passes.screening_draws = max(settings.coarse, 2 if settings.adaptive else 1) if treatment.stochastic else 1
+        passes.choose_path(treatment)
+        est, batcher, facts = _estimate(passes, state, treatment, settings, item_bytes, callback)
     attrs = {**call.attrs("pdcr"), **settings.attrs(), **run.attrs(), "intervention": intervention,
              "bank_id": bank.id if bank is not None else "none", "bank_size": len(bank) if bank is not None else 0,
              "bank_provenance": json.dumps(bank.provenance, sort_keys=True, default=str) if bank is not None else "{}",
-             "compile": int(passes.runner is not None), "rounds": est.rounds}
+             "compile": int(passes.runner is not None), "rounds": est.rounds,
+             "forward_path": "incremental" if passes.plan is not None else "full",
+             "forward_path_reason": passes.path_reason}
     forwards = est.forwards + state.forwards + facts.pop("forwards", 0)
     if run.check_precision:
         attrs.update(_precision_verdict(facts, run, passes.runner is not None, call.outcome.units))
@@ -450,6 +570,7 @@ def explain(
     if runtime is not None:
         _fill_runtime(runtime, batcher, began, forwards, item_bytes, est.rounds, passes.runner is not None,
                       call.device, cuda_base)
+        runtime.update(forward_path=attrs["forward_path"], incremental_flops_ratio=passes.flops_ratio)
     return ds
 
 

@@ -96,8 +96,11 @@ class Batcher:
         Current batch size (the largest allowed when `tune` is on).
     tune : bool
         Time a ladder of batch sizes (powers of two up to `size`, from `tune_from`) on the first jobs,
-        one warm-up and two timed batches each, and keep the fastest. The jobs are real work, so
-        tuning costs no extra forward passes; it never changes a result (draws are fixed up front).
+        one warm-up and two timed batches each, and keep the fastest; the ladder stops once a size
+        is more than 15% slower per job than the best so far (throughput is unimodal in the batch
+        size in practice). The jobs are real work, so tuning costs no extra forward passes; it never
+        changes a result (draws are fixed up front). A job list too short to finish the ladder
+        (an early stage, a short adaptive round) advances it, and the next list goes on from there.
     memory_budget : int, optional
         Bytes one batch may use. A batch predicted to exceed it (``size * item_bytes``) is treated
         like an out-of-memory error before it runs, and one that measurably did on CUDA right after:
@@ -117,6 +120,8 @@ class Batcher:
         Largest memory a batch was measured to use on CUDA with a budget (state; leave at 0).
     timings : dict of int -> float
         Best seconds per job measured at each tuned batch size (state; leave empty).
+    clock : callable () -> float
+        The clock batches are timed with (a fake one in tests).
 
     Examples
     --------
@@ -138,6 +143,7 @@ class Batcher:
     halvings: int = 0
     peak_bytes: int = 0
     timings: dict[int, float] = field(default_factory=dict)  # batch size -> best seconds per job
+    clock: Callable[[], float] = time.perf_counter
     _ladder: list[int] | None = None
     _seen: dict[int, int] = field(default_factory=dict)
     _warned: bool = False
@@ -159,18 +165,50 @@ class Batcher:
         return bool(self._ladder) and not self._paused
 
     def current(self) -> int:
-        """The batch size of the next batch (the ladder's current size while tuning)."""
-        return self._ladder[0] if self.tuning else self.size
+        """The batch size of the next batch: the ladder's size while tuning, else :attr:`chosen`."""
+        return self._ladder[0] if self.tuning else self.chosen
+
+    @property
+    def chosen(self) -> int:
+        """The fastest size timed so far (within `size`), or `size` when none was timed."""
+        timed = [(t, -s) for s, t in self.timings.items() if s <= self.size]
+        return -min(timed)[1] if timed else self.size
+
+    @property
+    def finished(self) -> bool:
+        """Whether tuning is over (or was never asked for)."""
+        return not self._ladder
 
     def begin(self, jobs: int) -> None:
-        """A new job list: tune on it only if it is long enough to finish the ladder and then some.
+        """A new job list: tuning goes on where the previous list left it.
+
+        A list too short for one full batch at the ladder's next size runs at the fastest size timed so
+        far; a later, longer list resumes the ladder.
 
         Parameters
         ----------
         jobs : int
             Number of jobs in the list.
         """
-        self._paused = not self._ladder or jobs < 3 * 3 * sum(self._ladder)
+        self._paused = not self._ladder or self._ladder[0] > jobs
+
+    def state(self) -> dict:
+        """The tuning state (timings, remaining ladder) for a later explanation of the same model and shape."""
+        return {"timings": dict(self.timings), "ladder": list(self._ladder or []), "seen": dict(self._seen)}
+
+    def resume(self, state: dict) -> None:
+        """Continue tuning from :meth:`state` of an earlier explanation (sizes above `size` dropped).
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`state` returned.
+        """
+        self.timings = {s: t for s, t in state["timings"].items() if s <= self.size}
+        self._seen = {s: n for s, n in state["seen"].items() if s <= self.size}
+        if self.tune:
+            self._ladder = [s for s in state["ladder"] if s <= self.size] or None
+            self._finish_tuning()
 
     def halve(self) -> None:
         """Out of memory (real or predicted) at the current size: halve it and stop tuning above it."""
@@ -213,8 +251,7 @@ class Batcher:
         if self._ladder is None or len(self._ladder) == 0:
             self._ladder = None
         if self._ladder is None and self.timings:
-            best = min((t, -s) for s, t in self.timings.items() if s <= self.size)
-            self.size = -best[1]
+            self.size = self.chosen
 
     def observe(self, size: int, seconds: float, full: bool) -> None:
         """Feed the time of one batch (only full batches at a tuned size count).
@@ -245,9 +282,10 @@ class Batcher:
             self._finish_tuning()
 
     def stats(self) -> dict:
-        """Facts for ``explain(runtime=...)``: final batch size, halvings, tuned timings, peak bytes."""
+        """Facts for ``explain(runtime=...)``: batch size in use, halvings, tuned timings, peak bytes."""
         return {
-            "batch_size": self.size,
+            "batch_size": self.current() if self._ladder else self.size,
+            "tuning_finished": self.finished,
             "batch_halvings": self.halvings,
             "tuned_seconds_per_job": {int(k): float(v) for k, v in sorted(self.timings.items())},
             "peak_bytes": int(self.peak_bytes),
@@ -318,7 +356,7 @@ def run_batched(
         if cuda and batcher.memory_budget is not None:
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        began = time.perf_counter()
+        began = batcher.clock()
         try:
             values = evaluate(u, d)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
@@ -330,7 +368,7 @@ def run_batched(
         values = values[: stop - start].detach()
         if timing:
             _sync(device)
-            batcher.observe(size, time.perf_counter() - began, full=stop - start == size)
+            batcher.observe(size, batcher.clock() - began, full=stop - start == size)
         if cuda and batcher.memory_budget is not None:
             used = torch.cuda.max_memory_allocated(device) - base
             batcher.peak_bytes = max(batcher.peak_bytes, used)

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("banks", "interventions", "outcomes", "adapters"),
     ("datasets",),
     ("zoo",),
-    ("estimator", "call"),
+    ("estimator", "call", "incremental"),
     ("engine", "components", "baselines"),
     ("explainers",),
     ("strategies", "faithfulness"),

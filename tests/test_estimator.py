@@ -120,11 +120,13 @@ def test_adaptive_interval_covers_the_exact_expectation(tiny_net, image, small_b
     )
     cand = ~ds.roi_block.values
     low, high = ds.ci_low.values[cand], ds.ci_high.values[cand]
-    covered = (low <= exact[cand] + 1e-9) & (exact[cand] <= high + 1e-9)
+    # float32 forward passes at different batch sizes differ by ~1e-5 points: blocks without any effect
+    # have zero-width intervals that must not miss the exact 0 by that rounding.
+    covered = (low <= exact[cand] + 1e-4) & (exact[cand] <= high + 1e-4)
     assert np.abs(exact[cand]).max() > 1.0, "the toy model must have real effects"
     assert covered.mean() >= 0.9  # nominal 95 %; sequential stopping may cost a little
     err = np.abs(ds.ate_raw.values - exact)[cand]
-    assert np.all(err <= 5 * ds.stderr.values[cand] + 1e-6)
+    assert np.all(err <= 5 * ds.stderr.values[cand] + 1e-4)
     # Every block reached the target or the draw budget.
     se, n = ds.stderr.values[cand], ds.n_draws.values[cand]
     assert np.all((se <= 0.05 + 1e-9) | (n == 400))
@@ -245,9 +247,9 @@ def test_batch_size_tuning_keeps_the_fastest_and_never_changes_results(tiny_net,
     assert not batcher.tuning and batcher.current() == 16
     assert set(batcher.timings) == {8, 16, 32}
 
-    short = Batcher(64, tune=True)
-    short.begin(100)  # too few jobs to be worth tuning: one big batch instead
-    assert short.current() == 64
+    short = Batcher(64, tune=True, tune_from=1)
+    short.begin(100)  # a short list tunes too (from the smallest size), never the largest size untimed
+    assert short.current() == 1
 
     values = torch.arange(3000, dtype=torch.float64)[:, None]
     out, _ = run_batched(lambda u, d: values[u], torch.arange(3000), torch.arange(3000), Batcher(64, tune=True))
@@ -310,3 +312,73 @@ def test_out_of_memory_at_batch_one_is_raised(image):
     with pytest.raises(torch.OutOfMemoryError):
         explain(hopeless, image, roi=ROI, block=4, intervention="zero", batch_size=4)
     assert hopeless.calls == 4  # the factual forward, then batches of 4, 2 and 1
+
+
+class FakeClock:
+    """A clock that a fake model advances by the cost of each batch (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+COSTS = {  # seconds per batch of b jobs: unimodal curves of per-job cost, as measured on CPUs and GPUs
+    "cpu cache cliff": lambda b: b * (0.010 if b <= 16 else 0.026),  # the issue's U-Net: 144 vs 55 img/s
+    "overhead then flat": lambda b: 0.02 + 0.004 * b,
+    "best at one": lambda b: 0.003 * b ** 1.3,
+    "gpu saturation": lambda b: 0.05 + 0.0005 * max(b, 32),
+    "shallow valley": lambda b: b * (0.01 + 0.0004 * abs(np.log2(b) - 3)),
+}
+
+
+def _policy_run(cost, jobs: int, lists: int, noise: float, seed: int, cap: int = 64) -> tuple[int, dict]:
+    clock = FakeClock()
+    rng = np.random.default_rng(seed)
+
+    def evaluate(units, draws):
+        clock.now += cost(len(units)) * (1 + noise * rng.uniform(-1, 1))
+        return units[:, None].double()
+
+    batcher = Batcher(cap, tune=True, tune_from=1, clock=clock)
+    for k in range(lists):  # e.g. paper mode's coarse and fine stages, or adaptive rounds
+        units = torch.arange(jobs)
+        out, _ = run_batched(evaluate, units, units, batcher)
+        torch.testing.assert_close(out[:, 0], units.double())
+    return batcher.chosen, batcher.timings
+
+
+@pytest.mark.parametrize("name", sorted(COSTS))
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+@pytest.mark.parametrize("jobs, lists", [(5000, 1), (180, 2), (60, 6)])
+def test_batch_policy_never_picks_a_size_more_than_15_percent_slower_than_the_best(name, noise, jobs, lists):
+    """Against the true per-job cost of every size of the ladder, with noisy timings and short job lists."""
+    cost = COSTS[name]
+    ladder = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= jobs]  # a batch cannot hold more than the list
+    best = min(cost(b) / b for b in ladder)
+    for seed in range(5):
+        size, timings = _policy_run(cost, jobs, lists, noise, seed)
+        assert cost(size) / size <= 1.15 * best * (1 + noise), (name, size, timings)
+        assert size in timings  # a measured size, never the largest one untimed
+
+
+def test_batch_policy_resumes_across_calls_and_keeps_the_measured_best(tiny_net, image, small_bank):
+    from pdcr_lab import engine
+
+    engine._TUNED.pop(tiny_net, None)
+    timed: list[dict] = []
+    for _ in range(12):  # short calls: each one goes on with the ladder where the last one stopped
+        runtime: dict = {}
+        explain(tiny_net, image, roi=ROI, bank=small_bank, block=4, fine=5, runtime=runtime)
+        timed.append(runtime["tuned_seconds_per_job"])
+        if runtime["tuning_finished"]:
+            break
+    assert runtime["tuning_finished"], timed
+    for before, after in zip(timed, timed[1:]):  # later calls go on (a size's second timing may lower it)
+        assert set(before) <= set(after) and all(after[k] <= v for k, v in before.items())
+    timings = runtime["tuned_seconds_per_job"]
+    assert runtime["batch_size"] == min(timings, key=timings.get)
+    again: dict = {}
+    explain(tiny_net, image, roi=ROI, bank=small_bank, block=4, fine=5, runtime=again)
+    assert again["tuned_seconds_per_job"] == timings and again["batch_size"] == runtime["batch_size"]
