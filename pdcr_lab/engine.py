@@ -254,9 +254,9 @@ class _Forwards:
             key = ("logits", repr(self.call.options.get("normalize")), repr(self.call.options.get("output_key")))
             work = self.screening_jobs * self.macs
             if run.incremental == "auto" and work < AUTO_MIN_MACS and not traced(self.model, self.image, key):
-                self.path_reason = (f"full forward passes are quicker for a job this small (screening "
-                                    f"{work / 1e9:.2g} GMAC, under {AUTO_MIN_MACS / 1e9:g}; tracing the model for the "
-                                    "incremental path takes about a second)")
+                self.path_reason = (f"full forward passes are quicker for a job this small (screening under "
+                                    f"{AUTO_MIN_MACS / 1e9:g} GMAC; tracing the model for the incremental path takes "
+                                    "about a second)")
                 return
             plan = incremental_plan(self.model, lambda x: adapter.logits(x), self.image, box=self.call.box,
                                     block=self.call.block, key=key)

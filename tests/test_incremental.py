@@ -270,6 +270,14 @@ def test_auto_traces_only_jobs_worth_it(monkeypatch):
 def test_fast_paths_and_off_say_so():
     model = _bn_net()
     image, target = _case()
+    ds = pdcr_lab.explain(model, image, roi=(8, 8, 8, 8), target=target, intervention="zero", block=4,
+                          precision="bfloat16", incremental="auto")
+    assert ds.attrs["forward_path"] == "full" and "precision='bfloat16'" in ds.attrs["forward_path_reason"]
+    ds = pdcr_lab.explain(model, image, roi=(8, 8, 8, 8), target=target, intervention="zero", block=4,
+                          incremental="off")
+    assert ds.attrs["forward_path_reason"] == "incremental='off'"
+
+
 def test_bad_incremental_option_is_refused():
     model = _bn_net()
     image, target = _case()
