@@ -76,9 +76,9 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDict
 # Batch-size tuning state per model and run configuration: later calls resume it, or use its result.
 _TUNED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, dict]] = weakref.WeakKeyDictionary()
 #: ``incremental="auto"`` traces a model only when its screening stage alone needs at least this many
-#: multiply-accumulates in full forward passes (about a second on two CPU cores; tracing takes about as
-#: long, and a traced model is reused by later calls on the same image).
-AUTO_MIN_MACS = 2e10
+#: multiply-accumulates in full forward passes (a few seconds on two CPU cores, where tracing and the
+#: check take about a second; a traced model is reused by later calls on the same image).
+AUTO_MIN_MACS = 2e11
 #: ``incremental="auto"`` keeps full forward passes when the incremental path still needs more than this
 #: share of the full convolution work (its gathers and small ops would eat the saving).
 AUTO_MAX_FLOPS_RATIO = 0.3

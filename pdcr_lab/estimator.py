@@ -86,6 +86,12 @@ class Estimate:
     rounds: int = 0
 
 
+#: A timed tuning batch at least this long is measured once; shorter ones are repeated until this much
+#: time was timed at that size (at least twice, at most :data:`MAX_TIMED_BATCHES` times; the best counts).
+LONG_BATCH_SECONDS = 0.05
+MAX_TIMED_BATCHES = 8
+
+
 @dataclass
 class Batcher:
     """Batch-size policy of one explanation, shared by all its stages and rounds.
@@ -96,7 +102,8 @@ class Batcher:
         Current batch size (the largest allowed when `tune` is on).
     tune : bool
         Time a ladder of batch sizes (powers of two up to `size`, from `tune_from`) on the first jobs,
-        one warm-up and two timed batches each, and keep the fastest; the ladder stops once a size
+        one warm-up and one timed batch each (more when a batch takes under
+        :data:`LONG_BATCH_SECONDS`), and keep the fastest; the ladder stops once a size
         is more than 15% slower per job than the best so far (throughput is unimodal in the batch
         size in practice). The jobs are real work, so tuning costs no extra forward passes; it never
         changes a result (draws are fixed up front). A job list too short to finish the ladder
@@ -146,6 +153,7 @@ class Batcher:
     clock: Callable[[], float] = time.perf_counter
     _ladder: list[int] | None = None
     _seen: dict[int, int] = field(default_factory=dict)
+    _timed: dict[int, float] = field(default_factory=dict)
     _warned: bool = False
     _paused: bool = False
 
@@ -194,7 +202,8 @@ class Batcher:
 
     def state(self) -> dict:
         """The tuning state (timings, remaining ladder) for a later explanation of the same model and shape."""
-        return {"timings": dict(self.timings), "ladder": list(self._ladder or []), "seen": dict(self._seen)}
+        return {"timings": dict(self.timings), "ladder": list(self._ladder or []), "seen": dict(self._seen),
+                "timed": dict(self._timed)}
 
     def resume(self, state: dict) -> None:
         """Continue tuning from :meth:`state` of an earlier explanation (sizes above `size` dropped).
@@ -206,6 +215,7 @@ class Batcher:
         """
         self.timings = {s: t for s, t in state["timings"].items() if s <= self.size}
         self._seen = {s: n for s, n in state["seen"].items() if s <= self.size}
+        self._timed = {s: t for s, t in state["timed"].items() if s <= self.size}
         if self.tune:
             self._ladder = [s for s in state["ladder"] if s <= self.size] or None
             self._finish_tuning()
@@ -273,7 +283,11 @@ class Batcher:
             return
         per_job = seconds / size
         self.timings[size] = min(self.timings.get(size, math.inf), per_job)
-        if seen >= 2:
+        self._timed[size] = self._timed.get(size, 0.0) + seconds
+        # One long batch is a measurement; short ones are repeated (the best counts) until enough time was
+        # timed for scheduler noise on a shared machine not to decide the size.
+        if seconds >= LONG_BATCH_SECONDS or (seen >= 2 and (self._timed[size] >= LONG_BATCH_SECONDS
+                                                           or seen >= MAX_TIMED_BATCHES)):
             best = min(self.timings.values())
             self._ladder.pop(0)
             # Throughput per job is unimodal in the batch size in practice: stop once clearly past the top.

@@ -241,11 +241,19 @@ def test_batch_size_tuning_keeps_the_fastest_and_never_changes_results(tiny_net,
     batcher = Batcher(64, tune=True, tune_from=8)
     batcher.begin(10_000)
     # Synthetic timings (seconds per batch): 16 is the fastest per job, 32 is clearly slower.
-    for size, seconds in [(8, 1.0), (8, 0.8), (8, 0.8), (16, 1.0), (16, 0.8), (16, 0.9), (32, 9.0), (32, 2.4), (32, 2.5)]:
+    # Synthetic timings (warm-up, then short batches until 0.05 s were timed, or one long batch): 16 is the
+    # fastest per job, 32 clearly slower.
+    for size, seconds in [(8, .030), (8, .024), (8, .026), (16, .030), (16, .024), (16, .027), (32, .09), (32, .07)]:
         assert batcher.current() == size
         batcher.observe(size, seconds, full=True)
     assert not batcher.tuning and batcher.current() == 16
     assert set(batcher.timings) == {8, 16, 32}
+    long = Batcher(64, tune=True, tune_from=8)
+    long.begin(10_000)
+    for size, seconds in [(8, 1.0), (8, 0.8), (16, 1.0), (16, 0.8), (32, 9.0), (32, 2.4)]:  # one timed batch each
+        assert long.current() == size
+        long.observe(size, seconds, full=True)
+    assert not long.tuning and long.current() == 16
 
     short = Batcher(64, tune=True, tune_from=1)
     short.begin(100)  # a short list tunes too (from the smallest size), never the largest size untimed

@@ -30,10 +30,9 @@ class _Same:
         return origin, size
 
 
-
 @dataclass(frozen=True)
-class _Conv:
-    """Convolution or pooling: output o reads inputs o*s - p + j*d for j in [0, k)."""
+class _Kernel:
+    """Kernel size, stride, padding and dilation along one axis, and the axis' input and output lengths."""
 
     k: int
     s: int
@@ -44,7 +43,13 @@ class _Conv:
 
     @property
     def span(self) -> int:
+        """Distance between the first and the last input a kernel position reads."""
         return self.d * (self.k - 1)
+
+
+@dataclass(frozen=True)
+class _Conv(_Kernel):
+    """Convolution or pooling: output o reads inputs o*s - p + j*d for j in [0, k)."""
 
     def forward(self, lo, hi):
         out_lo = -((-(lo + self.p - self.span)) // self.s)  # ceil
@@ -58,21 +63,9 @@ class _Conv:
         return origin * self.s - self.p, (size - 1) * self.s + self.span + 1
 
 
-
 @dataclass(frozen=True)
-class _ConvT:
+class _ConvT(_Kernel):
     """Transposed convolution: input i writes outputs i*s - p + j*d for j in [0, k)."""
-
-    k: int
-    s: int
-    p: int
-    d: int
-    n_in: int
-    n_out: int
-
-    @property
-    def span(self) -> int:
-        return self.d * (self.k - 1)
 
     def forward(self, lo, hi):
         return np.clip(lo * self.s - self.p, 0, self.n_out), np.clip((hi - 1) * self.s - self.p + self.span + 1, 0,
@@ -90,7 +83,6 @@ class _ConvT:
     def offset(self, origin: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """Where the window starts in the crop's output."""
         return origin - (first * self.s - self.p)
-
 
 
 @dataclass(frozen=True)
@@ -130,7 +122,6 @@ class _Shift:
         return origin - self.before, size
 
 
-
 def _source_index(index: Any, n: int, mode: str | None) -> Any:
     """Where padding `mode` reads position `index` of an axis of length n (clamped for None)."""
     if mode == "reflect" and n > 1:
@@ -167,7 +158,6 @@ class _Up:
 
     def offset(self, origin: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         return origin - first * self.f
-
 
 
 Rule = _Same | _Conv | _ConvT | _Shift | _Up
