@@ -45,8 +45,10 @@ from torch import nn
 from ._analysis import Ineligible, _Analysis
 from ._plan import IncrementalPlan, _factual, _trace
 
-__all__ = ["Ineligible", "IncrementalPlan", "plan", "eligibility", "traced"]
+__all__ = ["Ineligible", "IncrementalPlan", "plan", "eligibility", "traced", "known_ineligible"]
 
+# Why a model (with these weights, at this input shape) cannot run incrementally: later images skip the trace.
+_INELIGIBLE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
 _TRACES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -75,6 +77,22 @@ def traced(model: nn.Module, image: torch.Tensor, key: tuple = ()) -> bool:
     return _cached(model, image, key) is not None
 
 
+def known_ineligible(model: nn.Module, image: torch.Tensor, key: tuple = ()) -> str | None:
+    """Why `model` was found ineligible at this input shape in this process (None if not known to be).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+    image : Tensor (C, H, W)
+        An image of the shape to explain (its values do not matter).
+    key : tuple
+        The key :func:`plan` was called with.
+    """
+    full_key = (key, tuple(image.shape), image.dtype, str(image.device), _fingerprint(model))
+    return _INELIGIBLE.get(model, {}).get(full_key)
+
+
 def _analysed(model: nn.Module, fn: Callable, image: torch.Tensor, key: tuple) -> tuple:
     """Trace, factual activations and analysis of `fn` on `image`, cached per model and weights."""
     hit = _cached(model, image, key)
@@ -82,6 +100,9 @@ def _analysed(model: nn.Module, fn: Callable, image: torch.Tensor, key: tuple) -
         return hit
     cache = _TRACES.setdefault(model, {})
     full_key = (key, tuple(image.shape), image.dtype, str(image.device), _fingerprint(model))
+    known = _INELIGIBLE.get(model, {}).get(full_key)
+    if known is not None:  # which ops a model runs does not depend on the image's values
+        return None, None, None, known
     cache.clear()  # one image per model: the factual activations are large
     example = image.unsqueeze(0)
     try:
@@ -94,6 +115,8 @@ def _analysed(model: nn.Module, fn: Callable, image: torch.Tensor, key: tuple) -
     except Exception as exc:  # noqa: BLE001 - an op this analysis does not understand: full forwards, said so
         entry = (None, None, None, f"the trace could not be analysed ({type(exc).__name__}: {exc})")
     cache[full_key] = (image.clone(), *entry)
+    if entry[3] is not None:
+        _INELIGIBLE.setdefault(model, {})[full_key] = entry[3]
     return entry
 
 
