@@ -66,15 +66,16 @@ class WorkingDefaults:
 
     The embedded datasets are 96 x 96 with an 8-pixel block (a 12 x 12 grid), so the paper's RoI
     of four blocks per side would cover a third of the image; the working RoI is two blocks.
-    ``fine`` is the number of estimation draws of *quick* interactive maps (widgets, dashboard,
-    reports); the CLI and the API keep the paper's N unless told otherwise.
+    ``fine`` is the number of estimation draws the dashboard asks for: the paper's N, since a paper-mode
+    map of a zoo model at 96 x 96 answers in about two seconds on two CPU cores (docs/benchmarks.md,
+    item a); the CLI and the API keep the paper's N too.
     """
 
     block: int = 8  #: block side b of the embedded data
     roi_size: int = 16  #: side of an automatic RoI (two blocks)
     image_size: int = 96  #: side of the embedded datasets' images
     coarse: int = 3  #: S of quick interactive maps (the paper's)
-    fine: int = 10  #: N of quick interactive maps (paper: 50)
+    fine: int = 50  #: N of interactive maps (the paper's)
     donors: int = 16  #: donor images of component effects
     seed: int = 0  #: seed of reports and demos
 

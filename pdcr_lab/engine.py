@@ -42,7 +42,7 @@ from .defaults import PAPER, Incremental, Intervention, Mode, Precision, check_l
 from .estimator import Batcher, adaptive_ate, run_batched, screened_ate
 from .incremental import IncrementalPlan, Ineligible
 from .incremental import plan as incremental_plan
-from .incremental import known_ineligible, traced
+from .incremental import known_ineligible, nonlocal_module, traced
 from .interventions import compose, make_intervention
 from .outcomes import Outcome
 from .rois import Roi
@@ -254,6 +254,8 @@ class _Forwards:
             key = ("logits", repr(self.call.options.get("normalize")), repr(self.call.options.get("output_key")))
             work = self.screening_jobs * self.macs
             reason = known_ineligible(self.model, self.image, key)
+            if reason is None and run.incremental == "auto":
+                reason = nonlocal_module(self.model)  # no trace needed to see these
             if reason is not None:
                 raise Ineligible(reason)
             if run.incremental == "auto" and work < AUTO_MIN_MACS and not traced(self.model, self.image, key):

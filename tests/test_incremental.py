@@ -296,3 +296,13 @@ def test_plan_refuses_an_ineligible_model_with_the_reason():
     model = FALLBACKS["GroupNorm normalises"]().eval()
     with pytest.raises(Ineligible, match="GroupNorm"):
         plan(model, model, torch.rand(3, 16, 16), box=(0, 4, 0, 4), block=4)
+
+
+def test_auto_names_a_nonlocal_module_without_tracing():
+    from pdcr_lab.incremental import traced
+
+    model = FALLBACKS["GroupNorm normalises"]().eval()
+    image, target = _case()
+    ds = pdcr_lab.explain(model, image, roi=(8, 8, 8, 8), target=target, intervention="zero", block=4)
+    assert ds.attrs["forward_path_reason"] == "module 1 (GroupNorm): GroupNorm normalises over the whole image"
+    assert not traced(model, image.float())

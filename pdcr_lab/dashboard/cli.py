@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..defaults import WORKING
+
 #: The address the dashboard listens on unless told otherwise.
 LOCALHOST = "127.0.0.1"
 #: How often (ms) the server looks for sessions no browser holds any more.
@@ -42,7 +44,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--show", action=argparse.BooleanOptionalAction, default=True, help="open a browser tab")
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="results root: stored results (.nc) are read and written only inside it")
-    p.add_argument("--fine", type=int, default=10, help="default number of fine draws N shown in the form")
+    p.add_argument("--fine", type=int, default=WORKING.fine,
+                   help=f"default number of fine draws N shown in the form (default {WORKING.fine}, the paper's)")
     p.add_argument("--address", default=LOCALHOST,
                    help="address to listen on (default 127.0.0.1). Anything else exposes the page, which has "
                    "no authentication, to whoever can reach that address")

@@ -45,7 +45,8 @@ from torch import nn
 from ._analysis import Ineligible, _Analysis
 from ._plan import IncrementalPlan, _factual, _trace
 
-__all__ = ["Ineligible", "IncrementalPlan", "plan", "eligibility", "traced", "known_ineligible"]
+__all__ = ["Ineligible", "IncrementalPlan", "plan", "eligibility", "traced", "known_ineligible", "nonlocal_module",
+           "NONLOCAL_MODULES"]
 
 # Why a model (with these weights, at this input shape) cannot run incrementally: later images skip the trace.
 _INELIGIBLE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
@@ -75,6 +76,43 @@ def traced(model: nn.Module, image: torch.Tensor, key: tuple = ()) -> bool:
         The key :func:`plan` was called with.
     """
     return _cached(model, image, key) is not None
+
+
+#: Module types whose output depends on the whole image: a model that contains one is not traced by
+#: ``incremental="auto"`` (the trace would find the op; this saves the trace's second).
+NONLOCAL_MODULES: tuple[tuple[type, str], ...] = (
+    (nn.modules.instancenorm._InstanceNorm, "InstanceNorm normalises over the whole image"),
+    (nn.GroupNorm, "GroupNorm normalises over the whole image"),
+    (nn.MultiheadAttention, "attention mixes all positions"),
+    (nn.modules.pooling._AdaptiveAvgPoolNd, "adaptive (global) pooling"),
+    (nn.modules.pooling._AdaptiveMaxPoolNd, "adaptive (global) pooling"),
+    (nn.modules.pooling._MaxUnpoolNd, "max-unpooling places values by pooling indices"),
+    (nn.PixelShuffle, "pixel shuffle moves channels into space"),
+)
+
+
+def nonlocal_module(model: nn.Module) -> str | None:
+    """The first submodule of a type in :data:`NONLOCAL_MODULES`, as a reason, or None.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from pdcr_lab.incremental import nonlocal_module
+    >>> nonlocal_module(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4)))
+    'module 1 (GroupNorm): GroupNorm normalises over the whole image'
+    >>> nonlocal_module(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))) is None
+    True
+    """
+    for name, module in model.named_modules():
+        for kind, why in NONLOCAL_MODULES:
+            if isinstance(module, kind):
+                return f"module {name or '(root)'} ({type(module).__name__}): {why}"
+    return None
 
 
 def known_ineligible(model: nn.Module, image: torch.Tensor, key: tuple = ()) -> str | None:
