@@ -23,7 +23,6 @@ Repeats: ``--repeats`` (at most 2) at 96 px, one above.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 import _common as C
@@ -64,7 +63,8 @@ def run(args) -> dict:
         b = 8
         wrapper = RoiDice(model, mask, case.roi).to(device).eval()
         runtime: dict = {}
-        ours = explain(model, image, roi=case.roi, target=mask, intervention="zero", runtime=runtime)
+        # A first call tunes the batch size that the contenders then share.
+        explain(model, image, roi=case.roi, target=mask, intervention="zero", runtime=runtime)
         size = int(runtime["batch_size"])
         occ = OcclusionSensitivity(wrapper, mask_size=b, n_batch=size, verbose=False, mode=0.0, overlap=0.0, activate=False)
         groups = torch.arange((h // b) * (w // b), device=device).reshape(h // b, w // b)

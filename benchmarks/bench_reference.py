@@ -15,7 +15,6 @@ is timed too, with the engine's float32 ``check_precision`` verdict and its map'
 
 from __future__ import annotations
 
-import numpy as np
 
 import _common as C
 
