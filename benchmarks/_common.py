@@ -171,6 +171,16 @@ def peak_throughput(
     return rates[best], best, rates
 
 
+def print_report(out: dict[str, Any]) -> None:
+    """Print an item's result (``model``, ``rows``, ``summary``) as its script's output."""
+    if "model" in out:
+        print("model:", out["model"])
+    columns = [k for k in dict.fromkeys(k for r in out["rows"] for k in r) if not k.startswith("_")]
+    print(markdown(out["rows"], columns))
+    for key, value in out["summary"].items():
+        print(f"{key}: {_fmt(value)}")
+
+
 def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
     return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)

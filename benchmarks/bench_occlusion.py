@@ -48,6 +48,26 @@ class RoiDice(torch.nn.Module):
         return dice_points(pred, self.target, self.roi)[:, None]
 
 
+def _contenders(wrapper, image, b: int, batch: int, OcclusionSensitivity, FeatureAblation):
+    """MONAI's and Captum's zero occlusion of `wrapper` (the RoI Dice) on the b x b grid, `batch` images a pass."""
+    c, h, w = image.shape
+    occ = OcclusionSensitivity(wrapper, mask_size=b, n_batch=batch, verbose=False, mode=0.0, overlap=0.0, activate=False)
+    groups = torch.arange((h // b) * (w // b), device=image.device).reshape(h // b, w // b)
+    feature_mask = groups.repeat_interleave(b, 0).repeat_interleave(b, 1)[None, None].expand(1, c, h, w)
+
+    def monai():
+        with torch.inference_mode():
+            return occ(image[None])[0]
+
+    def captum():
+        with torch.no_grad():
+            return FeatureAblation(wrapper).attribute(
+                image[None], baselines=0.0, feature_mask=feature_mask, perturbations_per_eval=batch
+            )
+
+    return monai, captum
+
+
 def run(args) -> dict:
     device = C.setup(args)
     rows = []
@@ -66,22 +86,10 @@ def run(args) -> dict:
         # A first call tunes the batch size that the contenders then share.
         explain(model, image, roi=case.roi, target=mask, intervention="zero", runtime=runtime)
         size = int(runtime["batch_size"])
-        occ = OcclusionSensitivity(wrapper, mask_size=b, n_batch=size, verbose=False, mode=0.0, overlap=0.0, activate=False)
-        groups = torch.arange((h // b) * (w // b), device=device).reshape(h // b, w // b)
-        feature_mask = groups.repeat_interleave(b, 0).repeat_interleave(b, 1)[None, None].expand(1, c, h, w)
+        monai, captum = _contenders(wrapper, image, b, size, OcclusionSensitivity, FeatureAblation)
 
         def pdcr():
             return explain(model, image, roi=case.roi, target=mask, intervention="zero", batch_size=size)
-
-        def monai():
-            with torch.inference_mode():
-                return occ(image[None])[0]
-
-        def captum():
-            with torch.no_grad():
-                return FeatureAblation(wrapper).attribute(
-                    image[None], baselines=0.0, feature_mask=feature_mask, perturbations_per_eval=size
-                )
 
         contenders = {"pdcr_lab": pdcr, "MONAI": monai}
         if FeatureAblation is not None:
@@ -151,25 +159,13 @@ def scale_rows(args, device, FeatureAblation, OcclusionSensitivity) -> list[dict
             r0, c0, rh, rw = roi
             peak, best, _ = C.peak_throughput(model, tuple(image.shape), device, sizes=C.PEAK_SIZES if device.type == "cpu" else None, seconds=0.3)
             wrapper = RoiDice(model, target, roi).to(device).eval()
-            occ = OcclusionSensitivity(wrapper, mask_size=b, n_batch=best, verbose=False, mode=0.0, overlap=0.0, activate=False)
-            groups = torch.arange((h // b) * (w // b), device=device).reshape(h // b, w // b)
-            feature_mask = groups.repeat_interleave(b, 0).repeat_interleave(b, 1)[None, None].expand(1, c, h, w)
+            monai, captum = _contenders(wrapper, image, b, best, OcclusionSensitivity, FeatureAblation)
             runtime: dict = {}
 
             def pdcr():
                 C.clear_engine_caches()
                 runtime.clear()
                 return explain(model, image, roi=roi, target=target, intervention="zero", runtime=runtime)
-
-            def monai():
-                with torch.inference_mode():
-                    return occ(image[None])[0]
-
-            def captum():
-                with torch.no_grad():
-                    return FeatureAblation(wrapper).attribute(
-                        image[None], baselines=0.0, feature_mask=feature_mask, perturbations_per_eval=best
-                    )
 
             def reference():
                 return reference_explain(model, image, roi, target=target, bank_blocks=None, block=b)

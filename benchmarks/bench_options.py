@@ -82,11 +82,7 @@ def main() -> None:
     args = p.parse_args()
     device = C.setup(args)
     print("machine:", C.machine(device))
-    out = run(args)
-    print("model:", out["model"])
-    print(C.markdown(out["rows"], list(dict.fromkeys(k for r in out["rows"] for k in r))))
-    for k, v in out["summary"].items():
-        print(f"{k}: {v}")
+    C.print_report(run(args))
 
 
 if __name__ == "__main__":

@@ -161,11 +161,7 @@ def main() -> None:
     args = p.parse_args()
     device = C.setup(args)
     print("machine:", C.machine(device))
-    out = run(args)
-    print("model:", out["model"])
-    print(C.markdown(out["rows"], list(dict.fromkeys(k for r in out["rows"] for k in r))))
-    for key, value in out["summary"].items():
-        print(f"{key}: {C._fmt(value)}")
+    C.print_report(run(args))
 
 
 if __name__ == "__main__":

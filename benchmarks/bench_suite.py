@@ -310,11 +310,7 @@ def main() -> None:
     args = p.parse_args()
     device = C.setup(args)
     print("machine:", C.machine(device))
-    out = run(args)
-    cols = [k for k in dict.fromkeys(k for r in out["rows"] for k in r) if not k.startswith("_")]
-    print(C.markdown(out["rows"], cols))
-    for key, value in out["summary"].items():
-        print(f"{key}: {C._fmt(value)}")
+    C.print_report(run(args))
 
 
 if __name__ == "__main__":
