@@ -572,6 +572,7 @@ def prepare(
                            check_float("threshold", opts["threshold"]), opts["normalize"])
     as_image("image", image)  # shape and finiteness first: their messages are the clearer ones
     image, conversion = to_unit_range("image", image, opts["value_range"])
+    image = image.to(_input_dtype(adapter.model, image.dtype))
     c, h, w = image.shape
     block = _check_block(opts["block"], h, w) if tiled else check_int("block", opts["block"], minimum=1)
     rois, boxes, multi = parse_rois(roi, (h, w))
@@ -597,6 +598,14 @@ def prepare(
     if need_candidates and not call.candidates.any(axis=1).all():
         raise ValueError("the RoI covers every block of the image: there is nothing to intervene on")
     return call
+
+
+def _input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The floating dtype of the model's parameters (a float64 model gets float64 images), else `default`."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return default
 
 
 def check_batch(out: torch.Tensor, size: int) -> torch.Tensor:

@@ -306,3 +306,14 @@ def test_auto_names_a_nonlocal_module_without_tracing():
     ds = pdcr_lab.explain(model, image, roi=(8, 8, 8, 8), target=target, intervention="zero", block=4)
     assert ds.attrs["forward_path_reason"] == "module 1 (GroupNorm): GroupNorm normalises over the whole image"
     assert not traced(model, image.float())
+
+
+def test_float64_model_gets_float64_images_on_both_paths():
+    model = _bn_net().double()
+    image, target = _case()
+    kwargs = dict(roi=(8, 8, 8, 8), target=target, intervention="blur", block=4)
+    off = pdcr_lab.explain(model, image, incremental="off", **kwargs)
+    on = pdcr_lab.explain(model, image, incremental="on", **kwargs)
+    assert on.attrs["forward_path"] == "incremental"
+    assert_effects_equal(on, off, atol=1e-9)
+    assert next(model.parameters()).dtype == torch.float64  # the model is left as it was
