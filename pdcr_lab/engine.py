@@ -284,7 +284,7 @@ class _Forwards:
     def _probe_jobs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` jobs spread over the candidate blocks, from the RoI's neighbourhood to the far corners."""
         candidates = np.flatnonzero(self.call.candidates.any(axis=0))
-        gy, gx = self.call.grid
+        gx = self.call.grid[1]
         y0, y1, x0, x1 = self.call.box
         centre = np.array([(y0 + y1) / 2, (x0 + x1) / 2]) / self.call.block
         where = np.stack([candidates // gx, candidates % gx], axis=1)
