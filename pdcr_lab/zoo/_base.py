@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import WindowAttention
 from torch import nn
 
-from ._blocks import Head, PatchEmbed, PatchExpand, Skip, UpBlock
+from ._blocks import Head, PatchEmbed, PatchExpand, Skip, UpBlock, positive_int
 
 #: Roles a stage can have in :meth:`ZooModel.stages`.
 ROLES = ("stem", "encoder", "skip", "bottleneck", "decoder", "fusion", "attention", "mixer", "ssm", "head")
@@ -77,7 +77,7 @@ class UShape(nn.Module):
 
 
 def patch_unet(dims: Sequence[int], block: Callable[[int], nn.Module], *, patch: int = 4,
-               join: str = "cat") -> UShape:
+               join: str = "cat", in_channels: int = 3) -> UShape:
     """Token U-Net of Swin-UNet / VM-UNet: ``patch`` x ``patch`` patch embedding, then one stage per
     entry of ``dims`` (the last one is the bottleneck), 2x2 patch merging down, patch expanding up.
 
@@ -92,15 +92,20 @@ def patch_unet(dims: Sequence[int], block: Callable[[int], nn.Module], *, patch:
     join : {"cat", "add"}
         ``"cat"``: the decoder concatenates the skip and projects back with a 1x1 conv before the
         blocks; ``"add"``: it adds the skip.
+    in_channels : int
+        Channels of the input image (positive).
 
     Examples
     --------
     >>> net = patch_unet([8, 16], lambda i: torch.nn.Identity(), patch=4)
     >>> tuple(net(torch.zeros(1, 3, 32, 32)).shape), list(net.stage_roles())
     ((1, 1, 32, 32), ['enc1', 'skip1', 'bottleneck', 'dec1', 'head'])
+    >>> tuple(patch_unet([8, 16], lambda i: torch.nn.Identity(), in_channels=1)(torch.zeros(1, 1, 32, 32)).shape)
+    (1, 1, 32, 32)
     """
     n = len(dims) - 1
-    stages = [nn.Sequential(PatchEmbed(3 if i == 0 else dims[i - 1], dims[i], k=patch if i == 0 else 2,
+    in_channels = positive_int(in_channels)
+    stages = [nn.Sequential(PatchEmbed(in_channels if i == 0 else dims[i - 1], dims[i], k=patch if i == 0 else 2,
                                        stride=patch if i == 0 else 2), block(i)) for i in range(n + 1)]
 
     def body(i: int) -> nn.Module:
@@ -111,19 +116,27 @@ def patch_unet(dims: Sequence[int], block: Callable[[int], nn.Module], *, patch:
     return UShape(stages[:n], stages[n], decoders, head)
 
 
+#: Per-channel normalisation of a :class:`ZooModel` built without ``mean`` / ``std``.
+DEFAULT_MEAN, DEFAULT_STD = 0.5, 0.25
+
+
 class ZooModel(nn.Module):
-    """A zoo segmentation model: RGB image in [0, 1] -> foreground probability.
+    """A zoo segmentation model: C-channel image in [0, 1] -> foreground probability.
 
     Parameters
     ----------
     net : nn.Module
-        The architecture, kept as ``self.net``; it maps a normalised (B, 3, H, W) image to
+        The architecture, kept as ``self.net``; it maps a normalised (B, C, H, W) image to
         (B, 1, H, W) logits.
     name : str
         Registry name of the architecture.
-    mean, std : sequence of 3 floats
+    mean, std : sequence of C floats, optional
         Per-channel input normalisation, applied inside :meth:`forward` (stored as buffers, so
-        they travel with the checkpoint).
+        they travel with the checkpoint). Their length is the model's channel count C; one
+        left out is :data:`DEFAULT_MEAN` / :data:`DEFAULT_STD` on every channel.
+    channels : int, optional
+        The channel count C, a shortcut for the default `mean` and `std` on C channels; when
+        given with them, it must equal their length. Without any of the three, C = 3 (RGB).
 
     Notes
     -----
@@ -141,45 +154,60 @@ class ZooModel(nn.Module):
     Traceback (most recent call last):
     ...
     ValueError: tiny: input height and width must be divisible by 32, got 30x30
+    >>> gray = ZooModel(torch.nn.Conv2d(1, 1, 1), name="gray", channels=1)
+    >>> gray.channels, tuple(gray(torch.rand(2, 1, 32, 32)).shape)
+    (1, (2, 1, 32, 32))
+    >>> gray(torch.rand(2, 3, 32, 32))
+    Traceback (most recent call last):
+    ...
+    ValueError: gray: input must be a (B, 1, H, W) tensor, got (2, 3, 32, 32) (this model takes 1 channel)
     """
 
     multiple = 32
 
-    def __init__(self, net: nn.Module, *, name: str, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.25, 0.25, 0.25)) -> None:
+    def __init__(self, net: nn.Module, *, name: str, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, channels: int | None = None) -> None:
         super().__init__()
         self.net = net
         self.name = name
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        mean_t, std_t = _normalisation(mean, std, channels)
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
+        self.register_buffer("std", std_t.view(1, -1, 1, 1))
         self._stages: dict[str, str] | None = None
 
+    @property
+    def channels(self) -> int:
+        """Input channels C the model takes (the length of its ``mean`` / ``std``)."""
+        return self.mean.shape[1]
+
     def _check(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+        c = self.channels
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != c:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{self.name}: input must be a (B, 3, H, W) tensor, got {shape}")
+            raise ValueError(f"{self.name}: input must be a (B, {c}, H, W) tensor, got {shape} "
+                             f"(this model takes {c} channel{'s' if c > 1 else ''})")
         h, w = x.shape[-2:]
         if h % self.multiple or w % self.multiple:
             raise ValueError(f"{self.name}: input height and width must be divisible by {self.multiple}, "
                              f"got {h}x{w}")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) logits.
+        """(B, C, H, W) image in [0, 1] -> (B, 1, H, W) logits.
 
         Parameters
         ----------
-        x : Tensor (B, 3, H, W)
+        x : Tensor (B, C, H, W)
             Images in [0, 1]; H and W divisible by :attr:`multiple`.
         """
         self._check(x)
         return self.net((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities.
+        """(B, C, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities.
 
         Parameters
         ----------
-        x : Tensor (B, 3, H, W)
+        x : Tensor (B, C, H, W)
             Images in [0, 1]; H and W divisible by :attr:`multiple`.
         """
         return torch.sigmoid(self.logits(x))
@@ -197,6 +225,34 @@ class ZooModel(nn.Module):
         if self._stages is None:
             self._stages = _ordered_stages(self)
         return dict(self._stages)
+
+
+def _normalisation(mean: Sequence[float] | None, std: Sequence[float] | None,
+                   channels: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as float32 vectors of one length C, checked against each other and `channels`."""
+    given = {k: _vector(k, v) for k, v in (("mean", mean), ("std", std)) if v is not None}
+    lengths = {len(v) for v in given.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"mean has {len(given['mean'])} entries and std {len(given['std'])}; "
+                         "they must have one entry per input channel")
+    c = lengths.pop() if lengths else None
+    if channels is not None:
+        channels = positive_int(channels, "channels")
+        if c is not None and c != channels:
+            raise ValueError(f"channels={channels} disagrees with the {c} per-channel entries of "
+                             f"{' and '.join(given)}")
+        c = channels
+    c = 3 if c is None else c
+    defaults = {"mean": DEFAULT_MEAN, "std": DEFAULT_STD}
+    mean_t, std_t = (given.get(k, torch.full((c,), v, dtype=torch.float32)) for k, v in defaults.items())
+    return mean_t, std_t
+
+
+def _vector(name: str, values: Sequence[float]) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32)
+    if t.ndim != 1 or not len(t):
+        raise ValueError(f"{name} must be a non-empty sequence of per-channel values, got shape {tuple(t.shape)}")
+    return t.detach().clone()
 
 
 #: Roles of library blocks found inside the stages (our own blocks carry a ``stage_role`` attribute).
@@ -220,7 +276,8 @@ def _ordered_stages(model: ZooModel) -> dict[str, str]:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, 64, 64))
+            # on the model's own device and dtype, so stages() works wherever the model lives
+            model(model.mean.new_zeros(1, model.channels, 64, 64))
     finally:
         for h in hooks:
             h.remove()

@@ -7,9 +7,41 @@ can address them by module path.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def positive_int(value: object, name: str = "in_channels") -> int:
+    """`value` as an ``int``, checked to be a positive integer (builders' channel counts).
+
+    Parameters
+    ----------
+    value : object
+        The value given for `name`.
+    name : str
+        The argument's name, for the error message.
+
+    Raises
+    ------
+    ValueError
+        If `value` is not a positive integer (bools and floats such as ``1.0`` are refused too).
+
+    Examples
+    --------
+    >>> positive_int(1)
+    1
+    >>> positive_int(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: in_channels=1.5 is not valid; expected a positive integer
+    """
+    # bool is an Integral, but in_channels=True is a mistake, not one channel
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; expected a positive integer")
+    return int(value)
 
 
 class ConvBNAct(nn.Sequential):

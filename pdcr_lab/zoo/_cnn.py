@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._blocks import ConvBNAct, DoubleConv, Head, ResBlock, up_to
+from ._blocks import ConvBNAct, DoubleConv, Head, ResBlock, positive_int, up_to
 
 
 class SegNet(nn.Module):
@@ -18,11 +18,18 @@ class SegNet(nn.Module):
     mirrored decoder that upsamples with max-unpooling at those indices. No feature maps cross from
     encoder to decoder, only the pooling indices: boundaries come back through *where* the maxima
     were, which keeps the decoder local and shape-driven.
+
+    Parameters
+    ----------
+    channels : sequence of int
+        Channels of the encoder stages, finest first.
+    in_channels : int
+        Channels of the input image.
     """
 
-    def __init__(self, channels: Sequence[int] = (8, 16, 32, 64)) -> None:
+    def __init__(self, channels: Sequence[int] = (8, 16, 32, 64), *, in_channels: int = 3) -> None:
         super().__init__()
-        ins = (3, *channels[:-1])
+        ins = (positive_int(in_channels), *channels[:-1])
         self.depth = len(channels)
         for i, (cin, cout) in enumerate(zip(ins, channels), 1):
             self.add_module(f"enc{i}", DoubleConv(cin, cout))
@@ -36,7 +43,7 @@ class SegNet(nn.Module):
 
         Parameters
         ----------
-        x : Tensor (B, 3, H, W)
+        x : Tensor (B, in_channels, H, W)
             Normalised images; H and W divisible by 2 ** len(channels).
         """
         pools = []
@@ -119,12 +126,23 @@ class HRNet(nn.Module):
     """HRNet (Wang et al., TPAMI 2020), compact: a half-resolution stem, then stages that keep a
     high-resolution branch alive while adding 1/4, 1/8 and 1/16 branches, with repeated
     multi-resolution fusion; the head concatenates all branches at 1/2 resolution.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the highest-resolution branch (each lower one doubles them).
+    stages : int
+        Number of stages (and of branches).
+    blocks : int
+        Residual blocks per branch and stage.
+    in_channels : int
+        Channels of the input image.
     """
 
-    def __init__(self, width: int = 10, stages: int = 4, blocks: int = 1) -> None:
+    def __init__(self, width: int = 10, stages: int = 4, blocks: int = 1, *, in_channels: int = 3) -> None:
         super().__init__()
         chans = [width * 2 ** i for i in range(stages)]
-        self.stem = nn.Sequential(ConvBNAct(3, width, stride=2), ConvBNAct(width, width))
+        self.stem = nn.Sequential(ConvBNAct(positive_int(in_channels), width, stride=2), ConvBNAct(width, width))
         self.n_stages = stages
         for s in range(1, stages + 1):
             self.add_module(f"stage{s}", HRStage(chans[:s], chans[:min(s + 1, stages)], blocks))
@@ -135,7 +153,7 @@ class HRNet(nn.Module):
 
         Parameters
         ----------
-        x : Tensor (B, 3, H, W)
+        x : Tensor (B, in_channels, H, W)
             Normalised images; H and W divisible by 2 ** stages.
         """
         size = x.shape[-2:]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import UShape
-from ._blocks import ConvBNAct, Head, MixFFN, PatchEmbed, TokenBlock, UpBlock
+from ._blocks import ConvBNAct, Head, MixFFN, PatchEmbed, TokenBlock, UpBlock, positive_int
 
 
 class KANLinear(nn.Module):
@@ -71,7 +71,8 @@ def token_block(dim: int, **mixer: object) -> TokenBlock:
     return TokenBlock(dim, TokenMixer(dim, dim, **mixer))
 
 
-def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, **mixer: object) -> UShape:
+def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, *, in_channels: int = 3,
+               **mixer: object) -> UShape:
     """The UNeXt / U-KAN skeleton; ``mixer`` options go to :class:`TokenMixer`.
 
     Parameters
@@ -80,11 +81,13 @@ def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, *
         Channels of the three convolutional stages, the tokenised stage and the bottleneck.
     blocks : int
         Token blocks per tokenised stage.
+    in_channels : int
+        Channels of the input image.
     **mixer
         Options of :class:`TokenMixer` (``shift=`` for UNeXt, ``linear=`` for U-KAN).
     """
     c1, c2, c3, c4, c5 = channels
-    encoders = [ConvBNAct(3, c1), nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c1, c2)),
+    encoders = [ConvBNAct(positive_int(in_channels), c1), nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c1, c2)),
                 nn.Sequential(nn.MaxPool2d(2), ConvBNAct(c2, c3)),
                 TokenStage(c3, c4, blocks, **mixer)]
     decoders = [UpBlock(ConvBNAct(c2, c1, k=1), ConvBNAct(c1, c1), join="add"),
@@ -94,12 +97,13 @@ def token_unet(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, *
     return UShape(encoders, TokenStage(c4, c5, blocks, **mixer), decoders, Head(c1))
 
 
-def unext(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, shift: int = 5) -> UShape:
+def unext(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, shift: int = 5, *,
+          in_channels: int = 3) -> UShape:
     """UNeXt: tokenised shifted-MLP blocks (channel groups rolled along H, then W).
 
     Parameters
     ----------
-    channels, blocks
+    channels, blocks, in_channels
         As in :func:`token_unet`.
     shift : int
         Channel groups rolled by different offsets (:class:`~pdcr_lab.zoo._blocks.MixFFN`).
@@ -109,18 +113,21 @@ def unext(channels: Sequence[int] = (8, 16, 32, 64, 96), blocks: int = 1, shift:
     >>> net = unext(channels=(4, 4, 8, 8, 8))
     >>> tuple(net(torch.zeros(1, 3, 32, 32)).shape)
     (1, 1, 32, 32)
+    >>> tuple(unext(channels=(4, 4, 8, 8, 8), in_channels=1)(torch.zeros(1, 1, 32, 32)).shape)
+    (1, 1, 32, 32)
     """
-    return token_unet(channels, blocks, shift=shift)
+    return token_unet(channels, blocks, in_channels=in_channels, shift=shift)
 
 
-def ukan(channels: Sequence[int] = (8, 16, 32, 48, 64), blocks: int = 1, grid: int = 6) -> UShape:
+def ukan(channels: Sequence[int] = (8, 16, 32, 48, 64), blocks: int = 1, grid: int = 6, *,
+         in_channels: int = 3) -> UShape:
     """U-KAN: tokenised KAN blocks (Gaussian-RBF KAN layers around a depth-wise conv).
 
     Parameters
     ----------
-    channels, blocks
+    channels, blocks, in_channels
         As in :func:`token_unet`.
     grid : int
         Gaussian bumps per input feature of every :class:`KANLinear`.
     """
-    return token_unet(channels, blocks, linear=lambda cin, cout: KANLinear(cin, cout, grid))
+    return token_unet(channels, blocks, in_channels=in_channels, linear=lambda cin, cout: KANLinear(cin, cout, grid))

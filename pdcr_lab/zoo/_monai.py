@@ -8,6 +8,8 @@ from monai.networks import nets
 from monai.networks.layers import SkipConnection
 from monai.networks.nets.attentionunet import AttentionLayer
 
+from ._blocks import positive_int
+
 
 class UNet(nets.UNet):
     """MONAI UNet (residual units, strided-conv down, transposed-conv up, concatenated skips).
@@ -22,11 +24,13 @@ class UNet(nets.UNet):
         MONAI normalisation name (``"instance"``, MONAI's default, or ``"batch"``). Instance norm
         normalises every channel over the whole image, so it is not spatially local; batch norm
         uses its running statistics in eval mode and is local at inference.
+    in_channels : int
+        Channels of the input image.
     """
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), num_res_units: int = 1,
-                 norm: str = "instance") -> None:
-        super().__init__(2, 3, 1, channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=num_res_units,
+                 norm: str = "instance", *, in_channels: int = 3) -> None:
+        super().__init__(2, positive_int(in_channels), 1, channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=num_res_units,
                          norm=norm)
 
     def stage_roles(self) -> dict[str, str]:
@@ -45,10 +49,18 @@ class UNet(nets.UNet):
 
 
 class AttentionUnet(nets.AttentionUnet):
-    """MONAI AttentionUnet (Oktay et al., 2018): skips gated by additive attention from the coarser level."""
+    """MONAI AttentionUnet (Oktay et al., 2018): skips gated by additive attention from the coarser level.
 
-    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128)) -> None:
-        super().__init__(2, 3, 1, channels=channels, strides=(2,) * (len(channels) - 1))
+    Parameters
+    ----------
+    channels : tuple of int
+        Feature channels per level (one strided downsampling between consecutive levels).
+    in_channels : int
+        Channels of the input image.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 128), *, in_channels: int = 3) -> None:
+        super().__init__(2, positive_int(in_channels), 1, channels=channels, strides=(2,) * (len(channels) - 1))
 
     def stage_roles(self) -> dict[str, str]:
         roles = {"model.0": "encoder"}
@@ -66,17 +78,25 @@ class AttentionUnet(nets.AttentionUnet):
 
 
 class BasicUNetPlusPlus(nets.BasicUNetPlusPlus):
-    """MONAI BasicUNetPlusPlus (Zhou et al., 2018): nested, densely connected skip pathways."""
+    """MONAI BasicUNetPlusPlus (Zhou et al., 2018): nested, densely connected skip pathways.
 
-    def __init__(self, features: tuple[int, ...] = (8, 16, 32, 48, 64, 8)) -> None:
-        super().__init__(2, 3, 1, features=features, norm=("batch", {}))
+    Parameters
+    ----------
+    features : tuple of 6 ints
+        Channels of the five encoder levels and of the last up-sampling block (MONAI's ``features``).
+    in_channels : int
+        Channels of the input image.
+    """
+
+    def __init__(self, features: tuple[int, ...] = (8, 16, 32, 48, 64, 8), *, in_channels: int = 3) -> None:
+        super().__init__(2, positive_int(in_channels), 1, features=features, norm=("batch", {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # MONAI returns a list (deep supervision)
         """The logits of the final output (MONAI's deep-supervision list, first element).
 
         Parameters
         ----------
-        x : Tensor (B, 3, H, W)
+        x : Tensor (B, in_channels, H, W)
             Normalised images.
         """
         return super().forward(x)[0]
@@ -90,10 +110,21 @@ class BasicUNetPlusPlus(nets.BasicUNetPlusPlus):
 
 
 class SegResNet(nets.SegResNet):
-    """MONAI SegResNet (Myronenko, 2018): deep residual encoder, light decoder, additive skips."""
+    """MONAI SegResNet (Myronenko, 2018): deep residual encoder, light decoder, additive skips.
 
-    def __init__(self, init_filters: int = 8, blocks_down: tuple[int, ...] = (1, 2, 2, 4)) -> None:
-        super().__init__(2, init_filters=init_filters, in_channels=3, out_channels=1, blocks_down=blocks_down,
+    Parameters
+    ----------
+    init_filters : int
+        Channels of the first level (doubled at every downsampling).
+    blocks_down : tuple of int
+        Residual blocks per encoder level (one up-sampling block per decoder level).
+    in_channels : int
+        Channels of the input image.
+    """
+
+    def __init__(self, init_filters: int = 8, blocks_down: tuple[int, ...] = (1, 2, 2, 4), *,
+                 in_channels: int = 3) -> None:
+        super().__init__(2, init_filters=init_filters, in_channels=positive_int(in_channels), out_channels=1, blocks_down=blocks_down,
                          blocks_up=(1,) * (len(blocks_down) - 1))
 
     def stage_roles(self) -> dict[str, str]:

@@ -171,7 +171,7 @@ def vss_layer(dim: int, depth: int, d_state: int) -> nn.Sequential:
 
 
 def vm_unet(dims: Sequence[int] = (8, 16, 32, 64), depths: Sequence[int] = (1, 1, 1, 1), d_state: int = 4,
-            patch: int = 4) -> UShape:
+            patch: int = 4, *, in_channels: int = 3) -> UShape:
     """VM-UNet, compact: VSS stages with patch merging, patch-expanding decoder with added skips.
 
     Parameters
@@ -184,5 +184,8 @@ def vm_unet(dims: Sequence[int] = (8, 16, 32, 64), depths: Sequence[int] = (1, 1
         State size of the selective scans.
     patch : int
         Side of the first patch embedding.
+    in_channels : int
+        Channels of the input image.
     """
-    return patch_unet(dims, lambda i: vss_layer(dims[i], depths[i], d_state), patch=patch, join="add")
+    return patch_unet(dims, lambda i: vss_layer(dims[i], depths[i], d_state), patch=patch, join="add",
+                      in_channels=in_channels)

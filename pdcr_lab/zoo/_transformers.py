@@ -15,8 +15,8 @@ from monai.networks.nets.swin_unetr import BasicLayer
 from torch import nn
 
 from ._base import UShape, patch_unet
-from ._blocks import (ConvBNAct, DoubleConv, Head, MixFFN, PatchEmbed, ResBlock, TokenBlock, conv_up, to_grid,
-                      to_tokens, up_to)
+from ._blocks import (ConvBNAct, DoubleConv, Head, MixFFN, PatchEmbed, ResBlock, TokenBlock, conv_up, positive_int,
+                      to_grid, to_tokens, up_to)
 
 
 class Attention(nn.Module):
@@ -109,14 +109,25 @@ class SegFormer(nn.Module):
     Four stages of overlapping patch merging and efficient-attention blocks (1/``stride``, then
     x2 per stage); the decoder projects every stage to ``decoder_dim`` channels, upsamples to the
     first stage, concatenates, fuses with a 1x1 conv and predicts.
+
+    Parameters
+    ----------
+    dims, heads, srs, depths : sequence of int
+        Channels, attention heads, key/value spatial reduction and blocks of each stage.
+    stride : int
+        Stride of the first patch merging (the later ones stride 2).
+    decoder_dim : int
+        Channels of the all-MLP decoder.
+    in_channels : int
+        Channels of the input image.
     """
 
     def __init__(self, dims: Sequence[int] = (16, 32, 64, 96), heads: Sequence[int] = (1, 2, 4, 4),
                  srs: Sequence[int] = (8, 4, 2, 1), depths: Sequence[int] = (1, 1, 1, 1), stride: int = 4,
-                 decoder_dim: int = 48) -> None:
+                 decoder_dim: int = 48, *, in_channels: int = 3) -> None:
         super().__init__()
         self.depth = len(dims)
-        ins = (3, *dims[:-1])
+        ins = (positive_int(in_channels), *dims[:-1])
         for i in range(self.depth):
             embed = PatchEmbed(ins[i], dims[i], k=2 * stride - 1 if i == 0 else 3, stride=stride if i == 0 else 2)
             blocks = (transformer_block(dims[i], heads[i], srs[i]) for _ in range(depths[i]))
@@ -129,7 +140,7 @@ class SegFormer(nn.Module):
 
         Parameters
         ----------
-        x : Tensor (B, 3, H, W)
+        x : Tensor (B, in_channels, H, W)
             Normalised images.
         """
         size = x.shape[-2:]
@@ -170,7 +181,8 @@ class ViT(nn.Module):
         return self.blocks(x + pos)
 
 
-def transunet(channels: Sequence[int] = (8, 16, 32, 64), dim: int = 96, depth: int = 2, heads: int = 4) -> UShape:
+def transunet(channels: Sequence[int] = (8, 16, 32, 64), dim: int = 96, depth: int = 2, heads: int = 4, *,
+              in_channels: int = 3) -> UShape:
     """TransUNet (Chen et al., 2021), compact: residual CNN stem to 1/8, ViT bottleneck at 1/16 with
     global attention, cascaded upsampler that concatenates the CNN skips.
 
@@ -184,9 +196,11 @@ def transunet(channels: Sequence[int] = (8, 16, 32, 64), dim: int = 96, depth: i
         Transformer blocks in the bottleneck.
     heads : int
         Attention heads.
+    in_channels : int
+        Channels of the input image.
     """
     c1, c2, c3, c4 = channels
-    encoders = [DoubleConv(3, c1), ResBlock(c1, c2, stride=2), ResBlock(c2, c3, stride=2), ResBlock(c3, c4, stride=2)]
+    encoders = [DoubleConv(positive_int(in_channels), c1), ResBlock(c1, c2, stride=2), ResBlock(c2, c3, stride=2), ResBlock(c3, c4, stride=2)]
     decoders = [conv_up(c2, c1, c1), conv_up(c3, c2, c2), conv_up(c4, c3, c3), conv_up(dim, c4, c4)]
     return UShape(encoders, ViT(c4, dim, depth, heads), decoders, Head(c1))
 
@@ -210,7 +224,8 @@ def swin_layer(dim: int, heads: int, depth: int, window: int) -> BasicLayer:
 
 
 def swin_unet(dims: Sequence[int] = (12, 24, 48, 96), heads: Sequence[int] = (1, 2, 4, 8),
-              depths: Sequence[int] = (2, 2, 2, 2), window: int = 6, patch: int = 4) -> UShape:
+              depths: Sequence[int] = (2, 2, 2, 2), window: int = 6, patch: int = 4, *,
+              in_channels: int = 3) -> UShape:
     """Swin-UNet (Cao et al., ECCV-W 2022), compact: a pure transformer U-Net of shifted-window
     attention stages; patch merging down, patch expanding up, concatenated skips.
     The last entry of ``dims`` is the bottleneck.
@@ -227,5 +242,8 @@ def swin_unet(dims: Sequence[int] = (12, 24, 48, 96), heads: Sequence[int] = (1,
         Attention window side in tokens.
     patch : int
         Side of the first patch embedding.
+    in_channels : int
+        Channels of the input image.
     """
-    return patch_unet(dims, lambda i: swin_layer(dims[i], heads[i], depths[i], window), patch=patch, join="cat")
+    return patch_unet(dims, lambda i: swin_layer(dims[i], heads[i], depths[i], window), patch=patch, join="cat",
+                      in_channels=in_channels)
