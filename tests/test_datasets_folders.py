@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -133,8 +134,11 @@ def test_empty_folder(tmp_path):
     with pytest.raises(ValueError, match=r"holds no ISIC_\*\.jpg images"):
         datasets.HAM10000(tmp_path)
     (tmp_path / "img").mkdir()
-    with pytest.raises(ValueError, match=r"images folder .*img.* holds no files matching '\*\.png'"):
+    (tmp_path / "img" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"images folder .*img.* holds no image files \(\.png, \.tif"):
         datasets.FolderDataset(tmp_path / "img")
+    with pytest.raises(ValueError, match=r"images folder .*img.* holds no files matching '\*\.png'"):
+        datasets.FolderDataset(tmp_path / "img", pattern="*.png")
 
 
 def test_missing_mask_names_the_file(tmp_path):
@@ -230,7 +234,7 @@ def test_real_ham10000_image():
     assert float(brightness[mask].mean()) < float(brightness[~mask].mean())
 
 
-# -- 16-bit files: one scale for every image ---------------------------------------------------------
+# -- 16-bit files: one normalisation rule for every image -------------------------------------------
 def _ramp(peak: int, shape=(16, 20)) -> np.ndarray:
     return np.linspace(0, peak, shape[0] * shape[1]).round().astype(np.uint16).reshape(shape)
 
@@ -242,7 +246,8 @@ def _write_16bit_folder(root: Path, peaks: dict[str, int], ext: str) -> dict[str
     for name, peak in peaks.items():
         arrays[name] = _ramp(peak)
         Image.fromarray(arrays[name]).save(root / "images" / f"{name}{ext}")
-        assert Image.open(root / "images" / f"{name}{ext}").mode.startswith("I;16")  # really a 16-bit file
+        with Image.open(root / "images" / f"{name}{ext}") as written:
+            assert written.mode.startswith("I;16")  # really a 16-bit file
         mask = np.zeros(arrays[name].shape, dtype=np.uint8)
         mask[4:10, 5:15] = 255
         Image.fromarray(mask).save(root / "masks" / f"{name}.png")
@@ -252,38 +257,91 @@ def _write_16bit_folder(root: Path, peaks: dict[str, int], ext: str) -> dict[str
 @pytest.mark.parametrize("ext", [".png", ".tif"])
 def test_16bit_images_keep_their_relative_brightness(tmp_path, ext):
     arrays = _write_16bit_folder(tmp_path, {"dim": 200, "bright": 40000}, ext)
-    data = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", pattern=f"*{ext}", explain_ids=["dim"])
+    with pytest.warns(UserWarning, match=r"1 16-bit image file\(s\) .*dim"):  # "dim" peaks at 200 <= 4095
+        data = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", pattern=f"*{ext}",
+                                      explain_ids=["dim"])
     images, ids = data.images("all"), data.ids("all")
     assert images.dtype == torch.float32 and images.shape[1] == 1
     for name, array in arrays.items():  # uint16 / 65535, not each image by its own range
         np.testing.assert_allclose(images[ids.index(name), 0].numpy(), array / 65535.0, rtol=0, atol=1e-7)
     dim, bright = (float(images[ids.index(n)].max()) for n in ("dim", "bright"))
     assert dim == pytest.approx(200 / 65535) and bright == pytest.approx(40000 / 65535)
-    assert {m["scaling"] for m in data.metadata("all")} == {"uint16 / 65535"}
-    assert data.info["scaling"] == "dtype"
+    assert {m["normalize"] for m in data.metadata("all")} == {"uint16 / 65535"}
+    assert data.info["normalize"] == "dtype" and "percentiles" not in data.info
     bank = float(data.bank.blocks.max())  # cut from "bright" only, on the same scale (not 1.0)
     assert 0.3 < bank <= 40000 / 65535 + 1e-6
 
 
-def test_16bit_scaling_can_be_chosen_and_mixes_with_8bit(tmp_path):
+def test_16bit_normalize_can_be_chosen_and_mixes_with_8bit(tmp_path, recwarn):
     _write_16bit_folder(tmp_path, {"dim": 200, "bright": 40000}, ".png")
-    own = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling="image")
-    assert [float(own.images("all")[k].max()) for k in range(2)] == [1.0, 1.0]
-    assert own.info["scaling"] == "image"
-    assert own.metadata("all")[own.ids("all").index("dim")]["scaling"] == "per image: (x - 0) / (200 - 0)"
-    fixed = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling=(0, 50000))
+    for old_name in ("range", "image"):  # "image" is the old name of "range"
+        own = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", normalize=old_name)
+        assert [float(own.images("all")[k].max()) for k in range(2)] == [1.0, 1.0]
+        assert own.info["normalize"] == "range"
+        assert own.metadata("all")[own.ids("all").index("dim")]["normalize"] == "per image: (x - 0) / (200 - 0)"
+    fixed = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", normalize=(0, 50000))
     assert float(fixed.images("all")[fixed.ids("all").index("dim")].max()) == pytest.approx(200 / 50000)
-    assert fixed.metadata("all")[0]["scaling"] == "(x - 0) / (50000 - 0)"
-    with pytest.raises(ValueError, match=r"image file '.*bright.png' has values in \[0, 40000\], outside scaling=\(0, 1000\)"):
-        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling=(0, 1000))
-    with pytest.raises(ValueError, match=r"scaling=\(5, 5\) must be 'dtype', 'image' or a \(low, high\) pair with low < high"):
-        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", scaling=(5, 5))
+    assert fixed.metadata("all")[0]["normalize"] == "(x - 0) / (50000 - 0)" and fixed.info["normalize"] == [0, 50000]
+    with pytest.raises(ValueError, match=r"image file '.*bright.png' has values in \[0, 40000\], outside normalize=\(0, 1000\)"):
+        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", normalize=(0, 1000))
+    with pytest.raises(ValueError, match=r"normalize=\(5, 5\) must be 'dtype', 'range', 'percentile' or a \(low, high\) pair"):
+        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", normalize=(5, 5))
+    with pytest.raises(ValueError, match=r"normalize='minmax' must be"):
+        datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", normalize="minmax")
+    assert not [w for w in recwarn.list if w.category is UserWarning]  # the dim warning is for "dtype" only
     # an 8-bit file beside 16-bit ones: each by its own dtype's range, one float32 stack
     Image.fromarray(np.full((16, 20), 255, dtype=np.uint8)).save(tmp_path / "images" / "eight.png")
     Image.open(tmp_path / "masks" / "dim.png").save(tmp_path / "masks" / "eight.png")
-    mixed = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks")
+    with pytest.warns(UserWarning, match="dim.png"):
+        mixed = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks")
+        resized = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", size=8)
     by_id = dict(zip(mixed.ids("all"), mixed.images("all")))
     assert float(by_id["eight"].max()) == 1.0 and float(by_id["dim"].max()) == pytest.approx(200 / 65535)
-    assert {m["image"]: m["scaling"] for m in mixed.metadata("all")}["eight.png"] == "uint8 / 255"
-    resized = datasets.FolderDataset(tmp_path / "images", tmp_path / "masks", size=8)
+    assert {m["image"]: m["normalize"] for m in mixed.metadata("all")}["eight.png"] == "uint8 / 255"
     assert float(resized.images("all")[resized.ids("all").index("dim")].max()) <= 200 / 65535 + 1e-7
+
+
+# -- file discovery ------------------------------------------------------------------------------------
+def test_default_pattern_takes_every_image_extension_and_finds_masks_by_stem(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lbl").mkdir()
+    pixels = rng.integers(0, 256, (12, 16), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "img" / "a.PNG")
+    Image.fromarray(pixels).save(tmp_path / "img" / "b.jpeg")
+    Image.fromarray(pixels).save(tmp_path / "img" / "c.bmp")
+    tifffile.imwrite(tmp_path / "img" / "d.TIF", pixels)
+    (tmp_path / "img" / "readme.txt").write_text("not an image")
+    (tmp_path / "img" / "._a.png").write_bytes(b"macOS resource fork")
+    mask = np.zeros((12, 16), np.uint8)
+    mask[2:6, 3:9] = 255
+    for stem, ext in zip("abcd", (".png", ".tif", ".TIFF", ".bmp")):
+        (tifffile.imwrite if ext.lower().startswith(".tif") else lambda p, m: Image.fromarray(m).save(p))(
+            tmp_path / "lbl" / f"{stem}_mask{ext}", mask)
+    data = datasets.FolderDataset(tmp_path / "img", tmp_path / "lbl", mask_suffix="_mask")
+    assert data.ids("all") == ["a", "b", "c", "d"] and data.info["pattern"] is None
+    assert [m["mask"] for m in data.metadata("all")] == ["a_mask.png", "b_mask.tif", "c_mask.TIFF", "d_mask.bmp"]
+    assert all(bool(m[2:6, 3:9].all()) and int(m.sum()) == 24 for m in data.masks("all"))
+    # an ambiguous mask names the candidates; an explicit mask_ext chooses
+    Image.fromarray(mask).save(tmp_path / "lbl" / "a_mask.bmp")
+    with pytest.raises(ValueError, match=r"a\.PNG' has 2 candidate masks \['a_mask.bmp', 'a_mask.png'\]"):
+        datasets.FolderDataset(tmp_path / "img", tmp_path / "lbl", mask_suffix="_mask")
+    only_png = datasets.FolderDataset(tmp_path / "img", tmp_path / "lbl", pattern="*.PNG", mask_suffix="_mask",
+                                      mask_ext=".png")
+    assert only_png.ids("all") == ["a"]
+    # a missing mask keeps the existing message, with the extension left open
+    (tmp_path / "lbl" / "d_mask.bmp").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no mask for image .*d\.TIF.*expected .*d_mask\.\*"):
+        datasets.FolderDataset(tmp_path / "img", tmp_path / "lbl", pattern="*.TIF", mask_suffix="_mask")
+
+
+def test_default_pattern_in_one_folder_tells_masks_by_suffix(tmp_path):
+    for k in range(2):
+        _write_pair(tmp_path / f"case{k}.png", tmp_path / f"case{k}_mask.png", k)
+    data = datasets.FolderDataset(tmp_path, mask_suffix="_mask")
+    assert data.ids("all") == ["case0", "case1"]
+    with pytest.raises(ValueError, match=r"mask_suffix is empty, so masks cannot be told from images"):
+        datasets.FolderDataset(tmp_path)
+    Image.open(tmp_path / "case0.png").save(tmp_path / "case0.tif")
+    with pytest.raises(ValueError, match=r"'case0.png' and 'case0.tif' share the id 'case0'"):
+        datasets.FolderDataset(tmp_path, mask_suffix="_mask")

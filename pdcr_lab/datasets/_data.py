@@ -38,17 +38,29 @@ def bank_block(height: int, width: int) -> int:
     return block
 
 
-def build_bank(images: torch.Tensor, ids: list[str], seed: int, **extra: Any) -> PatchBank:
+def build_bank(
+    images: torch.Tensor | list[torch.Tensor],
+    ids: list[str],
+    seed: int,
+    *,
+    block: int | None = None,
+    per_image: int = BANK_PER_IMAGE,
+    **extra: Any,
+) -> PatchBank:
     """The reference recipe (random grid blocks) on held-out images, with the provenance filled in.
 
     Parameters
     ----------
-    images : Tensor (N, C, H, W)
+    images : Tensor (N, C, H, W) or list of (C, H, W) tensors
         Held-out images in [0, 1] (never explained).
     ids : list of str
         Their names, recorded in the provenance.
     seed : int
         Seed of the cut.
+    block : int, optional
+        Block side; default: :func:`bank_block` of the first image's size.
+    per_image : int
+        Blocks drawn from each image.
     **extra
         Further provenance entries (``dataset=``, ``split=``, ...).
 
@@ -60,8 +72,9 @@ def build_bank(images: torch.Tensor, ids: list[str], seed: int, **extra: Any) ->
     """
     if len(ids) == 0:
         raise ValueError("no held-out images to build a patch bank from")
-    block = bank_block(int(images.shape[-2]), int(images.shape[-1]))
-    bank = PatchBank.from_images(images, block=block, per_image=BANK_PER_IMAGE, seed=seed, ids=ids)
+    if block is None:
+        block = bank_block(int(images[0].shape[-2]), int(images[0].shape[-1]))
+    bank = PatchBank.from_images(images, block=block, per_image=per_image, seed=seed, ids=ids)
     bank.provenance.update(extra)
     return bank
 

@@ -153,7 +153,8 @@ def FIVES(
     present = [s for s in ("train", "test") if (root / s / "Original").is_dir()]
     if not present:
         raise FileNotFoundError(f"root={str(root)!r} is not {expected}: found no {str(root / 'train' / 'Original')!r}")
-    layout = {s: folder_pairs(root / s / "Original", root / s / "Ground truth", "*.png", ".png") for s in present}
+    layout = {s: folder_pairs(root / s / "Original", root / s / "Ground truth", "*.png", mask_ext=".png")
+              for s in present}
     wanted = present if split is None else [check_choice("split", split, present)]
     return assemble("FIVES", layout, wanted, size=size, on_error=on_error, seed=seed, explain_ids=explain_ids,
                     meta=_fives_meta, info={"loader": "FIVES", "root": root.name})
