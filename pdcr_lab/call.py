@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +42,7 @@ from .schema import effects_dataset, validate
 
 __all__ = [
     "Call", "READING", "check_reading", "check_shared_options", "check_value_range", "prepare", "resolve_device", "to_unit_range", "unit_bank", "check_batch",
-    "check_finite", "RoiOutcome", "replacement_image", "block_means",
+    "check_finite", "RoiOutcome", "OutcomeWarning", "replacement_image", "block_means",
     "result", "finish",
     "gradients", "shared_doc", "evaluation", "reporting", "progress_callback", "auto_batch_size",
 ]
@@ -449,7 +452,7 @@ def check_shared_options(options: Mapping[str, Any], *, caller: str = "explainer
     >>> check_shared_options({"outcome": "dcie"})
     Traceback (most recent call last):
     ...
-    ValueError: outcome='dcie' is not supported; expected one of ['dice', 'soft_dice', 'iou']
+    ValueError: outcome='dcie' is not supported; expected one of ['dice', 'soft_dice', 'iou', 'probability']
     """
     opts = check_reading(caller, {k: v for k, v in options.items() if k in READING})
     ModelAdapter(nn.Identity(), opts["output_key"], opts["activation"], opts["class_index"],
@@ -647,6 +650,24 @@ def check_finite(out: torch.Tensor, where: Callable[[torch.Tensor], str] | None 
     )
 
 
+class OutcomeWarning(UserWarning):
+    """The factual outcome M0 makes the map meaningless: an RoI with nothing to segment, or a class
+    that contradicts the ground truth. Raised once per explainer call by :class:`RoiOutcome`."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_LISTED_ROIS = 8  # RoIs named in a warning; the rest are counted
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point at the
+    first frame outside pdcr_lab (the user's call), whichever explainer the call went through."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 1
+
+
 class RoiOutcome:
     """The RoI outcome M of batches of model outputs, bound to a device (build it inside :func:`evaluation`).
 
@@ -654,6 +675,12 @@ class RoiOutcome:
     whatever the image size. The reference mask is the ground truth when the call has one, else the
     model's factual binary prediction (PdCR's ground-truth-free mode). ``m0`` is M on the
     unperturbed image, shape (R,).
+
+    For outcomes that compare with the reference (``Outcome.uses_reference``: dice, soft_dice,
+    iou) one :class:`OutcomeWarning` is raised when M0 is meaningless in some RoI: the reference
+    has no foreground there (M0 = 0 whatever a block does), or the ground truth has foreground but
+    the explained class scores M0 < 10 while its complement would score > 50, and over the whole
+    image the prediction matches the target's background (DSC > 50): the class's polarity is wrong.
 
     Parameters
     ----------
@@ -685,6 +712,70 @@ class RoiOutcome:
         #: (H, W) the reference of the outcome: ground truth, or the factual prediction
         self.reference = self.prediction if call.target is None else call.target.to(call.device, torch.float32)
         self.m0 = self.from_outputs(factual)[0]
+        if call.outcome.uses_reference:
+            self._check_m0()
+
+    def _roi_names(self, indices: list[int], values: Callable[[int], str] = lambda _r: "") -> str:
+        """'RoI 2 at (row, col, height, width) = (0, 0, 8, 8)', for the first few RoIs of `indices`."""
+        named = [f"RoI {r} at (row, col, height, width) = {tuple(int(v) for v in self.call.boxes[r])}{values(r)}"
+                 for r in indices[:_LISTED_ROIS]]
+        more = f" and {len(indices) - _LISTED_ROIS} more" if len(indices) > _LISTED_ROIS else ""
+        return "; ".join(named) + more
+
+    def _check_m0(self) -> None:
+        """Warn (once for all RoIs) when M0 cannot mean what a map of it would suggest."""
+        call, outcome = self.call, self.call.outcome
+        roi = self.roi_crop.float()
+        reference = torch.einsum("hw,rhw->r", call.crop(self.reference).float(), roi).cpu()
+        predicted = torch.einsum("hw,rhw->r", call.crop(self.prediction).float(), roi).cpu()
+        m0 = self.m0.detach().double().cpu()
+        truth = call.target is not None
+        # An overlap outcome is 0 for every prediction when the reference has nothing there.
+        empty = [r for r in range(len(m0)) if reference[r] == 0 and abs(float(m0[r])) < 1e-6]
+        if empty:
+            source = "ground truth" if truth else "model's factual prediction (the reference without a target)"
+            nothing = [r for r in empty if predicted[r] == 0]
+            unscored = [r for r in empty if predicted[r] > 0]
+            parts = [(f"In {self._roi_names(nothing)} neither the {source} nor the prediction has a foreground "
+                      "pixel, so there is nothing to segment. ")] if nothing else []
+            if unscored:
+                parts.append(f"In {self._roi_names(unscored)} the ground truth has no foreground pixel (the "
+                             f"prediction's foreground there is a false positive {outcome.name} cannot score). ")
+            warnings.warn(OutcomeWarning(
+                f"M0 = 0 {outcome.units} with outcome={outcome.name!r}. {''.join(parts)}{outcome.name} stays 0 "
+                "whatever a block does there, so every block is 'irrelevant' by construction. Put the RoI on the "
+                "structure's boundary, e.g. roi=pdcr_lab.rois.boundary_roi(mask), or measure the model's "
+                "confidence there with outcome='probability'"), stacklevel=_user_stacklevel())
+        if not truth:
+            return
+        complement = outcome(1.0 - call.crop(self.prediction)[None].float(), call.crop(self.reference), roi)[0]
+        complement = complement.detach().double().cpu()
+        flipped = [r for r in range(len(m0)) if reference[r] > 0 and m0[r] < 10.0 and complement[r] > 50.0]
+        # A model that merely misses the structure in the RoI also scores like that there; a flipped class
+        # shows over the whole image: the prediction then segments the target's background.
+        pred, background = self.prediction.float(), 1.0 - self.reference
+        as_background = float(200.0 * (pred * background).sum() / (pred.sum() + background.sum() + 1e-10))
+        if flipped and as_background > 50.0:
+            k = int(self.adapter.class_index or 0)
+
+            def values(r: int) -> str:
+                return f" (M0 = {float(m0[r]):.2f}, complement {float(complement[r]):.2f})"
+
+            background = ("explain a background class by passing the background mask as target (e.g. "
+                          "target=~mask) with the background's class_index")
+            if getattr(self.adapter, "n_classes", None) == 1:
+                advice = ("the model's single output channel (class_index=0) looks like the opposite of the "
+                          "target: check that the target marks the foreground with 1 or True (an inverted mask gives "
+                          f"this), or, if the channel scores the background, {background}")
+            else:
+                advice = (f"the explained class (class_index={k}) looks like the opposite of the target: pass the "
+                          f"target's own class_index (e.g. class_index=1 for the foreground of a 2-class model), or "
+                          f"{background}")
+            warnings.warn(OutcomeWarning(
+                f"M0 < 10 {outcome.units} with outcome={outcome.name!r} in {self._roi_names(flipped, values)} "
+                "although the ground truth has foreground there, while the complement of the prediction "
+                f"(1 - binary prediction) would score > 50, and over the whole image the prediction matches the "
+                f"target's background (DSC {as_background:.2f}): {advice}"), stacklevel=_user_stacklevel())
 
     def factual_output(self) -> torch.Tensor:
         """One forward pass on the image; a model that fails on it gets a message naming the shape."""
@@ -922,7 +1013,7 @@ SHARED_PARAMETERS = """\
     block : int
 
         Block side b of the result's grid (the same grid as PdCR); must tile the image.
-    outcome : {"dice", "soft_dice", "iou"} or Outcome
+    outcome : {"dice", "soft_dice", "iou", "probability"} or Outcome
         The RoI state M recorded as ``m0`` (and measured by the perturbation methods), as in PdCR.
     threshold, class_index, output_key, activation, normalize
         How the model is read (:class:`pdcr_lab.adapters.ModelAdapter`), as in PdCR.

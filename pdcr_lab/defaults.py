@@ -99,7 +99,7 @@ Intervention = Literal["natural", "zero", "mean", "blur"]
 #: What a component effect replaces: a whole module output, channel groups, or feature cells.
 ComponentUnit = Literal["module", "channels", "cells"]
 #: The built-in RoI outcomes (:mod:`pdcr_lab.outcomes`; more can be registered).
-OutcomeName = Literal["dice", "soft_dice", "iou"]
+OutcomeName = Literal["dice", "soft_dice", "iou", "probability"]
 
 
 def choices(literal: Any) -> tuple[str, ...]:

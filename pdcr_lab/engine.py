@@ -448,8 +448,10 @@ def explain(
         S screening draws and N fresh estimation draws per block (paper: 3 and 50).
     tau : float
         Screening and zeroing threshold in outcome units (paper: 0.02).
-    outcome : {"dice", "soft_dice", "iou"} or Outcome
-        The RoI state M (paper: 100 x Dice of the binarised prediction in the RoI).
+    outcome : {"dice", "soft_dice", "iou", "probability"} or Outcome
+        The RoI state M (paper: 100 x Dice of the binarised prediction in the RoI). Without a
+        target, Dice against the model's own prediction starts at 100 and can only fall (support
+        only); ``"soft_dice"`` and ``"probability"`` move both ways and can show harm.
     threshold : float
         Binarisation of a one-channel output (score > threshold).
     class_index : int, optional

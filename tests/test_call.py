@@ -2,10 +2,13 @@
 
 Each test here is a case that once gave a plausible-looking but wrong map or an unreadable error
 (issue 15): the value range of the image and of the bank, non-finite or wrong-sized model outputs,
-channels-last images, fractional RoIs, a fractional class index and devices the model cannot use.
+channels-last images, fractional RoIs, a fractional class index, devices the model cannot use, and a
+meaningless M0 (an RoI with nothing to segment, a class that contradicts the target).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from torch import nn
 
 import pdcr_lab
 from pdcr_lab import PatchBank
-from pdcr_lab.call import prepare, resolve_device, to_unit_range, unit_bank
+from pdcr_lab.call import OutcomeWarning, prepare, resolve_device, to_unit_range, unit_bank
 from pdcr_lab.adapters import ModelAdapter
 from pdcr_lab.explainers import get_explainer, list_explainers
 from pdcr_lab.testing import CenterSurroundModel, assert_effects_equal
@@ -199,3 +202,94 @@ def test_prepare_records_the_conversion_and_the_bank(image, bank):
                    bank=bank, block=4)
     assert call.conversion == "uint8 / 255" and call.bank is bank
     assert call.attrs("demo")["value_conversion"] == "uint8 / 255"
+
+
+# -- a meaningless M0 ----------------------------------------------------------------------------
+SQUARE = (slice(8, 24), slice(8, 24))
+
+
+@pytest.fixture()
+def square() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 32 x 32 image with a bright 16 x 16 square in the middle, and the square's mask."""
+    img = torch.full((1, 32, 32), 0.1)
+    img[:, SQUARE[0], SQUARE[1]] = 0.9
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[SQUARE] = True
+    return img, mask
+
+
+class TwoClassBrightness(nn.Module):
+    """Two-class logits (background, foreground) = (0.5 - x, x - 0.5) x 10: class 1 is the bright pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 10.0 * (x.mean(dim=1, keepdim=True) - 0.5)
+        return torch.cat([-z, z], dim=1)
+
+
+def _zero(model, image, roi, **kw):
+    return pdcr_lab.explain(model, image, roi=roi, block=8, intervention="zero", **kw)
+
+
+def test_an_empty_roi_warns_that_m0_is_zero_by_construction(square):
+    img, mask = square
+    with pytest.warns(OutcomeWarning, match=r"M0 = 0 DSC points with outcome='dice'. In RoI 0 at \(row, col, height, "
+                      r"width\) = \(0, 0, 8, 8\) neither the model's factual prediction .* nor the prediction has a "
+                      r"foreground pixel, so there is nothing to segment.*boundary_roi\(mask\)") as record:
+        ds = _zero(CenterSurroundModel(k=3), img, (0, 0, 8, 8))
+    assert float(ds.m0) == 0.0 and (ds.ate.values == 0).all()
+    assert [w.filename for w in record if w.category is OutcomeWarning] == [__file__]  # points at the call
+    with pytest.warns(OutcomeWarning, match=r"neither the ground truth nor the prediction"):
+        _zero(CenterSurroundModel(k=3), img, (0, 0, 8, 8), target=mask)
+
+
+def test_one_warning_lists_every_empty_roi(square):
+    img, _ = square
+    rois = [(0, 0, 8, 8), (4, 4, 8, 8), (24, 24, 8, 8)]  # the middle one is on the square's corner
+    with pytest.warns(OutcomeWarning, match=r"RoI 0 at .* = \(0, 0, 8, 8\); RoI 2 at .* = \(24, 24, 8, 8\) neither") as record:
+        _zero(CenterSurroundModel(k=3), img, rois)
+    (warning,) = [w for w in record if w.category is OutcomeWarning]
+    assert "RoI 1 " not in str(warning.message)
+
+
+def test_a_ground_truth_without_foreground_in_the_roi_warns_about_false_positives(square):
+    img, mask = square
+    with pytest.warns(OutcomeWarning, match=r"RoI 0 .* the ground truth has no foreground pixel \(the prediction's "
+                      r"foreground there is a false positive iou cannot score\)"):
+        _zero(CenterSurroundModel(k=3), img, (8, 8, 8, 8), target=torch.zeros_like(mask), outcome="iou")
+
+
+@pytest.mark.parametrize("kw", [{}, {"outcome": "soft_dice"}, {"target": "mask"}, {"outcome": "probability"}],
+                         ids=["gt-free", "soft-dice", "ground-truth", "probability-empty-roi"])
+def test_no_warning_for_a_boundary_roi_or_the_probability_outcome(square, kw):
+    img, mask = square
+    kw = {k: mask if v == "mask" else v for k, v in kw.items()}
+    roi = (0, 0, 8, 8) if kw.get("outcome") == "probability" else pdcr_lab.rois.boundary_roi(mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutcomeWarning)
+        ds = _zero(CenterSurroundModel(k=3), img, roi, **kw)
+    assert float(ds.m0) > 0
+
+
+def test_a_class_that_contradicts_the_target_warns_about_polarity(square):
+    img, mask = square
+    roi = (4, 4, 8, 8)  # a quarter on the square: M0 = 0 for the background class, 100 for its complement
+    with pytest.warns(OutcomeWarning, match=r"M0 < 10 DSC points with outcome='dice' in RoI 0 at \(row, col, height, "
+                      r"width\) = \(4, 4, 8, 8\) \(M0 = 0.00, complement 100.00\) although the ground truth has "
+                      r"foreground there.*whole image the prediction matches the target.s background \(DSC 100.00\): "
+                      r"the explained class \(class_index=0\).*target=~mask"):
+        ds = _zero(TwoClassBrightness(), img, roi, target=mask, class_index=0)
+    assert float(ds.m0) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutcomeWarning)
+        right = _zero(TwoClassBrightness(), img, roi, target=mask, class_index=1)
+        background = _zero(TwoClassBrightness(), img, roi, target=~mask, class_index=0)
+    assert float(right.m0) == pytest.approx(100.0) and float(background.m0) == pytest.approx(100.0)
+
+
+def test_a_model_that_merely_misses_the_structure_is_not_a_polarity_error(square):
+    img, mask = square
+    dim = img * 0.5  # the box filter never reaches 0.5: an empty prediction, M0 = 0 on the square
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutcomeWarning)
+        ds = _zero(CenterSurroundModel(k=3), dim, (8, 8, 8, 8), target=mask)
+    assert float(ds.m0) == 0.0

@@ -46,7 +46,7 @@ def test_choices_lists_a_literal_in_order():
     assert choices(Intervention) == ("natural", "zero", "mean", "blur")
     assert choices(Policy) == ("natural", "zero", "blur")
     assert choices(ComponentUnit) == ("module", "channels", "cells")
-    assert choices(OutcomeName) == ("dice", "soft_dice", "iou")
+    assert choices(OutcomeName) == ("dice", "soft_dice", "iou", "probability")
     assert choices(Literal["x"]) == ("x",)
     with pytest.raises(TypeError, match=r"literal must be a typing.Literal, got <class 'str'>"):
         choices(str)
