@@ -37,7 +37,7 @@ def histogram_labels(edges: np.ndarray = HISTOGRAM_EDGES) -> list[str]:
     ['to -1', '-1 to 1', '1 to']
     """
     def fmt(v: float) -> str:
-        return f"{v:g}"
+        return "0" if v == np.nextafter(0.0, 1.0) else f"{v:g}"  # tau = 0's central bin: exact zeros
 
     labels = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -85,7 +85,9 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
         # The reference's edges with +-tau inside; outer edges that tau swallows are dropped, so the
         # edges keep increasing for any tau (tau > 0.3 merges the +-0.3 bins into the central one).
         outer = HISTOGRAM_EDGES[np.abs(HISTOGRAM_EDGES) > tau]
-        edges = np.concatenate([outer[outer < 0], [-tau, tau], outer[outer > 0]])
+        # tau = 0: the central bin holds exact zeros only ([0, smallest positive float))
+        centre = [-tau, tau] if tau > 0 else [0.0, np.nextafter(0.0, 1.0)]
+        edges = np.concatenate([outer[outer < 0], centre, outer[outer > 0]])
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"edges must be a 1-D increasing array of at least 2 bin edges, got {edges.tolist()}")

@@ -79,3 +79,17 @@ def test_bad_histogram_edges_are_refused():
     ds = schema.empty_effects(grid=(2, 2), block=4)
     with pytest.raises(ValueError, match=r"edges must be a 1-D increasing array"):
         statistics(ds, edges=np.array([0.0, -1.0, 1.0]))
+
+
+def test_tau_zero_keeps_a_central_bin_of_exact_zeros():
+    """tau = 0 (no zeroing) once made the default edges repeat 0 and raised; zeros now have their own bin."""
+    import numpy as np
+
+    import pdcr_lab
+
+    ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4, tau=0.0)
+    ds["ate"][:] = np.array([[0.0, 0.01], [-0.01, 0.0]])
+    st = pdcr_lab.statistics(ds)
+    hist = dict(zip(st.bin.values.tolist(), st.histogram.values.tolist()))
+    assert hist["-0.02 to 0"] == 1 and hist["0 to 0"] == 2 and hist["0 to 0.02"] == 1
+    assert (int(st.pos), int(st.neg), int(st.zero)) == (1, 1, 2)
