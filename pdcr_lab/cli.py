@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,21 +27,35 @@ PROVIDERS: tuple[str, ...] = (
 )
 
 DEMO = {"model": "unet", "dataset": "lesions", "index": 0}
+#: Set to any value to see the traceback of an input error instead of its one-line message.
+TRACEBACK_ENV = "PDCR_LAB_TRACEBACK"
+#: Errors a bad input raises (a path, a SPEC, a file, an option value): printed as one line, exit status 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError, TypeError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    head = lines[0] if lines else type(exc).__name__
+    return head + (f" (and {len(lines) - 1} more line(s); set {TRACEBACK_ENV}=1 for details)" if len(lines) > 1 else "")
 
 
 def _add_explain(subparsers: argparse._SubParsersAction) -> None:
+    from .cli_files import add_file_options
     from .defaults import PAPER, WORKING, Intervention, choices
     from .explainers import get_explainer, list_explainers
 
     methods = [name for name in list_explainers() if get_explainer(name).on_grid]
     p = subparsers.add_parser(
         "explain",
-        help="PdCR map of one image of an embedded dataset with a zoo model",
-        description="Explain one RoI of one test image with PdCR (or another registered explainer); "
-        "writes the result (.nc) and a figure (.png).",
+        help="PdCR map of an embedded test image with a zoo model, or of your own files with your own model",
+        description="Explain one RoI of an image with PdCR (or another registered explainer); writes the result "
+        "(.nc) and a figure (.png). Without --image/--images: a test image of an embedded dataset and a zoo model.",
     )
     p.add_argument("--demo", action="store_true", help=f"the embedded default: {DEMO}")
-    p.add_argument("--model", default=DEMO["model"], help="zoo architecture (see `pdcr-lab zoo list`)")
+    p.add_argument("--model", default=DEMO["model"], metavar="SPEC",
+                   help="a zoo architecture (see `pdcr-lab zoo list`), a checkpoint (.pt) of `pdcr-lab zoo train`, "
+                        "a torch.export program (.pt2) or module:function returning an nn.Module")
     p.add_argument("--dataset", default=DEMO["dataset"], help="embedded dataset: lesions, vessels, ...")
     p.add_argument("--index", type=int, default=DEMO["index"], help="index of the test image")
     p.add_argument("--method", default="pdcr", choices=methods,
@@ -54,6 +69,7 @@ def _add_explain(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=WORKING.seed)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="output folder")
+    add_file_options(p)
     p.set_defaults(func=_run_explain)
 
 
@@ -69,16 +85,26 @@ def _run_explain(args: argparse.Namespace) -> int:
     import torch
 
     from . import datasets, save, statistics, zoo
+    from .cli_files import UsageError, run_files
     from .explainers import get_explainer
     from .rois import boundary_roi
     from .viz import overlay_figure
 
+    if args.image is not None or args.images is not None:
+        if args.demo:
+            raise UsageError("--demo explains an embedded image; it does not take --image or --images")
+        if args.method != "pdcr":
+            raise UsageError("--image/--images explain with PdCR (--method pdcr) only")
+        return run_files(args)
     if args.demo:
         args.model, args.dataset, args.index = DEMO["model"], DEMO["dataset"], DEMO["index"]
+    if args.model not in zoo.list():
+        raise UsageError(f"--model {args.model!r} is not a zoo architecture; a checkpoint, .pt2 program or "
+                         "module:function explains your own files: add --image FILE or --images DIR")
     data = datasets.load(args.dataset)
     images, masks, ids = data.images("test"), data.masks("test"), data.ids("test")
     if not 0 <= args.index < len(images):
-        raise SystemExit(f"--index {args.index} is out of range: the test split has {len(images)} images")
+        raise UsageError(f"--index {args.index} is out of range: the test split has {len(images)} images")
     image, target = images[args.index], masks[args.index]
     model, meta = zoo.load(args.model, args.dataset)
     block = data.bank.block
@@ -136,7 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        command = " ".join(filter(None, [args.command, getattr(args, "zoo_command", None)]))
+        parser.exit(2, f"pdcr-lab {command}: error: {_one_line(exc)}\n")
 
 
 if __name__ == "__main__":

@@ -13,3 +13,6 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet "${PDCR_TORCH:-torch==2.13.0}"
 .venv/bin/python -m pip install --quiet -e ".[dev,notebook,sweep,bench]"
 .venv/bin/python -c "import pdcr_lab, torch; print('pdcr_lab', pdcr_lab.__version__, 'with torch', torch.__version__)"
+# what scripts/ensure_venv.sh compares to tell a current .venv from a stale one
+source scripts/ensure_venv.sh --stamp-only
+stamp_of > .venv/.pdcr_lab_stamp

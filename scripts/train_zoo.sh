@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p outputs
 # unet on lesions first: the demo depends on it
-$PY -m pdcr_lab.zoo.cli zoo train-all --names unet --datasets lesions --quiet "$@" | tee -a outputs/zoo_train.log
-$PY -m pdcr_lab.zoo.cli zoo train-all --datasets lesions --quiet "$@" | tee -a outputs/zoo_train.log
-$PY -m pdcr_lab.zoo.cli zoo train-all --datasets vessels --quiet "$@" | tee -a outputs/zoo_train.log
+$PY -m pdcr_lab.zoo.cli zoo train-all --names unet --datasets lesions --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
+$PY -m pdcr_lab.zoo.cli zoo train-all --datasets lesions --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
+$PY -m pdcr_lab.zoo.cli zoo train-all --datasets vessels --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
 # forward throughput at batch 32, 96 x 96, 2 CPU threads, written to data/zoo/manifest.json
 $PY -m pdcr_lab.zoo.cli zoo benchmark --threads 2
 $PY -m pdcr_lab.zoo.cli zoo list --markdown

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("version", "checks", "defaults", "atomic", "rois", "schema", "storage", "statistics"),
     ("banks", "interventions", "outcomes", "adapters"),
     ("datasets",),
-    ("zoo",),
+    ("zoo", "models"),
     ("estimator", "call", "incremental"),
     ("engine", "components", "baselines"),
     ("explainers",),
@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("viz",),
     ("widgets", "testing"),
     ("studies", "sweep"),
-    ("dashboard", "cli"),
+    ("dashboard", "cli", "cli_files"),
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

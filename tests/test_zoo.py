@@ -316,3 +316,44 @@ def test_shipped_recipes_are_within_the_documented_bounds():
         count = _store.check_recipe_size(name, zoo.RECIPES[name].kwargs)
         assert 30_000 <= count <= _store.MAX_PARAMETERS
     assert "MAX_PARAMETERS" in _store.__doc__ and "meta" in _store.__doc__
+
+
+# --- own data: any channel count, a user folder, never the shipped zoo unless asked --------------
+
+class GreyData(TinyData):
+    """TinyData as one-channel images, with the provenance a folder loader records."""
+
+    info = {"loader": "test", "normalize": "percentile", "binarize": True}
+
+    def images(self, split):
+        return super().images(split)[:, :1]
+
+
+def test_train_on_own_one_channel_data_records_the_recipe_and_reloads(tmp_path):
+    meta = zoo.train("segnet", "cells", epochs=1, out_dir=tmp_path, progress=False, data=GreyData())
+    assert meta["in_channels"] == 1 and meta["recipe"]["in_channels"] == 1
+    assert meta["recipe"]["kwargs"]["in_channels"] == 1 and meta["data"]["normalize"] == "percentile"
+    # a few dozen images still get the embedded sets' optimiser steps per epoch
+    assert meta["recipe"]["training"]["min_epoch_images"] == 320
+    model, loaded = zoo.load("segnet", "cells", root=tmp_path)
+    assert model.channels == 1 and loaded["test_dice_first"] == meta["test_dice_first"]
+    again, info = zoo.load_checkpoint(tmp_path / "cells" / "segnet.pt")
+    assert info["verified"] is True and again.channels == 1
+    with pytest.raises(ValueError, match=r"unknown dataset='lesions' in the zoo folder .*; its checkpoints are "
+                                         r"trained on: \['cells'\]"):
+        zoo.load("segnet", "lesions", root=tmp_path)
+    path = tmp_path / "cells" / "segnet.pt"
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(zoo.ChecksumError, match="checksum mismatch"):
+        zoo.load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"dataset='my data' names the checkpoint's folder"):
+        zoo.train("segnet", "my data", epochs=1, out_dir=tmp_path, progress=False, data=GreyData())
+
+
+def test_training_never_writes_into_the_shipped_zoo_unless_asked(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"is the shipped zoo; a training run would overwrite its checkpoints"):
+        zoo.train("segnet", "lesions", epochs=1, out_dir=zoo.shipped_zoo(), progress=False, data=TinyData())
+    monkeypatch.chdir(tmp_path)
+    meta = zoo.train("segnet", "lesions", epochs=1, progress=False, data=TinyData())
+    assert meta["file"] == str(zoo.USER_ZOO / "lesions" / "segnet.pt")  # the default: a user folder
+    assert (tmp_path / "outputs" / "zoo" / "manifest.json").is_file()

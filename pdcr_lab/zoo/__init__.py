@@ -4,7 +4,7 @@ Thirteen architectures: twelve from the families the PdCR paper compares (plain 
 token-MLP and KAN mixers, transformers with global or windowed attention, and a state-space model),
 plus ``unet_bn``, the U-Net with BatchNorm (the paper's own U-Net normalisation; spatially local at
 inference, unlike the instance norm of ``unet``), each trained on the ``lesions`` and ``vessels``
-datasets. Every model is a :class:`ZooModel`: an RGB image in [0, 1] goes in, a foreground
+datasets. Every model is a :class:`ZooModel`: an image in [0, 1] (RGB, or the channels it was built for) goes in, a foreground
 probability comes out.
 
 Examples
@@ -19,6 +19,7 @@ Examples
 from ._base import ROLES, ZooModel
 from ._registry import DATASETS, RECIPES, Recipe, Training
 from ._store import (
+    USER_ZOO,
     MAX_PARAMETERS,
     MAX_RECIPE_INTEGER,
     MAX_RECIPE_LENGTH,
@@ -29,7 +30,10 @@ from ._store import (
     check_recipe_size,
     info,
     load,
+    load_checkpoint,
+    output_dir,
     read_manifest,
+    shipped_zoo,
     train,
     trained,
     zoo_dir,
@@ -38,4 +42,4 @@ from ._store import list_models as list  # noqa: A001 - the public verb is zoo.l
 
 __all__ = ["ChecksumError", "DATASETS", "MAX_PARAMETERS", "MAX_RECIPE_INTEGER", "MAX_RECIPE_LENGTH", "ManifestError", "RECIPES",
            "ROLES", "Recipe", "Training", "ZooModel", "benchmark", "build", "check_recipe_size", "info", "list", "load",
-           "read_manifest", "train", "trained", "zoo_dir"]
+           "load_checkpoint", "output_dir", "read_manifest", "shipped_zoo", "USER_ZOO", "train", "trained", "zoo_dir"]

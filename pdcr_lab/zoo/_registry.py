@@ -35,6 +35,9 @@ class Training:
     bce_weight: float = 1.0  #: weight of the BCE term (see `dice_weight`)
     warmup: int = 2  #: epochs of linear learning-rate warm-up before the cosine decay
     grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
+    #: an epoch passes over the training split as often as needed to see at least this many images
+    #: (0: once); a folder of a few dozen tiles would otherwise get too few optimiser steps per epoch
+    min_epoch_images: int = 0
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,44 @@ class ManifestError(ValueError):
     """The zoo's manifest is unreadable or malformed, or a checkpoint it lists is refused; the message names it."""
 
 
+#: Images an epoch shows at least when training on a user's folder (the embedded training splits' size).
+FOLDER_EPOCH_IMAGES = 320
+
+#: Where :func:`train` writes when no folder is given: a user folder, never the shipped zoo.
+USER_ZOO = Path("outputs") / "zoo"
+
+
+def shipped_zoo() -> Path:
+    """The zoo folder that ships with the checkout (``data/zoo``)."""
+    return Path(__file__).resolve().parents[2] / "data" / "zoo"
+
+
+def output_dir(out_dir: str | os.PathLike[str] | None, *, into_shipped: bool = False) -> Path:
+    """Where :func:`train` writes: `out_dir`, else :data:`USER_ZOO`; the shipped zoo only when asked.
+
+    Parameters
+    ----------
+    out_dir : path, optional
+        The folder for ``<dataset>/<name>.pt`` and ``manifest.json``.
+    into_shipped : bool
+        Allow `out_dir` to be the shipped zoo (``data/zoo``), e.g. to rebuild it.
+
+    Examples
+    --------
+    >>> output_dir(None).as_posix()
+    'outputs/zoo'
+    >>> output_dir(shipped_zoo())
+    Traceback (most recent call last):
+    ...
+    ValueError: out_dir=... is the shipped zoo; a training run would overwrite its checkpoints. ...
+    """
+    folder = USER_ZOO if out_dir is None else Path(out_dir)
+    if not into_shipped and folder.resolve() == shipped_zoo().resolve():
+        raise ValueError(f"out_dir={str(folder)!r} is the shipped zoo; a training run would overwrite its checkpoints. "
+                         "Write elsewhere (--out DIR), or pass into_shipped=True (--into-shipped-zoo) to rebuild it")
+    return folder
+
+
 def zoo_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """The checkpoint folder: ``root``, else ``$PDCR_LAB_ZOO``, else ``data/zoo`` of the checkout.
 
@@ -74,7 +112,7 @@ def zoo_dir(root: str | os.PathLike[str] | None = None) -> Path:
         return Path(root)
     if os.environ.get(ZOO_ENV):
         return Path(os.environ[ZOO_ENV])
-    return Path(__file__).resolve().parents[2] / "data" / "zoo"
+    return shipped_zoo()
 
 
 def recipe(name: str) -> Recipe:
@@ -166,7 +204,8 @@ def build(name: str, **kwargs: Any) -> ZooModel:
     ('segnet', (1, 1, 32, 32))
     """
     r = recipe(name)
-    return ZooModel(r.builder(**(dict(r.kwargs) | kwargs)), name=name)
+    options = dict(r.kwargs) | kwargs
+    return ZooModel(r.builder(**options), name=name, channels=int(options.get("in_channels", 3)))
 
 
 def read_manifest(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -341,18 +380,20 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     ----------
     name : str
         Architecture name, one of :func:`list`.
-    dataset : {"lesions", "vessels"}
-        The dataset it was trained on.
+    dataset : str
+        The dataset it was trained on: ``"lesions"`` or ``"vessels"`` in the shipped zoo, any name
+        a :func:`train` run used in another zoo folder.
     root : path, optional
         Checkpoint folder (default: ``$PDCR_LAB_ZOO`` or the repository's ``data/zoo``).
 
     Returns
     -------
     model : ZooModel
-        (B, 3, H, W) image in [0, 1] -> (B, 1, H, W) foreground probability; H, W divisible by 32.
+        (B, C, H, W) image in [0, 1] -> (B, 1, H, W) foreground probability; H, W divisible by 32.
     metadata : dict
         Family, paper, parameter count, recipe, seed, epochs, validation and test Dice, test IoU,
-        per-image test Dice of the first 4 test images, sha256, throughput (images/s).
+        per-image test Dice of the first 4 test images, sha256, throughput (images/s), and for
+        models trained on a folder the data's provenance and normalisation (``data``).
 
     Examples
     --------
@@ -371,66 +412,141 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     ManifestError
         The manifest is not valid, or the entry's file lies outside the zoo folder.
     """
-    r, dataset = recipe(name), check_dataset(dataset)
+    recipe(name)
     folder = zoo_dir(root)
     key = f"{dataset}/{name}"
-    entry = read_manifest(folder)["models"].get(key)
+    models = read_manifest(folder)["models"]
+    entry = models.get(key)
     if entry is None:
+        known = sorted({k.split("/")[0] for k in models})
+        if folder.resolve() == shipped_zoo().resolve() or not known:
+            check_dataset(dataset)
+        elif dataset not in known:
+            raise ValueError(f"unknown dataset={dataset!r} in the zoo folder {str(folder)!r}; its checkpoints are "
+                             f"trained on: {known}")
         raise FileNotFoundError(f"no checkpoint for {name!r} on {dataset!r} in {folder / MANIFEST}; "
                                 f"train it with `pdcr-lab zoo train {name} --dataset {dataset}`")
     path = checkpoint_path(folder, key, entry["file"])
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} listed in the manifest {folder / MANIFEST} is missing")
+    digest = _verified(path, entry["sha256"], f"`pdcr-lab zoo train {name} --dataset {dataset}`")
+    model, metadata = _restore(path, name)
+    return model, metadata | {"sha256": digest, "images_per_s": entry.get("images_per_s")}
+
+
+def _verified(path: Path, recorded: str, retrain: str) -> str:
     digest = sha256(path)
-    if digest != entry["sha256"]:
-        raise ChecksumError(f"checksum mismatch for {path}: the manifest records sha256 {entry['sha256']}, "
+    if digest != recorded:
+        raise ChecksumError(f"checksum mismatch for {path}: the manifest records sha256 {recorded}, "
                             f"the file has {digest}; the file is damaged or was replaced; restore it or retrain "
-                            f"with `pdcr-lab zoo train {name} --dataset {dataset}`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+                            f"with {retrain}")
+    return digest
+
+
+def _restore(path: Path, name: str | None = None) -> tuple[ZooModel, dict[str, Any]]:
+    """The model and metadata of a checkpoint written by :func:`train` (recipe bounded before building)."""
     try:
-        kwargs, state = ckpt["recipe"]["kwargs"], ckpt["state_dict"]
-    except (KeyError, TypeError):
-        raise ValueError(f"checkpoint {str(path)!r} has no recipe kwargs or state_dict; it was not written by "
-                         "pdcr_lab.zoo.train") from None
-    check_recipe_size(name, kwargs, source=f"checkpoint {str(path)!r}")  # before anything is allocated
-    model = ZooModel(r.builder(**kwargs), name=name)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read as a pdcr_lab zoo checkpoint: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    try:
+        kwargs, state, metadata = ckpt["recipe"]["kwargs"], ckpt["state_dict"], ckpt["metadata"]
+        arch = ckpt["recipe"].get("name", name)
+    except (KeyError, TypeError, AttributeError):
+        arch = None
+    if arch is None:
+        raise ValueError(f"checkpoint {str(path)!r} has no recipe (name, kwargs) or state_dict; it was not written by "
+                         "pdcr_lab.zoo.train")
+    if name is not None and arch != name:
+        raise ValueError(f"checkpoint {str(path)!r} holds architecture {arch!r}, not {name!r}")
+    r = recipe(arch)
+    check_recipe_size(arch, kwargs, source=f"checkpoint {str(path)!r}")  # before anything is allocated
+    model = ZooModel(r.builder(**kwargs), name=arch, channels=int(kwargs.get("in_channels", 3)))
     model.load_state_dict(_float(state))
     model.eval()
-    return model, ckpt["metadata"] | {"sha256": digest, "images_per_s": entry.get("images_per_s")}
+    return model, metadata
 
 
-def _save(model: ZooModel, r: Recipe, dataset: str, metadata: dict[str, Any], folder: Path) -> tuple[Path, str]:
-    path = folder / dataset / f"{r.name}.pt"
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ZooModel, dict[str, Any]]:
+    """A model from a checkpoint file written by :func:`train`, wherever it lies.
+
+    When the file is listed in a ``manifest.json`` of its zoo folder (the folder :func:`train`
+    wrote), its sha256 is checked against it (``metadata["verified"]`` says so).
+
+    Parameters
+    ----------
+    path : path
+        The ``.pt`` file (``<out>/<dataset>/<name>.pt``).
+
+    Returns
+    -------
+    model : ZooModel
+        In eval mode, taking the channel count it was trained on.
+    metadata : dict
+        As :func:`load`, plus ``file`` and ``verified``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    folder = path.resolve().parent.parent
+    listed = [e for e in read_manifest(folder)["models"].values() if (folder / e["file"]).resolve() == path.resolve()]
+    digest = _verified(path, listed[0]["sha256"], "the training run") if listed else sha256(path)
+    model, metadata = _restore(path)
+    return model, metadata | {"sha256": digest, "file": str(path), "verified": bool(listed)}
+
+
+def _save(model: ZooModel, recipe_dict: dict[str, Any], dataset: str, metadata: dict[str, Any],
+          folder: Path) -> tuple[Path, str]:
+    path = folder / dataset / f"{recipe_dict['name']}.pt"
     buffer = io.BytesIO()
-    torch.save({"state_dict": _half(model.state_dict()), "recipe": r.as_dict(dataset), "metadata": metadata}, buffer)
+    torch.save({"state_dict": _half(model.state_dict()), "recipe": recipe_dict, "metadata": metadata}, buffer)
     write_bytes(path, buffer.getvalue())
     return path, hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` with paths and tuples made JSON types (data provenance goes into the checkpoint)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
 def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
           out_dir: str | os.PathLike[str] | None = None, progress: bool = True, threads: int = 1,
-          data: SegmentationSplits | None = None, save: bool = True) -> dict[str, Any]:
+          data: SegmentationSplits | None = None, save: bool = True, into_shipped: bool = False) -> dict[str, Any]:
     """Train one zoo architecture from its recipe and seed; save the checkpoint and update the manifest.
 
     Parameters
     ----------
-    name, dataset : str
-        Architecture (see :func:`list`) and dataset ("lesions" or "vessels").
+    name : str
+        Architecture (see :func:`list`).
+    dataset : str
+        ``"lesions"`` or ``"vessels"`` (loaded here), or the name under which `data` is stored.
     seed : int
         Seeds the initialisation (``torch.manual_seed``), the data order and the flips.
     epochs : int, optional
         Maximum epochs (default: the recipe's).
     out_dir : path, optional
-        Where ``<dataset>/<name>.pt`` and ``manifest.json`` go (default: the zoo folder, see
-        :func:`load`).
+        Where ``<dataset>/<name>.pt`` and ``manifest.json`` go (default: ``outputs/zoo``). The
+        shipped zoo is refused unless `into_shipped` (see :func:`output_dir`).
     progress : bool
         Show a tqdm progress bar.
     threads : int
         ``torch.set_num_threads`` during training (restored afterwards).
     data : object with ``images(split)`` and ``masks(split)``, optional
-        Use these splits instead of ``pdcr_lab.datasets.load(dataset)``.
+        Train on these splits (``train``, ``val``; ``test`` is scored when it has images) instead
+        of ``pdcr_lab.datasets.load(dataset)``; any channel count. Its ``info`` (provenance,
+        normalisation) is stored in the checkpoint's metadata as ``data``.
     save : bool
         Write the checkpoint and manifest entry.
+    into_shipped : bool
+        Allow `out_dir` to be the shipped zoo (rebuilding it).
 
     Returns
     -------
@@ -442,48 +558,60 @@ def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
     -----
     Early stopping and model selection use the validation split only. The weights are stored in
     float16; the recorded scores are computed after that rounding, so they are what :func:`load`
-    gives back.
+    gives back. The recipe records ``in_channels``.
     """
-    r, dataset = recipe(name), check_dataset(dataset)
-    training = r.training_for(dataset)
-    if epochs is not None:
-        training = dataclasses.replace(training, epochs=epochs)
+    r = recipe(name)
     if data is None:
         from pdcr_lab import datasets
 
-        data = datasets.load(dataset)
-    train_images = data.images("train")
+        data = datasets.load(check_dataset(dataset))
+    elif not isinstance(dataset, str) or not _DATASET_NAME.fullmatch(dataset):
+        raise ValueError(f"dataset={dataset!r} names the checkpoint's folder: letters, digits, '_', '.', '-'")
+    folder = output_dir(out_dir, into_shipped=into_shipped) if save else None
+    training = r.training_for(dataset)
+    if dataset not in DATASETS and not training.min_epoch_images:  # own data: as many steps as the embedded sets
+        training = dataclasses.replace(training, min_epoch_images=FOLDER_EPOCH_IMAGES)
+    if epochs is not None:
+        training = dataclasses.replace(training, epochs=epochs)
+    train_images = data.images("train").float()
+    channels = int(train_images.shape[1])
+    kwargs = dict(r.kwargs) | ({"in_channels": channels} if channels != 3 else {})
+    recipe_dict = r.as_dict(dataset) | {"in_channels": channels}
+    if channels != 3:  # 3-channel builds stay identical to the registry's (the shipped checkpoints)
+        recipe_dict["kwargs"]["in_channels"] = channels
     with num_threads(threads):
         torch.manual_seed(seed)
-        model = ZooModel(r.build(), name=name, mean=train_images.mean((0, 2, 3)).tolist(),
-                         std=train_images.std((0, 2, 3)).tolist())
+        std = train_images.std((0, 2, 3)).clamp(min=1e-3)  # a constant channel must not divide by zero
+        model = ZooModel(r.builder(**kwargs), name=name, mean=train_images.mean((0, 2, 3)).tolist(), std=std.tolist())
         history = fit(model, data, training, seed=seed, progress=progress, desc=f"{name}/{dataset}")
         model.load_state_dict(_float(_half(model.state_dict())))  # score what is stored
         val = evaluate(model, data.images("val"), data.masks("val"))
-        test = evaluate(model, data.images("test"), data.masks("test"))
+        test_images = data.images("test")
+        test = evaluate(model, test_images, data.masks("test")) if len(test_images) else None
     metadata = {
         "name": name, "dataset": dataset, "family": r.family, "paper": r.paper, "bias": r.bias,
-        "params": sum(p.numel() for p in model.parameters()), "recipe": r.as_dict(dataset) | {
-            "training": dataclasses.asdict(training)},
+        "params": sum(p.numel() for p in model.parameters()), "in_channels": channels,
+        "image_size": list(train_images.shape[-2:]),
+        "recipe": recipe_dict | {"training": dataclasses.asdict(training)},
         "seed": seed, "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
-        "val_dice": val["dice"], "test_dice": test["dice"], "test_iou": test["iou"],
-        "test_dice_first": test["per_image_dice"][:N_RECORDED],
+        "val_dice": val["dice"], "test_dice": test["dice"] if test else None, "test_iou": test["iou"] if test else None,
+        "test_dice_first": test["per_image_dice"][:N_RECORDED] if test else [],
         "train_seconds": round(history["train_seconds"], 1), "threads": threads,
         "torch": str(torch.__version__), "platform": platform.machine(),
         "history": [{k: round(v, 4) for k, v in h.items()} for h in history["history"]],
+        "data": _jsonable(getattr(data, "info", None) or {"name": dataset}),
     }
-    if not save:
+    if folder is None:
         return metadata | {"model": model}
-    folder = zoo_dir(out_dir)
-    path, digest = _save(model, r, dataset, metadata, folder)
+    path, digest = _save(model, recipe_dict, dataset, metadata, folder)
     manifest = read_manifest(folder)
     manifest["models"][f"{dataset}/{name}"] = {
         "file": path.relative_to(folder).as_posix(), "sha256": digest, "bytes": path.stat().st_size,
-        "params": metadata["params"], "family": r.family, "paper": r.paper,
-        "test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4),
+        "params": metadata["params"], "family": r.family, "paper": r.paper, "in_channels": channels,
+        "test_dice": round(test["dice"], 4) if test else None, "test_iou": round(test["iou"], 4) if test else None,
         "test_dice_first": metadata["test_dice_first"], "val_dice": round(val["dice"], 4),
         "epochs_run": metadata["epochs_run"], "train_seconds": metadata["train_seconds"], "seed": seed,
-        "images_per_s": round(throughput(model), 1),
+        "images_per_s": round(throughput(model, size=min(int(train_images.shape[-1]), 96)), 1),
     }
     _write_manifest(manifest, folder)
     return metadata | {"file": str(path), "sha256": digest}

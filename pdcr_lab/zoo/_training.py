@@ -23,7 +23,7 @@ class SegmentationSplits(Protocol):
     """What training needs from a dataset (``pdcr_lab.datasets.load`` returns one)."""
 
     def images(self, split: str) -> torch.Tensor:
-        """(N, 3, H, W) float32 images in [0, 1].
+        """(N, C, H, W) float32 images in [0, 1].
 
         Parameters
         ----------
@@ -106,7 +106,7 @@ def predict(model: ZooModel, images: torch.Tensor, batch_size: int = 32) -> torc
     ----------
     model : ZooModel
         Run in eval mode; its train/eval mode is restored afterwards.
-    images : Tensor (N, 3, H, W)
+    images : Tensor (N, C, H, W)
         Images in [0, 1].
     batch_size : int
         Images per forward pass.
@@ -126,7 +126,7 @@ def evaluate(model: ZooModel, images: torch.Tensor, masks: torch.Tensor) -> dict
     ----------
     model : ZooModel
         The model to score.
-    images : Tensor (N, 3, H, W)
+    images : Tensor (N, C, H, W)
         Images in [0, 1].
     masks : bool Tensor (N, H, W)
         Their ground truth.
@@ -216,7 +216,8 @@ def fit(model: ZooModel, data: SegmentationSplits, training: Training, *, seed: 
     x_train, y_train = data.images("train"), data.masks("train").float().unsqueeze(1)
     x_val, y_val = data.images("val"), data.masks("val")
     gen = torch.Generator().manual_seed(seed)
-    steps = math.ceil(len(x_train) / training.batch_size)
+    passes = max(1, math.ceil(training.min_epoch_images / max(1, len(x_train))))
+    steps = math.ceil(passes * len(x_train) / training.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(training, steps))
     best = {"dice": -1.0, "epoch": -1, "state": None}
@@ -226,7 +227,8 @@ def fit(model: ZooModel, data: SegmentationSplits, training: Training, *, seed: 
     for epoch in bar:
         model.train()
         losses = []
-        for idx in torch.randperm(len(x_train), generator=gen).split(training.batch_size):
+        order = torch.cat([torch.randperm(len(x_train), generator=gen) for _ in range(passes)])
+        for idx in order.split(training.batch_size):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             x, y = _flip(x_train[idx], y_train[idx], gen)
@@ -269,7 +271,7 @@ def throughput(model: ZooModel, *, batch: int = 32, size: int = 96, threads: int
     repeats : int
         Timed batches.
     """
-    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(batch, getattr(model, "channels", 3), size, size, generator=torch.Generator().manual_seed(0))
     model.eval()
     times = []
     with num_threads(threads):

@@ -7,11 +7,77 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._registry import DATASETS, RECIPES
-from ._store import benchmark, read_manifest, train, zoo_dir
+from ._store import USER_ZOO, benchmark, read_manifest, train, zoo_dir
+
+NORMALIZE = ("dtype", "range", "percentile")
+
+
+def add_image_options(p: Any, *, normalize_default: str | None = "dtype") -> None:
+    """Options that say how image and mask files are read (shared by ``zoo train`` and ``explain``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser or argument group
+        Where the options go.
+    normalize_default : str, optional
+        Default of ``--normalize`` (None: decided by the caller, e.g. from a checkpoint).
+    """
+    p.add_argument("--normalize", choices=NORMALIZE, default=normalize_default,
+                   help="pixel values -> [0, 1]: by the dtype's range (8-bit / 255, 16-bit / 65535), per-image min-max, "
+                        "or per-image percentiles (see --percentiles)" + (" (default: dtype)" if normalize_default else
+                                                                           " (default: the checkpoint's, else dtype)"))
+    p.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="percentiles of --normalize percentile (default 1 99.8)")
+    p.add_argument("--binarize", action="store_true", help="masks are label images: every non-zero value is foreground")
+    p.add_argument("--size", type=int, default=None, help="resize every image (or tile) to SIZE x SIZE")
+
+
+def _data_name(images: Path) -> str:
+    """A checkpoint folder name for a data folder: ``nuclei/images`` -> ``nuclei``."""
+    folder = images.resolve()
+    name = folder.parent.name if folder.name.lower() in ("images", "image", "imgs", "img") else folder.name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-") or "folder"
+
+
+def folder_data(args: argparse.Namespace) -> Any:
+    """The :class:`~pdcr_lab.datasets.SegmentationData` of ``--images``/``--masks`` split for training.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``zoo train`` options (images, masks, size, tile, stride, normalize, percentiles,
+        binarize, val_fraction, test_fraction, seed, data_name).
+    """
+    from pdcr_lab.datasets import FolderDataset
+
+    if args.masks is None:
+        raise ValueError("--images needs --masks DIR (the training masks, same file stems)")
+    for flag, value in (("--val-fraction", args.val_fraction), ("--test-fraction", args.test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{flag} {value} must lie in [0, 1)")
+    if args.val_fraction <= 0 or args.val_fraction + args.test_fraction >= 1:
+        raise ValueError(f"--val-fraction {args.val_fraction} and --test-fraction {args.test_fraction} must leave "
+                         "images for training and give a validation split (early stopping needs one)")
+    fractions = (1 - args.val_fraction - args.test_fraction, args.val_fraction, args.test_fraction)
+    data = FolderDataset(args.images, args.masks, size=args.size, tile=args.tile, stride=args.stride,
+                         normalize=args.normalize, percentiles=tuple(args.percentiles or (1.0, 99.8)),
+                         binarize=args.binarize, split_seed=args.seed, split_fractions=fractions,
+                         name=args.data_name or _data_name(args.images))
+    for split in ("train", "val"):
+        if len(data.ids(split)) == 0:
+            raise ValueError(f"--images {str(args.images)!r}: the {split} split is empty ({sum(data.info['splits'].values())} "
+                             "images in all); add images, or tile large ones with --tile")
+    h, w = data.images("train").shape[-2:]
+    if h % 32 or w % 32:
+        raise ValueError(f"--images {str(args.images)!r} are {h}x{w}; zoo models need sides divisible by 32: "
+                         "pass --size (e.g. --size 96) or --tile")
+    return data
 
 
 def markdown_table(models: dict[str, Any]) -> str:
@@ -50,15 +116,21 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _summary(meta: dict[str, Any]) -> str:
-    return (f"{meta['dataset']}/{meta['name']}: test Dice {meta['test_dice']:.4f}, IoU {meta['test_iou']:.4f}, "
+    test = (f"test Dice {meta['test_dice']:.4f}, IoU {meta['test_iou']:.4f}" if meta["test_dice"] is not None
+            else "no test split")
+    return (f"{meta['dataset']}/{meta['name']}: {test}, "
             f"val Dice {meta['val_dice']:.4f}, epochs {meta['epochs_run']} (best {meta['best_epoch'] + 1}), "
             f"{meta['train_seconds']:.0f} s")
 
 
 def _train(args: argparse.Namespace) -> int:
-    meta = train(args.name, args.dataset, seed=args.seed, epochs=args.epochs, out_dir=args.out,
-                 progress=not args.quiet, threads=args.threads)
+    data = folder_data(args) if args.images is not None else None
+    dataset = data.name if data is not None else args.dataset
+    meta = train(args.name, dataset, seed=args.seed, epochs=args.epochs, out_dir=args.out, data=data,
+                 progress=not args.quiet, threads=args.threads, into_shipped=args.into_shipped_zoo)
     print(_summary(meta), flush=True)
+    print(f"wrote {meta['file']}; explain with: pdcr-lab explain --model {meta['file']} --image FILE "
+          "[--mask FILE] --bank-from DIR", flush=True)
     return 0
 
 
@@ -71,7 +143,7 @@ def _train_all(args: argparse.Namespace) -> int:
                 print(f"{dataset}/{name}: already in the manifest (use --force to retrain)", flush=True)
                 continue
             meta = train(name, dataset, seed=args.seed, out_dir=args.out, progress=not args.quiet,
-                         threads=args.threads)
+                         threads=args.threads, into_shipped=args.into_shipped_zoo)
             print(_summary(meta), flush=True)
     return 0
 
@@ -101,14 +173,28 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
 
     def training_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
-        p.add_argument("--out", default=None, help="checkpoint folder (default: the zoo folder)")
+        p.add_argument("--out", type=Path, default=USER_ZOO,
+                       help=f"checkpoint folder (default: {USER_ZOO}; the shipped zoo only with --into-shipped-zoo)")
+        p.add_argument("--into-shipped-zoo", action="store_true",
+                       help="allow --out to be the shipped zoo (data/zoo), overwriting its checkpoints")
         p.add_argument("--threads", type=int, default=1, help="torch CPU threads during training (default 1)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("train", help="train one architecture on one dataset from its recipe")
+    p = sub.add_parser("train", help="train one architecture on an embedded dataset or on your own folders",
+                       description="Train one architecture from its recipe: on an embedded dataset (--dataset) or on "
+                       "your images and masks (--images DIR --masks DIR; any channel count, 8/16-bit PNG or TIFF).")
     p.add_argument("name", choices=list(RECIPES))
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=DATASETS, help="an embedded dataset")
+    source.add_argument("--images", type=Path, help="your folder of images")
+    p.add_argument("--masks", type=Path, help="the folder of their masks (same file stems)")
+    p.add_argument("--data-name", default=None, help="name of your data in the zoo folder (default: from the folder)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the recipe's)")
+    p.add_argument("--tile", type=int, default=None, help="cut large images into TILE x TILE tiles")
+    p.add_argument("--stride", type=int, default=None, help="step between tiles (default: TILE)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of the images for validation (default 0.15)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="share of the images for testing (default 0.15)")
+    add_image_options(p)
     training_options(p)
     p.set_defaults(func=_train)
 

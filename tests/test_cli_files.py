@@ -1,0 +1,203 @@
+"""Own data and own models from the command line: `pdcr-lab zoo train --images/--masks` and
+`pdcr-lab explain --image/--images --model SPEC`, end to end on a generated folder of 16-bit grey
+images with instance-label masks, and the one-line error of every bad input."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pdcr_lab import load, validate
+from pdcr_lab.cli import main
+from pdcr_lab.models import ModelSpecError, load_model
+
+SIDE = 64
+
+
+def _nuclei(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 12-bit fluorescence-like image stored in 16 bits, and its instance labels (0 = background)."""
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    labels = np.zeros((SIDE, SIDE), np.uint16)
+    image = rng.normal(300, 40, (SIDE, SIDE))
+    for label in range(1, 4):
+        cy, cx, r = rng.uniform(12, SIDE - 12), rng.uniform(12, SIDE - 12), rng.uniform(5, 9)
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        labels[inside] = label
+        image[inside] += 2500
+    return np.clip(image, 0, 4095).astype(np.uint16), labels
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "nuclei"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(14):
+        image, labels = _nuclei(rng)
+        Image.fromarray(image).save(root / "images" / f"cell{k:02d}.png")
+        Image.fromarray(labels).save(root / "masks" / f"cell{k:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    code = main(["zoo", "train", "unet_bn", "--images", str(folder / "images"), "--masks", str(folder / "masks"),
+                 "--out", str(out), "--epochs", "8", "--binarize", "--normalize", "percentile", "--seed", "1",
+                 "--quiet"])
+    assert code == 0
+    (path,) = out.glob("*/unet_bn.pt")
+    return path
+
+
+def test_zoo_train_on_a_folder_writes_a_checkpoint_with_its_recipe_and_data(checkpoint, folder, capsys):
+    assert checkpoint.parent.name == "nuclei"  # named after the data folder, not after an embedded dataset
+    manifest = json.loads((checkpoint.parent.parent / "manifest.json").read_text())
+    entry = manifest["models"]["nuclei/unet_bn"]
+    assert entry["in_channels"] == 1 and entry["file"] == "nuclei/unet_bn.pt"
+    model, meta = load_model(str(checkpoint)).model, load_model(str(checkpoint)).info
+    assert model.channels == 1 and meta["verified"] is True
+    assert meta["recipe"]["in_channels"] == 1 and meta["recipe"]["kwargs"]["in_channels"] == 1
+    data = meta["data"]
+    assert data["normalize"] == "percentile" and data["binarize"] is True
+    assert sum(data["splits"].values()) == 14 and data["splits"]["val"] >= 1
+    assert meta["epochs_run"] <= 8 and 0 <= meta["val_dice"] <= 1
+
+
+def test_explain_own_files_with_a_bank_cut_from_the_folder(checkpoint, folder, tmp_path, capsys):
+    out = tmp_path / "maps"
+    image, mask = folder / "images" / "cell03.png", folder / "masks" / "cell03.png"
+    code = main(["explain", "--image", str(image), "--mask", str(mask), "--model", str(checkpoint), "--binarize",
+                 "--bank-from", str(folder / "images"), "--coarse", "1", "--fine", "2", "--out", str(out)])
+    assert code == 0
+    (nc,) = out.glob("*.nc")
+    (png,) = out.glob("*.png")
+    assert nc.stem == png.stem and nc.stem.startswith("cell03_r")
+    ds = validate(load(nc))
+    assert ds.ate.shape == (SIDE // 8, SIDE // 8)
+    assert ds.attrs["outcome"] == "dice" and ds.attrs["model_kind"] == "checkpoint"
+    assert "percentile" in ds.attrs["input_normalize"]  # the checkpoint's normalisation was used
+    provenance = json.loads(ds.attrs["bank_provenance"])
+    assert "cell03" not in json.dumps(provenance.get("sources", provenance))  # never the explained image
+    assert capsys.readouterr().out.count("wrote") == 1
+
+
+def test_explain_a_folder_is_resumable_and_ground_truth_free_can_show_harm(checkpoint, folder, tmp_path, capsys):
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for name in ("cell00.png", "cell01.png"):
+        (subset / name).write_bytes((folder / "images" / name).read_bytes())
+    args = ["explain", "--images", str(subset), "--model", str(checkpoint), "--bank-from", str(folder / "images"),
+            "--coarse", "1", "--fine", "2", "--tau", "0", "--out", str(tmp_path / "maps")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "2 map(s) written, 0 kept" in first and "outcome soft_dice" in first
+    results = sorted((tmp_path / "maps").glob("*.nc"))
+    assert len(results) == 2
+    ds = load(results[0])
+    assert ds.attrs["outcome"] == "soft_dice" and ds.attrs["target_source"] == "prediction"
+    assert float(ds.m0) < 100  # soft Dice against the factual prediction: room to go up as well as down
+    assert bool((ds.ate > 0).any()) and bool((ds.ate < 0).any())  # harm and support, without ground truth
+    stamp = results[0].stat().st_mtime_ns
+    assert main(args) == 0
+    assert "0 map(s) written, 2 kept" in capsys.readouterr().out
+    assert results[0].stat().st_mtime_ns == stamp
+
+
+def _tiny_grey_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Sigmoid()).eval()
+
+
+def test_model_specs_export_program_and_module_function(tmp_path, folder):
+    model = _tiny_grey_model()
+    x = torch.rand(1, 1, SIDE, SIDE)
+    program = torch.export.export(model, (x,))
+    torch.export.save(program, tmp_path / "fixed.pt2")
+    dynamic = torch.export.export(model, (torch.rand(2, 1, SIDE, SIDE),),
+                                  dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(dynamic, tmp_path / "dynamic.pt2")
+    for name in ("fixed.pt2", "dynamic.pt2"):
+        loaded = load_model(str(tmp_path / name))
+        assert loaded.kind == "export"
+        batch = torch.rand(3, 1, SIDE, SIDE)
+        torch.testing.assert_close(loaded.model(batch), model(batch))
+        assert loaded.model.eval() is loaded.model  # exported graphs refuse eval(); the wrapper does not
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "mynet.py").write_text(textwrap.dedent(f"""
+        import torch
+        def build():
+            net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Sigmoid())
+            net.load_state_dict(torch.load({str(tmp_path / 'weights.pt')!r}))
+            return net
+        def not_a_model():
+            return 3
+    """))
+    loaded = load_model(f"{tmp_path / 'mynet.py'}:build")
+    assert loaded.kind == "function"
+    torch.testing.assert_close(loaded.model(x), model(x))
+    out = tmp_path / "maps"
+    image = folder / "images" / "cell05.png"
+    for spec in (str(tmp_path / "fixed.pt2"), f"{tmp_path / 'mynet.py'}:build"):
+        assert main(["explain", "--image", str(image), "--model", spec, "--intervention", "zero", "--coarse", "1",
+                     "--fine", "1", "--roi", "16", "16", "16", "16", "--out", str(out), "--overwrite"]) == 0
+    with pytest.raises(ModelSpecError, match=r"not_a_model\(\) returned int, expected a torch.nn.Module"):
+        load_model(f"{tmp_path / 'mynet.py'}:not_a_model")
+
+
+def _error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_every_bad_input_gets_one_line_and_exit_status_2(checkpoint, folder, tmp_path, capsys):
+    image, mask = str(folder / "images" / "cell03.png"), str(folder / "masks" / "cell03.png")
+    bank = ["--bank-from", str(folder / "images")]
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((SIDE, SIDE, 3), np.uint8)).save(rgb)
+    odd = tmp_path / "odd.png"
+    Image.fromarray(np.zeros((50, 50), np.uint16)).save(odd)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "--image '.*missing.png' does not exist": ["--image", str(tmp_path / "missing.png"), "--model", str(checkpoint)],
+        "--model '.*nothing.pt': file does not exist": ["--image", image, "--model", str(tmp_path / "nothing.pt")],
+        "junk.pt.* cannot be read as a pdcr_lab zoo checkpoint": ["--image", image, "--model", str(tmp_path / "junk.pt")],
+        "--model 'no_such_module:build': cannot import 'no_such_module'": ["--image", image, "--model", "no_such_module:build"],
+        "--model 'resnet' is neither a checkpoint": ["--image", image, "--model", "resnet"],
+        r"cannot take rgb.png \(3 channels, 64x64\): it expects 1-channel images": ["--image", str(rgb), "--model",
+                                                                                   str(checkpoint), *bank],
+        r"cannot take odd.png \(1 channel, 50x50\): it expects 1-channel images, height and width divisible by 32":
+            ["--image", str(odd), "--model", str(checkpoint), *bank],
+        "--bank-from '.*nowhere' does not exist": ["--image", image, "--model", str(checkpoint), "--bank-from",
+                                                    str(tmp_path / "nowhere")],
+        "the natural intervention draws blocks from a bank": ["--image", image, "--mask", mask, "--binarize",
+                                                              "--model", str(checkpoint)],
+        "binarize": ["--image", image, "--mask", mask, "--model", str(checkpoint), *bank],  # label mask, no --binarize
+        "--images folder '.*empty' holds no image files": ["--images", str(tmp_path / "empty"), "--model", str(checkpoint)],
+        "--mask goes with --image": ["--images", str(folder / "images"), "--mask", mask, "--model", str(checkpoint)],
+        "--model 'x.pt2' is not a zoo architecture": ["--model", "x.pt2"],
+    }
+    for message, argv in cases.items():
+        line = _error(capsys, ["explain", *argv, "--out", str(tmp_path / "out")])
+        assert line.startswith("pdcr-lab explain: error: "), line
+        assert __import__("re").search(message, line), (message, line)
+    train = ["zoo", "train", "unet_bn", "--images", str(folder / "images"), "--epochs", "1", "--quiet"]
+    assert "needs --masks" in _error(capsys, train + ["--out", str(tmp_path / "z")])
+    assert "is the shipped zoo" in _error(capsys, train + ["--masks", str(folder / "masks"), "--binarize",
+                                                          "--out", "data/zoo"])
+    assert "--val-fraction 0.0" in _error(capsys, train + ["--masks", str(folder / "masks"), "--binarize",
+                                                           "--val-fraction", "0", "--out", str(tmp_path / "z")])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "z").exists()
