@@ -174,7 +174,8 @@ class PatchBank:
         """Read a folder of block images, such as the reference's ``intervention_patches``.
 
         Files are read in sorted name order; names ``<image id>_<row>_<col>.png`` (the reference's)
-        are parsed into the provenance. All blocks must share one size and channel count.
+        are parsed into the provenance. All blocks must share one size, channel count and bit depth
+        (8-bit values are divided by 255, 16-bit ones by 65535).
 
         Parameters
         ----------
@@ -208,6 +209,8 @@ class PatchBank:
             try:
                 with Image.open(f) as im:
                     array = np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
+                    if im.mode == "I" and im.format == "PNG":  # Pillow opens some 16-bit PNGs as 32-bit
+                        array = array.astype(np.uint16)
             except Exception as exc:
                 raise ValueError(f"cannot read block image {str(f)!r}: {exc}") from exc
             if array.ndim == 2:
@@ -219,7 +222,12 @@ class PatchBank:
             blocks.append(array)
             match = _REFERENCE_NAME.match(f.stem)
             sources.append(match.group("source") if match else f.stem)
-        stacked = np.stack(blocks).astype(np.float32) / 255.0
+        dtypes = {b.dtype for b in blocks}
+        if len(dtypes) > 1 or not dtypes <= {np.dtype(np.uint8), np.dtype(np.uint16)}:
+            # dividing 16-bit or float blocks by 255 would give plausible-looking but wrong values
+            raise ValueError(f"block images in {str(folder)!r} hold {sorted(map(str, dtypes))} values; expected "
+                             "8-bit or 16-bit images of one kind")
+        stacked = np.stack(blocks).astype(np.float32) / float(np.iinfo(blocks[0].dtype).max)
         tensor = torch.from_numpy(stacked).permute(0, 3, 1, 2)
         provenance = {
             "recipe": "folder",

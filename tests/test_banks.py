@@ -82,3 +82,19 @@ def test_from_folder_reads_blocks_in_name_order(tmp_path):
         PatchBank.from_folder(tmp_path, pattern="*.jpg")
     with pytest.raises(FileNotFoundError, match=r"is not a folder of block images"):
         PatchBank.from_folder(tmp_path / "missing")
+
+
+def test_block_folder_of_16_bit_images_is_scaled_by_its_bit_depth(tmp_path):
+    """16-bit blocks divided by 255 would load as values up to 257: plausible-looking and wrong."""
+    import numpy as np
+    from PIL import Image
+
+    from pdcr_lab.banks import PatchBank
+
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "a_0_0.png")
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(tmp_path / "a_0_8.png")
+    bank = PatchBank.from_folder(tmp_path)
+    assert bank.blocks.amax().item() == 1.0 and abs(bank.blocks[1].mean().item() - 0.5) < 1e-4
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "b_0_0.png")
+    with pytest.raises(ValueError, match=r"hold \['uint16', 'uint8'\] values; expected 8-bit or 16-bit images of one kind"):
+        PatchBank.from_folder(tmp_path)

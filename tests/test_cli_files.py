@@ -201,3 +201,24 @@ def test_every_bad_input_gets_one_line_and_exit_status_2(checkpoint, folder, tmp
     assert "--val-fraction 0.0" in _error(capsys, train + ["--masks", str(folder / "masks"), "--binarize",
                                                            "--val-fraction", "0", "--out", str(tmp_path / "z")])
     assert not (tmp_path / "out").exists() and not (tmp_path / "z").exists()
+
+
+def test_bank_option_reads_a_block_folder_or_a_saved_bank(checkpoint, folder, tmp_path, capsys):
+    from pdcr_lab.banks import PatchBank
+    from pdcr_lab.datasets import bank_from_folder
+
+    image = folder / "images" / "cell03.png"
+    bank = bank_from_folder(folder / "images", block=8, exclude=[image], normalize="percentile", per_image=5)
+    saved = bank.save(tmp_path / "bank.npz")
+    blocks = tmp_path / "blocks"  # the reference layout: <source>_<row>_<col>.png, here 16-bit grey
+    blocks.mkdir()
+    for k, block in enumerate(bank.blocks[:20]):
+        Image.fromarray((block[0].numpy() * 65535).round().astype(np.uint16)).save(blocks / f"cell_{k:02d}_0.png")
+    assert float(PatchBank.from_folder(blocks).blocks.max()) <= 1.0
+    torch.testing.assert_close(PatchBank.from_folder(blocks).blocks, bank.blocks[:20], atol=1e-4, rtol=0)
+    for source in (saved, blocks):
+        assert main(["explain", "--image", str(image), "--model", str(checkpoint), "--bank", str(source),
+                     "--coarse", "1", "--fine", "1", "--out", str(tmp_path / f"out_{source.stem}"), "--roi", "16", "16",
+                     "16", "16"]) == 0
+        (nc,) = (tmp_path / f"out_{source.stem}").glob("*.nc")
+        assert load(nc).attrs["bank_id"] == (bank.id if source == saved else PatchBank.from_folder(blocks).id)
