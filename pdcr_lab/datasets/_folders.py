@@ -225,7 +225,9 @@ def seeded_split(
     force_test : iterable of str
         Ids that must be in the test split.
     fractions : (train, val, test)
-        Shares of the other ids, summing to 1 (rounded to whole ids; test takes the rest).
+        Shares of the other ids, summing to 1 (rounded to whole ids; test takes the rest). A
+        non-zero share never rounds to an empty split when there are ids enough (2 for val, 3
+        for val and test): ``seeded_split(["a", "b", "c"], 0)`` gives one id to each split.
 
     Examples
     --------
@@ -233,12 +235,17 @@ def seeded_split(
     >>> {name: len(ids) for name, ids in split.items()}, "im3" in split["test"]
     ({'train': 6, 'val': 1, 'test': 3}, True)
     """
-    train, val, _ = check_fractions(fractions)
+    train, val, test = check_fractions(fractions)
     forced = set(force_test)
     rest = sorted(set(ids) - forced)
     order = [rest[i] for i in np.random.default_rng(seed).permutation(len(rest))]
     n_train = round(train * len(order))
     n_val = round(val * len(order))
+    # a small folder still gets one validation (early stopping) and one test image when asked for
+    if val > 0 and n_val == 0 and len(order) >= 2:
+        n_val, n_train = 1, min(n_train, len(order) - 1)
+    if test > 0 and n_train + n_val == len(order) and len(order) >= 3 and n_train > 1:
+        n_train -= 1
     return {
         "train": sorted(order[:n_train]),
         "val": sorted(order[n_train : n_train + n_val]),
