@@ -222,3 +222,25 @@ def test_bank_option_reads_a_block_folder_or_a_saved_bank(checkpoint, folder, tm
                      "16", "16"]) == 0
         (nc,) = (tmp_path / f"out_{source.stem}").glob("*.nc")
         assert load(nc).attrs["bank_id"] == (bank.id if source == saved else PatchBank.from_folder(blocks).id)
+
+
+def test_zoo_train_on_an_rgb_folder_resized_and_the_size_error(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for sub in ("images", "masks"):
+        (tmp_path / "rgb" / sub).mkdir(parents=True)
+    for k in range(8):
+        mask = np.zeros((50, 50), np.uint8)
+        r, c = rng.integers(10, 35, 2)
+        mask[r : r + 10, c : c + 12] = 255
+        image = rng.integers(0, 90, (50, 50, 3)).astype(np.uint8)
+        image[mask > 0] = (200, 60, 60)
+        Image.fromarray(image).save(tmp_path / "rgb" / "images" / f"im{k}.png")
+        Image.fromarray(mask).save(tmp_path / "rgb" / "masks" / f"im{k}.png")
+    base = ["zoo", "train", "segnet", "--images", str(tmp_path / "rgb" / "images"), "--masks",
+            str(tmp_path / "rgb" / "masks"), "--epochs", "1", "--quiet", "--out", str(tmp_path / "zoo")]
+    line = _error(capsys, base)
+    assert "are 50x50; zoo models need sides divisible by 32: pass --size (e.g. --size 96) or --tile" in line
+    assert main(base + ["--size", "64"]) == 0
+    loaded = load_model(str(tmp_path / "zoo" / "rgb" / "segnet.pt"))
+    assert loaded.model.channels == 3 and loaded.info["image_size"] == [64, 64]
+    assert loaded.info["data"]["size"] == 64 and loaded.info["data"]["normalize"] == "dtype"
