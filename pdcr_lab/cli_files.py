@@ -106,15 +106,24 @@ def _data_options(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, A
     return {"normalize": normalize, "percentiles": percentiles, "binarize": args.binarize, "size": args.size}
 
 
-def _bank(args: argparse.Namespace, image: Path, block: int | None, options: dict[str, Any], loaded: Any) -> Any:
+def _bank(args: argparse.Namespace, image: Path, block: int | None, options: dict[str, Any], loaded: Any,
+          explained: list[Path], cache: dict[tuple[str, ...], Any]) -> Any:
     from .banks import PatchBank
     from .datasets import bank_from_folder, load
 
     if args.bank is not None:
         return PatchBank.from_folder(args.bank) if args.bank.is_dir() else PatchBank.load(args.bank)
     if args.bank_from is not None:
-        return bank_from_folder(args.bank_from, block=block or 8, exclude=[image], size=options["size"],
-                                normalize=options["normalize"], percentiles=options["percentiles"], seed=args.seed)
+        # A bank folder apart from the explained ones serves every image (cut once, all explained images
+        # excluded); the explained folder itself gives each image a bank of the others.
+        apart = args.images is not None and args.bank_from.resolve() != args.images.resolve()
+        key = ("all",) if apart else (str(image),)
+        if key not in cache:
+            cache.clear()
+            cache[key] = bank_from_folder(args.bank_from, block=block or 8, exclude=explained if apart else [image],
+                                          size=options["size"], normalize=options["normalize"],
+                                          percentiles=options["percentiles"], seed=args.seed)
+        return cache[key]
     if args.intervention != "natural":
         return None
     if loaded.kind == "zoo":
@@ -165,7 +174,8 @@ def _cropped(pair: Any, crop: list[int] | None, path: Path) -> Any:
                    info=dict(pair.info, crop=[r, c, h, w]))
 
 
-def _explain_one(args: argparse.Namespace, loaded: Any, image_path: Path, mask_path: Path | None) -> Path | None:
+def _explain_one(args: argparse.Namespace, loaded: Any, image_path: Path, mask_path: Path | None,
+                 explained: list[Path], cache: dict[tuple[str, ...], Any]) -> Path | None:
     from . import explain, save
     from .adapters import ModelAdapter
     from .datasets import read_pair
@@ -175,7 +185,7 @@ def _explain_one(args: argparse.Namespace, loaded: Any, image_path: Path, mask_p
     pair = _cropped(read_pair(image_path, mask_path, **options), args.crop, image_path)
     adapter = ModelAdapter(loaded.model, activation=args.activation, class_index=args.class_index)
     out = _check_input(loaded, adapter, pair.image, image_path)
-    bank = _bank(args, image_path, args.block, options, loaded)
+    bank = _bank(args, image_path, args.block, options, loaded, explained, cache)
     block = args.block or (bank.block if bank is not None else 8)
     roi = _roi(args, pair.mask, adapter, out, block, image_path)
     outcome = args.outcome or ("dice" if pair.mask is not None else "soft_dice")
@@ -231,6 +241,8 @@ def run_files(args: argparse.Namespace) -> int:
     outcome = get_outcome(args.outcome or ("dice" if pairs[0][1] is not None else "soft_dice"))
     question = getattr(outcome, "question", None)
     print(f"model {args.model} ({loaded.kind}); outcome {outcome.name}" + (f": {question}" if question else ""))
-    written = [p for image, mask in pairs if (p := _explain_one(args, loaded, image, mask)) is not None]
+    explained, banks = [image for image, _ in pairs], {}
+    written = [p for image, mask in pairs
+               if (p := _explain_one(args, loaded, image, mask, explained, banks)) is not None]
     print(f"{len(written)} map(s) written, {len(pairs) - len(written)} kept, in {args.out}")
     return 0
