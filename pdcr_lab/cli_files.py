@@ -174,6 +174,27 @@ def _cropped(pair: Any, crop: list[int] | None, path: Path) -> Any:
                    info=dict(pair.info, crop=[r, c, h, w]))
 
 
+def _changed_settings(path: Path, settings: dict[str, Any]) -> str:
+    """Which of `settings` the result stored at `path` was computed with otherwise ("" if none)."""
+    from .storage import load
+
+    try:
+        attrs = load(path).attrs
+    except Exception as exc:  # noqa: BLE001 - a damaged result is recomputed, whatever the damage
+        return f"unreadable contents ({type(exc).__name__})"
+    stored = {key: attrs.get(key) for key in settings}
+    differ = [f"{key}={stored[key]}" for key, value in settings.items()
+              if str(stored[key]) != str(value) and not _same_number(stored[key], value)]
+    return ", ".join(differ)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
 def _explain_one(args: argparse.Namespace, loaded: Any, image_path: Path, mask_path: Path | None,
                  explained: list[Path], cache: dict[tuple[str, ...], Any]) -> Path | None:
     from . import explain, save
@@ -194,9 +215,14 @@ def _explain_one(args: argparse.Namespace, loaded: Any, image_path: Path, mask_p
     mode = ("" if pair.mask is not None else "_nomask") + ("" if outcome == "dice" else f"_{outcome}")
     stem = f"{image_path.stem}{crop}_r{roi[0]}_c{roi[1]}{mode}"
     nc, png = args.out / f"{stem}.nc", args.out / f"{stem}.png"
+    settings = {"model": loaded.spec, "outcome": outcome, "intervention": args.intervention, "block": block,
+                "coarse": args.coarse, "fine": args.fine, "tau": args.tau, "seed": args.seed}
     if nc.exists() and png.exists() and not args.overwrite:
-        print(f"{image_path.name}: kept {nc} (already computed; --overwrite recomputes)")
-        return None
+        changed = _changed_settings(nc, settings)
+        if not changed:
+            print(f"{image_path.name}: kept {nc} (already computed with these settings; --overwrite recomputes)")
+            return None
+        print(f"{image_path.name}: recomputing {nc.name}: it was computed with {changed}")
     start = time.perf_counter()
     ds = explain(loaded.model, pair.image, roi=roi, target=pair.mask, bank=bank, block=block, outcome=outcome,
                  intervention=args.intervention, coarse=args.coarse, fine=args.fine, tau=args.tau, seed=args.seed,

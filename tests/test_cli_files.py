@@ -108,6 +108,10 @@ def test_explain_a_folder_is_resumable_and_ground_truth_free_can_show_harm(check
     assert main(args) == 0
     assert "0 map(s) written, 2 kept" in capsys.readouterr().out
     assert results[0].stat().st_mtime_ns == stamp
+    assert main(args[:-2] + ["--fine", "3", "--out", str(tmp_path / "maps")]) == 0  # other settings: recomputed
+    out = capsys.readouterr().out
+    assert "2 map(s) written, 0 kept" in out and "it was computed with fine=2" in out
+    assert int(load(results[0]).attrs["fine"]) == 3
 
 
 def _tiny_grey_model() -> torch.nn.Module:

@@ -8,6 +8,9 @@ load what earlier ones stored, exactly as on a fresh install; figures go to a te
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,11 +21,14 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("holoviews")
 pytest.importorskip("panel")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 ALL = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 #: Notebooks that explain zoo models (they need the trained checkpoints of data/zoo).
 NEEDS_ZOO = {"01_quickstart.ipynb", "02_compare_architectures.ipynb", "03_components.ipynb",
              "04_faithfulness.ipynb", "06_paper_figures.ipynb"}
+#: The notebook on a user's own data: it generates its folder and trains its own model (no zoo needed).
+OWN_DATA = "07_your_own_data.ipynb"
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +72,8 @@ def _text(notebook: nbformat.NotebookNode) -> str:
 
 def test_every_notebook_states_its_needs_and_scale():
     assert ALL == ["01_quickstart.ipynb", "02_compare_architectures.ipynb", "03_components.ipynb",
-                   "04_faithfulness.ipynb", "05_teaching.ipynb", "06_paper_figures.ipynb"]
+                   "04_faithfulness.ipynb", "05_teaching.ipynb", "06_paper_figures.ipynb",
+                   "07_your_own_data.ipynb"]
     for name in ALL:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         intro, first_code = notebook.cells[0], next(c for c in notebook.cells if c.cell_type == "code")
@@ -75,13 +82,57 @@ def test_every_notebook_states_its_needs_and_scale():
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), f"{name} is stored with outputs"
 
 
+def _new_files() -> set[str]:
+    """Files of the checkout that git would list as new (untracked, not ignored); empty outside a git checkout."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    return set(listed.splitlines())
+
+
+def _tree(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def _shell_commands(notebook: nbformat.NotebookNode) -> list[str]:
+    """The ``pdcr-lab ...`` commands of the markdown cells' bash blocks (continuation lines joined)."""
+    commands = []
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for block in re.findall(r"```bash\n(.*?)```", cell.source, flags=re.S):
+                commands += [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith("pdcr-lab ")]
+    return commands
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_notebook_runs(name, folders):
+def test_notebook_runs(name, folders, tmp_path, monkeypatch):
     if name in NEEDS_ZOO and not _zoo_has("unet", "lesions"):
         pytest.skip("the zoo has no trained unet on lesions (data/zoo)")
+    if name == OWN_DATA:  # an empty zoo: the notebook must not need the shipped checkpoints
+        monkeypatch.setenv("PDCR_LAB_ZOO", str(tmp_path / "empty_zoo"))
+    before = (_new_files(), _tree(NOTEBOOKS)) if name == OWN_DATA else None
     notebook = _execute(name)
     text = _text(notebook)
     assert "Traceback" not in text
+    if name == OWN_DATA:  # generated, trained and explained in the notebook; everything written to OUT only
+        assert not re.search(r"\bnan\b", text, flags=re.I), text
+        assert "largest ATE <= 0: True" in text  # dice without ground truth shows support only
+        # the background class against the foreground mask warns; against the background mask it does not
+        assert "target=mask : M0" in text and "target=~mask: M0" in text and text.count("OutcomeWarning: none") == 1
+        out = folders / "results" / "07_your_own_data"
+        for written in ("my_data/images/nuclei_00.tif", "zoo/manifest.json", "zoo/my_data/unet_bn.pt", "map.nc",
+                        "map.png", "my_model.py"):
+            assert (out / written).is_file(), written
+        assert len(list((out / "cli").glob("*.nc"))) == 1 and len(list((out / "cli").glob("*.png"))) == 1
+        assert (_new_files(), _tree(NOTEBOOKS)) == before, "the notebook wrote into the checkout"
+        from pdcr_lab.cli import build_parser
+
+        commands = _shell_commands(notebook)
+        assert len(commands) == 2, commands
+        for command in commands:  # the commands shown (not run) in markdown still parse
+            build_parser().parse_args(shlex.split(command.replace("ROW COL", "0 0"))[1:])
     if name == "01_quickstart.ipynb":
         assert "out of bounds" in text and "still available: ['unet']" in text  # the failure is a message
     if name == "06_paper_figures.ipynb":
