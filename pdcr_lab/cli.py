@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,17 +158,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : sequence of str, optional
         The arguments (default: ``sys.argv[1:]``).
     """
+    from tqdm.auto import tqdm
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    command = " ".join(filter(None, [args.command, getattr(args, "zoo_command", None)]))
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            # a warning of the package is a message to the user, not a source line of the console script
+            # (tqdm.write keeps it off the line of a running progress bar)
+            warnings.showwarning = lambda message, category, *_: tqdm.write(
+                f"pdcr-lab {command}: {category.__name__}: {message}", file=sys.stderr)
+            return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        command = " ".join(filter(None, [args.command, getattr(args, "zoo_command", None)]))
         parser.exit(2, f"pdcr-lab {command}: error: {_one_line(exc)}\n")
 
 

@@ -248,3 +248,23 @@ def test_zoo_train_on_an_rgb_folder_resized_and_the_size_error(tmp_path, capsys)
     loaded = load_model(str(tmp_path / "zoo" / "rgb" / "segnet.pt"))
     assert loaded.model.channels == 3 and loaded.info["image_size"] == [64, 64]
     assert loaded.info["data"]["size"] == 64 and loaded.info["data"]["normalize"] == "dtype"
+
+
+def test_a_warning_is_one_line_naming_the_command(folder, tmp_path, capsys):
+    """class_index=0 of a 2-class model with a foreground mask: the polarity warning, as one line."""
+    (tmp_path / "twoclass.py").write_text(textwrap.dedent("""
+        import torch
+        def build():
+            net = torch.nn.Conv2d(1, 2, 1)
+            with torch.no_grad():
+                net.weight[:] = torch.tensor([-40.0, 40.0]).view(2, 1, 1, 1)
+                net.bias[:] = torch.tensor([20.0, -20.0])   # class 1 where the image is bright
+            return net
+    """))
+    image, mask = folder / "images" / "cell03.png", folder / "masks" / "cell03.png"
+    assert main(["explain", "--image", str(image), "--mask", str(mask), "--binarize", "--normalize", "percentile",
+                 "--model", f"{tmp_path / 'twoclass.py'}:build", "--class-index", "0", "--intervention", "zero",
+                 "--coarse", "1", "--fine", "1", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    (line,) = [part for part in err.replace("\r", "\n").splitlines() if "OutcomeWarning" in part]
+    assert line.startswith("pdcr-lab explain: OutcomeWarning: M0 < 10 DSC points") and "target=~mask" in line
