@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._registry import DATASETS, RECIPES
-from ._store import USER_ZOO, benchmark, read_manifest, train, zoo_dir
+from ._store import USER_ZOO, benchmark, output_dir, read_manifest, train, zoo_dir
 
 NORMALIZE = ("dtype", "range", "percentile")
 
@@ -124,6 +124,7 @@ def _summary(meta: dict[str, Any]) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    output_dir(args.out, into_shipped=args.into_shipped_zoo)  # refuse the shipped zoo before reading any data
     data = folder_data(args) if args.images is not None else None
     dataset = data.name if data is not None else args.dataset
     meta = train(args.name, dataset, seed=args.seed, epochs=args.epochs, out_dir=args.out, data=data,
