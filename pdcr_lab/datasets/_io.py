@@ -293,7 +293,8 @@ def warn_dim_16bit(names: Sequence[str], stacklevel: int = 2) -> None:
     warnings.warn(
         f"{len(names)} 16-bit image file(s) use at most 1/16 of the uint16 range (max <= {DIM_16BIT_MAX}, e.g. "
         f"12-bit data stored in 16-bit files) and load dim under normalize='dtype': {shown}; pass "
-        f"normalize='percentile', normalize='range' or normalize=(0, {DIM_16BIT_MAX})",
+        f"normalize='percentile', normalize='range' or normalize=(0, {DIM_16BIT_MAX}) "
+        "(on the command line: --normalize percentile or range)",
         UserWarning,
         stacklevel=stacklevel + 1,
     )
