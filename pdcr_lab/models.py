@@ -109,7 +109,9 @@ def _checkpoint(spec: str, path: Path) -> LoadedModel:
     try:
         model, meta = load_checkpoint(path)
     except (ValueError, OSError) as exc:
-        raise ModelSpecError(f"--model {spec!r}: {exc}") from None
+        hint = ("" if isinstance(exc, OSError) else "; for weights of your own architecture, give a function that "
+                "builds the model and loads them (--model file.py:function), or a torch.export program (.pt2)")
+        raise ModelSpecError(f"--model {spec!r}: {exc}{hint}") from None
     return LoadedModel(model, "checkpoint", spec, meta)
 
 

@@ -174,11 +174,17 @@ def test_every_bad_input_gets_one_line_and_exit_status_2(checkpoint, folder, tmp
     odd = tmp_path / "odd.png"
     Image.fromarray(np.zeros((50, 50), np.uint16)).save(odd)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save(_tiny_grey_model().state_dict(), tmp_path / "weights.pt")  # weights without an architecture
+    torch.save(_tiny_grey_model(), tmp_path / "module.pt")  # a pickled module: never unpickled
     (tmp_path / "empty").mkdir()
     cases = {
         "--image '.*missing.png' does not exist": ["--image", str(tmp_path / "missing.png"), "--model", str(checkpoint)],
         "--model '.*nothing.pt': file does not exist": ["--image", image, "--model", str(tmp_path / "nothing.pt")],
         "junk.pt.* cannot be read as a pdcr_lab zoo checkpoint": ["--image", image, "--model", str(tmp_path / "junk.pt")],
+        "weights.pt.* has no recipe .* give a function that builds the model and loads them \\(--model file.py:function\\)":
+            ["--image", image, "--model", str(tmp_path / "weights.pt")],
+        "module.pt.* holds pickled objects .* which are not loaded: unpickling can run code":
+            ["--image", image, "--model", str(tmp_path / "module.pt")],
         "--model 'no_such_module:build': cannot import 'no_such_module'": ["--image", image, "--model", "no_such_module:build"],
         "--model 'resnet' is neither a checkpoint": ["--image", image, "--model", "resnet"],
         r"cannot take rgb.png \(3 channels, 64x64\): it expects 1-channel images": ["--image", str(rgb), "--model",

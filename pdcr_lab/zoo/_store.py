@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import pickle
 import platform
 import re
 from collections.abc import Mapping
@@ -448,8 +449,13 @@ def _restore(path: Path, name: str | None = None) -> tuple[ZooModel, dict[str, A
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors alike
+        if isinstance(exc, pickle.UnpicklingError):
+            why = ("it holds pickled objects (e.g. a whole module saved with torch.save(model)), which are not "
+                   "loaded: unpickling can run code")
+        else:
+            why = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).splitlines()[0] if str(exc) else "")
         raise ValueError(f"checkpoint {str(path)!r} cannot be read as a pdcr_lab zoo checkpoint: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                         f"{type(exc).__name__}: {why}") from None
     try:
         kwargs, state, metadata = ckpt["recipe"]["kwargs"], ckpt["state_dict"], ckpt["metadata"]
         arch = ckpt["recipe"].get("name", name)
