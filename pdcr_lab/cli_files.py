@@ -4,12 +4,14 @@ The job of :mod:`pdcr_lab.cli`'s ``explain`` when it is given files instead of a
 image: read the image (and its mask) with the loaders' normalisation, load the model from a SPEC
 (:mod:`pdcr_lab.models`), take the natural bank from ``--bank`` or cut it from ``--bank-from DIR``
 (never from the explained image), explain, and write ``<stem>_r<row>_c<col>.nc`` and ``.png``.
-A folder is explained image by image; results already written are kept (the run resumes).
+A folder is explained image by image; results already written with the same settings are kept (the
+run resumes), and an image that cannot be explained is reported and skipped (exit status 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -268,7 +270,18 @@ def run_files(args: argparse.Namespace) -> int:
     question = getattr(outcome, "question", None)
     print(f"model {args.model} ({loaded.kind}); outcome {outcome.name}" + (f": {question}" if question else ""))
     explained, banks = [image for image, _ in pairs], {}
-    written = [p for image, mask in pairs
-               if (p := _explain_one(args, loaded, image, mask, explained, banks)) is not None]
-    print(f"{len(written)} map(s) written, {len(pairs) - len(written)} kept, in {args.out}")
-    return 0
+    written, failed = [], []
+    for image, mask in pairs:
+        try:
+            if (path := _explain_one(args, loaded, image, mask, explained, banks)) is not None:
+                written.append(path)
+        except (ValueError, OSError) as exc:
+            if args.images is None:
+                raise  # one file: the error is the answer
+            # one bad file of a folder must not stop the others; it is reported and the status says so
+            failed.append(image.name)
+            print(f"{image.name}: skipped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                  file=sys.stderr, flush=True)
+    kept = len(pairs) - len(written) - len(failed)
+    print(f"{len(written)} map(s) written, {kept} kept, {len(failed)} skipped, in {args.out}")
+    return 1 if failed else 0

@@ -97,7 +97,7 @@ def test_explain_a_folder_is_resumable_and_ground_truth_free_can_show_harm(check
             "--coarse", "1", "--fine", "2", "--tau", "0", "--out", str(tmp_path / "maps")]
     assert main(args) == 0
     first = capsys.readouterr().out
-    assert "2 map(s) written, 0 kept" in first and "outcome soft_dice" in first
+    assert "2 map(s) written, 0 kept, 0 skipped" in first and "outcome soft_dice" in first
     results = sorted((tmp_path / "maps").glob("*.nc"))
     assert len(results) == 2
     ds = load(results[0])
@@ -106,11 +106,11 @@ def test_explain_a_folder_is_resumable_and_ground_truth_free_can_show_harm(check
     assert bool((ds.ate > 0).any()) and bool((ds.ate < 0).any())  # harm and support, without ground truth
     stamp = results[0].stat().st_mtime_ns
     assert main(args) == 0
-    assert "0 map(s) written, 2 kept" in capsys.readouterr().out
+    assert "0 map(s) written, 2 kept, 0 skipped" in capsys.readouterr().out
     assert results[0].stat().st_mtime_ns == stamp
     assert main(args[:-2] + ["--fine", "3", "--out", str(tmp_path / "maps")]) == 0  # other settings: recomputed
     out = capsys.readouterr().out
-    assert "2 map(s) written, 0 kept" in out and "it was computed with fine=2" in out
+    assert "2 map(s) written, 0 kept, 0 skipped" in out and "it was computed with fine=2" in out
     assert int(load(results[0]).attrs["fine"]) == 3
 
 
@@ -274,3 +274,19 @@ def test_a_warning_is_one_line_naming_the_command(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     (line,) = [part for part in err.replace("\r", "\n").splitlines() if "OutcomeWarning" in part]
     assert line.startswith("pdcr-lab explain: OutcomeWarning: M0 < 10 DSC points") and "target=~mask" in line
+
+
+def test_a_bad_image_of_a_folder_is_skipped_and_reported(checkpoint, folder, tmp_path, capsys):
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for name in ("cell00.png", "cell01.png"):
+        for sub in ("images", "masks"):
+            (tmp_path / sub / name).write_bytes((folder / sub / name).read_bytes())
+    Image.fromarray(np.zeros((SIDE, SIDE), np.uint16)).save(tmp_path / "masks" / "cell01.png")  # nothing to explain
+    code = main(["explain", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--binarize",
+                 "--model", str(checkpoint), "--bank-from", str(folder / "images"), "--coarse", "1", "--fine", "1",
+                 "--out", str(tmp_path / "maps")])
+    captured = capsys.readouterr()
+    assert code == 1 and "1 map(s) written, 0 kept, 1 skipped" in captured.out
+    assert "cell01.png: skipped: cell01.png: its mask has no foreground" in captured.err
+    assert [p.name.split("_")[0] for p in (tmp_path / "maps").glob("*.nc")] == ["cell00"]
