@@ -210,6 +210,13 @@ def test_every_bad_input_gets_one_line_and_exit_status_2(checkpoint, folder, tmp
                                                           "--out", "data/zoo"])
     assert "--val-fraction 0.0" in _error(capsys, train + ["--masks", str(folder / "masks"), "--binarize",
                                                            "--val-fraction", "0", "--out", str(tmp_path / "z")])
+    for sub in ("images", "masks"):  # one image: its tiles stay together, so there is nothing to validate on
+        (tmp_path / "one" / sub).mkdir(parents=True)
+        (tmp_path / "one" / sub / "cell00.png").write_bytes((folder / sub / "cell00.png").read_bytes())
+    line = _error(capsys, ["zoo", "train", "unet_bn", "--images", str(tmp_path / "one" / "images"), "--masks",
+                           str(tmp_path / "one" / "masks"), "--binarize", "--normalize", "percentile", "--tile", "32",
+                           "--out", str(tmp_path / "z")])
+    assert "the val split is empty; splits are drawn over source images" in line and "the folder has 1" in line
     assert not (tmp_path / "out").exists() and not (tmp_path / "z").exists()
 
 

@@ -71,8 +71,10 @@ def folder_data(args: argparse.Namespace) -> Any:
                          name=args.data_name or _data_name(args.images))
     for split in ("train", "val"):
         if len(data.ids(split)) == 0:
-            raise ValueError(f"--images {str(args.images)!r}: the {split} split is empty ({sum(data.info['splits'].values())} "
-                             "images in all); add images, or tile large ones with --tile")
+            sources = len({m.get("source", i) for part in data.splits for i, m in zip(data.ids(part), data.metadata(part))})
+            raise ValueError(f"--images {str(args.images)!r}: the {split} split is empty; splits are drawn over "
+                             f"source images (tiles of one image stay together) and the folder has {sources}: "
+                             "add images (at least 2: one to train, one to validate)")
     h, w = data.images("train").shape[-2:]
     if h % 32 or w % 32:
         raise ValueError(f"--images {str(args.images)!r} are {h}x{w}; zoo models need sides divisible by 32: "
