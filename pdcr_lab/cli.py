@@ -130,7 +130,8 @@ def _run_explain(args: argparse.Namespace) -> int:
           f"M0 = {float(ds.m0):.2f} {ds.attrs.get('outcome_units', ds.attrs['units'])}")
     if int(ds.attrs["support_sign"]) == -1:  # effects in outcome units: the reference's statistics
         st = statistics(ds)
-        print(f"blocks: support (ATE<0) {int(st.neg)}, harm (ATE>0) {int(st.pos)}, irrelevant {int(st.zero)}")
+        print(f"blocks: support (ATE<0) {int(st.neg)}, harm (ATE>0) {int(st.pos)}, irrelevant {int(st.zero)}; "
+              f"with a confidence interval that excludes 0: support {int(st.neg_ci)}, harm {int(st.pos_ci)}")
     print(f"map range {float(ds.ate.min()):.3f} .. {float(ds.ate.max()):.3f} {ds.attrs['units']} "
           f"({'negative' if int(ds.attrs['support_sign']) == -1 else 'positive'} = supports the RoI)")
     print(f"wrote {path} and {args.out / (stem + '.png')}")

@@ -249,7 +249,7 @@ def _report(ds: Any, seconds: float, nc: Path, png: Path) -> None:
     st = statistics(ds)
     print(f"{ds.attrs['image_id']}: M0 = {float(ds.m0):.2f} {ds.m0.attrs.get('units', '')}, {int(ds.forwards)} "
           f"forward passes in {seconds:.1f} s; support {int(st.neg)}, harm {int(st.pos)}, irrelevant {int(st.zero)} "
-          f"blocks; wrote {nc} and {png.name}")
+          f"blocks ({int(st.neg_ci)} and {int(st.pos_ci)} with an interval that excludes 0); wrote {nc} and {png.name}")
 
 
 def run_files(args: argparse.Namespace) -> int:

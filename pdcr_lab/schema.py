@@ -166,15 +166,14 @@ def empty_effects(grid: tuple[int, int], block: int, **attrs: Any) -> xr.Dataset
     ({'block_y': 3, 'block_x': 4}, 'demo', (24, 32))
     """
     gy, gx = grid
-    zeros = np.zeros((gy, gx))
-    flags = np.zeros((gy, gx), dtype=bool)
+    # one array per variable: shared arrays would make writing one variable write the others
     data = {
-        "ate": zeros,
-        "ate_raw": zeros,
-        "stderr": zeros,
+        "ate": np.zeros((gy, gx)),
+        "ate_raw": np.zeros((gy, gx)),
+        "stderr": np.zeros((gy, gx)),
         "n_draws": np.zeros((gy, gx), dtype=np.int32),
-        "screened": flags,
-        "roi_block": flags,
+        "screened": np.zeros((gy, gx), dtype=bool),
+        "roi_block": np.zeros((gy, gx), dtype=bool),
     }
     base_attrs = {
         "schema_version": SCHEMA_VERSION,

@@ -65,8 +65,10 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
 
     Returns
     -------
-    xarray.Dataset with ``pos``, ``neg``, ``zero`` (counts), ``pos_pct``, ``neg_pct``,
-    ``zero_pct`` and ``histogram`` over a ``bin`` dim.
+    xarray.Dataset with ``pos``, ``neg``, ``zero`` (the paper's counts of non-zero effects),
+    ``pos_pct``, ``neg_pct``, ``zero_pct``, ``histogram`` over a ``bin`` dim, and ``pos_ci`` /
+    ``neg_ci``: the harm / support blocks whose confidence interval excludes 0 (``ci_low`` /
+    ``ci_high`` of the result, else ate_raw +- 1.96 stderr; absent when the result has neither).
 
     Examples
     --------
@@ -78,6 +80,9 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
     (0, 1, 2, 33.3)
     >>> out.histogram.values.tolist()              # the RoI block sits in the central bin
     [0, 1, 0, 0, 3, 0, 0, 0, 0]
+    >>> ds["ate_raw"][1, 1], ds["stderr"][1, 1] = -2.5, 2.0   # ... but its interval straddles 0
+    >>> int(out.neg), int(statistics(ds).neg_ci)
+    (1, 0)
     """
     validate(ds)
     tau = float(ds.attrs.get("tau", 0.02))
@@ -98,6 +103,10 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
         "neg": ((ate < 0) & outside).sum(GRID_DIMS),
         "zero": ((ate == 0) & outside).sum(GRID_DIMS),
     }
+    low, high = _interval(ds)
+    if low is not None:  # effects distinguishable from zero: the interval excludes 0 on the effect's side
+        counts["pos_ci"] = ((ate > 0) & (low > 0) & outside).sum(GRID_DIMS)
+        counts["neg_ci"] = ((ate < 0) & (high < 0) & outside).sum(GRID_DIMS)
     n = outside.sum(GRID_DIMS)
     out = xr.Dataset(counts)
     for key in ("pos", "neg", "zero"):
@@ -115,6 +124,19 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
     out = out.assign_coords(bin=histogram_labels(edges), bin_lower=("bin", edges[:-1]), bin_upper=("bin", edges[1:]))
     out.attrs = {"tau": tau}
     return out
+
+
+#: z of the normal 95% interval used when a result has a standard error but no ci_low / ci_high.
+Z95 = 1.959963984540054
+
+
+def _interval(ds: xr.Dataset) -> tuple[xr.DataArray | None, xr.DataArray | None]:
+    """The effects' confidence interval: ``ci_low``/``ci_high``, else ate_raw +- 1.96 stderr, else none."""
+    if "ci_low" in ds and "ci_high" in ds:
+        return ds["ci_low"], ds["ci_high"]
+    if "stderr" in ds and "ate_raw" in ds:
+        return ds["ate_raw"] - Z95 * ds["stderr"], ds["ate_raw"] + Z95 * ds["stderr"]
+    return None, None
 
 
 def _mean(*samples: np.ndarray, axis: int = -1) -> np.ndarray:

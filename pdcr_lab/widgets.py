@@ -243,7 +243,8 @@ def readable_error(exc: BaseException) -> str:
 
 
 def stats_values(ds: xr.Dataset) -> dict[str, float]:
-    """The numbers shown next to a map: M0, forwards, block counts and percentages, ATE range.
+    """The numbers shown next to a map: M0, forwards, block counts (all non-zero effects, as in the
+    paper, and those whose confidence interval excludes 0) and percentages, ATE range.
 
     Parameters
     ----------
@@ -265,6 +266,8 @@ def stats_values(ds: xr.Dataset) -> dict[str, float]:
         "support": int(st.neg),
         "harm": int(st.pos),
         "irrelevant": int(st.zero),
+        "support_ci": int(st.neg_ci),
+        "harm_ci": int(st.pos_ci),
         "support_pct": float(st.neg_pct),
         "harm_pct": float(st.pos_pct),
         "irrelevant_pct": float(st.zero_pct),
@@ -279,6 +282,8 @@ _STAT_ROWS = (
     ("support", "support blocks (ATE < 0)", "{:d}"),
     ("harm", "harm blocks (ATE > 0)", "{:d}"),
     ("irrelevant", "irrelevant blocks", "{:d}"),
+    ("support_ci", "support, interval excludes 0", "{:d}"),
+    ("harm_ci", "harm, interval excludes 0", "{:d}"),
     ("support_pct", "support %", "{:.2f}"),
     ("harm_pct", "harm %", "{:.2f}"),
     ("ate_min", "min ATE", "{:.4f}"),

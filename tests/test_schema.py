@@ -101,3 +101,13 @@ def test_stack_twice_keeps_attrs_that_vary_in_one_group_only():
     assert both.rounds.sel(dataset="lesions").values.tolist() == [2, 2]
     mixed = stack({"a": result(2), "b": empty_effects(grid=(2, 2), block=4)}, "model")
     assert np.isnan(mixed.rounds.values[1]) and mixed.rounds.values[0] == 2
+
+
+def test_empty_effects_variables_do_not_share_memory():
+    """Writing stderr once wrote ate too (one zeros array behind several variables)."""
+    from pdcr_lab.schema import empty_effects
+
+    ds = empty_effects(grid=(2, 2), block=4)
+    ds["stderr"][0, 0] = 1.0
+    ds["screened"][0, 0] = True
+    assert float(ds.ate[0, 0]) == 0.0 and float(ds.ate_raw[0, 0]) == 0.0 and not bool(ds.roi_block[0, 0])

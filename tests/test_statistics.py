@@ -93,3 +93,26 @@ def test_tau_zero_keeps_a_central_bin_of_exact_zeros():
     hist = dict(zip(st.bin.values.tolist(), st.histogram.values.tolist()))
     assert hist["-0.02 to 0"] == 1 and hist["0 to 0"] == 2 and hist["0 to 0.02"] == 1
     assert (int(st.pos), int(st.neg), int(st.zero)) == (1, 1, 2)
+
+
+def test_counts_of_effects_distinguishable_from_zero():
+    """pos_ci / neg_ci count the non-zero effects whose interval excludes 0: never more than pos / neg,
+    from ci_low / ci_high when the result has them, else from ate_raw +- 1.96 stderr."""
+    import numpy as np
+
+    import pdcr_lab
+
+    ds = pdcr_lab.schema.empty_effects(grid=(1, 4), block=4, tau=0.02)
+    ds["ate"][0, :] = [-1.0, -1.0, 0.5, 0.5]
+    ds["ate_raw"][0, :] = [-1.0, -1.0, 0.5, 0.5]
+    ds["stderr"][0, :] = [0.1, 1.0, 0.1, 1.0]  # only the first of each sign is distinguishable from 0
+    st = pdcr_lab.statistics(ds)
+    assert (int(st.neg), int(st.neg_ci), int(st.pos), int(st.pos_ci)) == (2, 1, 2, 1)
+    ds["ci_low"] = ds["ate_raw"] - 5.0  # an explicit (wider) interval wins over the stderr's
+    ds["ci_high"] = ds["ate_raw"] + 5.0
+    st = pdcr_lab.statistics(ds)
+    assert (int(st.neg_ci), int(st.pos_ci)) == (0, 0)
+    stacked = pdcr_lab.stack([ds, ds.assign(ci_low=ds.ate_raw - 0.01, ci_high=ds.ate_raw + 0.01)], dim="image",
+                             labels=["wide", "narrow"])
+    assert pdcr_lab.statistics(stacked).neg_ci.values.tolist() == [0, 2]
+    assert np.all(pdcr_lab.statistics(stacked).neg_ci <= pdcr_lab.statistics(stacked).neg)
