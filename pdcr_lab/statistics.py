@@ -20,7 +20,7 @@ from .checks import check_float, check_int
 from .defaults import HISTOGRAM_EDGES
 from .schema import GRID_DIMS, validate
 
-__all__ = ["statistics", "histogram_labels", "bootstrap_interval"]
+__all__ = ["statistics", "histogram_labels", "bootstrap_interval", "effect_interval"]
 
 
 def histogram_labels(edges: np.ndarray = HISTOGRAM_EDGES) -> list[str]:
@@ -103,7 +103,7 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
         "neg": ((ate < 0) & outside).sum(GRID_DIMS),
         "zero": ((ate == 0) & outside).sum(GRID_DIMS),
     }
-    low, high = _interval(ds)
+    low, high = effect_interval(ds)
     if low is not None:  # effects distinguishable from zero: the interval excludes 0 on the effect's side
         counts["pos_ci"] = ((ate > 0) & (low > 0) & outside).sum(GRID_DIMS)
         counts["neg_ci"] = ((ate < 0) & (high < 0) & outside).sum(GRID_DIMS)
@@ -130,8 +130,21 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
 Z95 = 1.959963984540054
 
 
-def _interval(ds: xr.Dataset) -> tuple[xr.DataArray | None, xr.DataArray | None]:
-    """The effects' confidence interval: ``ci_low``/``ci_high``, else ate_raw +- 1.96 stderr, else none."""
+def effect_interval(ds: xr.Dataset) -> tuple[xr.DataArray | None, xr.DataArray | None]:
+    """The effects' confidence interval: ``ci_low``/``ci_high``, else ate_raw +- 1.96 stderr, else (None, None).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects in the schema of :mod:`pdcr_lab.schema`.
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(1, 1), block=4)
+    >>> ds["ate_raw"][0, 0], ds["stderr"][0, 0] = 1.0, 0.5
+    >>> [round(float(bound[0, 0]), 2) for bound in effect_interval(ds)]
+    [0.02, 1.98]
+    """
     if "ci_low" in ds and "ci_high" in ds:
         return ds["ci_low"], ds["ci_high"]
     if "stderr" in ds and "ate_raw" in ds:

@@ -142,3 +142,31 @@ def test_one_map_functions_refuse_stacks(hvz, lesion_maps):
     _, a, b = lesion_maps
     with pytest.raises(ValueError, match=r"select along \['model'\] first"):
         hvz.map_image(stack({"a": a, "b": b}, dim="model"))
+
+
+def test_overlay_opacity_grows_with_the_effect_in_every_backend(hv, hvz):
+    """Irrelevant blocks are transparent, opacity grows with |ATE| and is the same in the matplotlib
+    figure and the holoviews overlay (before: zero transparent, any non-zero effect a 65% wash)."""
+    import numpy as np
+
+    import pdcr_lab
+    from pdcr_lab.viz import OVERLAY_ALPHA, effect_rgba, overlay_figure
+
+    ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
+    ds["ate"][:] = np.array([[0.0, -0.1], [-2.0, 1.0]])
+    ds["ate_raw"][:] = ds["ate"].values
+    ds["stderr"][:] = 0.05
+    image = np.full((3, 8, 8), 0.5)
+    alpha = effect_rgba(pdcr_lab.schema.to_pixels(ds)["ate"].values, limit=2.0)[..., 3]
+    assert alpha[0, 0] == 0.0 and alpha[0, 4] < alpha[4, 4] < alpha[4, 0] == OVERLAY_ALPHA
+    assert np.isclose(alpha[0, 4], OVERLAY_ALPHA * 0.1 / 2.0) and np.isclose(alpha[4, 4], OVERLAY_ALPHA / 2.0)
+
+    fig = overlay_figure(ds, image)
+    drawn = fig.axes[1].get_images()[1].get_array()  # the map over the image, as RGBA
+    np.testing.assert_allclose(np.asarray(drawn)[..., 3], alpha)
+
+    hv_overlay = hvz.overlay(ds, image)
+    (rgb,) = [el for el in hv_overlay if type(el).__name__ == "RGB" and "A" in [d.name for d in el.vdims]]
+    np.testing.assert_allclose(rgb.dimension_values("A", flat=False), alpha, atol=1e-12)
+    (values,) = [el for el in hv_overlay if "stderr" in [d.name for d in getattr(el, "vdims", [])]]
+    assert values.opts.get().kwargs["alpha"] == 0  # carries the hover (ATE, stderr, interval) and the colour bar

@@ -30,15 +30,17 @@ from ._holoviews import (
 )
 from ._maps import split_maps
 from ._paper import PAPER_RC, components_figure, curves_figure, maps_figure, paper_style, save_figure
-from ._static import EFFECT_CMAP, as_display_image, overlay_figure, symmetric_limit
+from ._static import EFFECT_CMAP, OVERLAY_ALPHA, as_display_image, effect_rgba, overlay_figure, symmetric_limit
 from ._strategies import STRATEGY_COLOURS, strategies_figure
 
 __all__ = [
     "EFFECT_CMAP",
+    "OVERLAY_ALPHA",
     "PAPER_RC",
     "SIGN_COLOURS",
     "STRATEGY_COLOURS",
     "as_display_image",
+    "effect_rgba",
     "component_heatmap",
     "components_figure",
     "composition",

@@ -18,9 +18,9 @@ import numpy as np
 import xarray as xr
 
 from ..schema import GRID_DIMS, STACK_DIMS, to_pixels, validate
-from ..statistics import statistics
+from ..statistics import effect_interval, statistics
 from ._maps import split_maps
-from ._static import EFFECT_CMAP, ROI_COLOUR, as_display_image, symmetric_limit
+from ._static import EFFECT_CMAP, OVERLAY_ALPHA, ROI_COLOUR, as_display_image, effect_rgba, symmetric_limit
 
 __all__ = [
     "SIGN_COLOURS",
@@ -216,9 +216,9 @@ def map_image(
     return _frame(image * roi_outline(ds), h, w, label)
 
 
-def overlay(ds: xr.Dataset, image: Any, *, vmax: float | None = None, alpha: float = 0.65, title: str = "map over image",
-            colorbar: bool = True) -> Any:
-    """Image, effect map (irrelevant blocks transparent) and RoI outline in one ``hv.Overlay``.
+def overlay(ds: xr.Dataset, image: Any, *, vmax: float | None = None, alpha: float = OVERLAY_ALPHA,
+            title: str = "map over image", colorbar: bool = True) -> Any:
+    """Image, effect map (opacity growing with |ATE|, irrelevant blocks transparent) and RoI outline.
 
     Parameters
     ----------
@@ -229,7 +229,8 @@ def overlay(ds: xr.Dataset, image: Any, *, vmax: float | None = None, alpha: flo
     vmax : float, optional
         Half-width of the symmetric colour scale (default max |ATE|).
     alpha : float
-        Opacity of the map.
+        Opacity of the strongest effects (:func:`~pdcr_lab.viz.effect_rgba`); weaker ones fade to
+        transparent at ATE = 0. Hovering shows the ATE, its standard error and its interval.
     title : str
         Plot title.
     colorbar : bool
@@ -239,14 +240,27 @@ def overlay(ds: xr.Dataset, image: Any, *, vmax: float | None = None, alpha: flo
     _one_map(ds, "overlay")
     da = _map_array(ds, "ate")
     limit = vmax if vmax is not None else symmetric_limit(ds.ate)
-    shown = da.where(da != 0)  # zero effect: show the image, not white
     units = ds.ate.attrs.get("units", ds.attrs.get("units", ""))
-    effect = hv.Image(shown, kdims=["x", "y"], vdims=["ate"]).opts(
-        cmap=EFFECT_CMAP, clim=(-limit, limit), alpha=alpha, colorbar=colorbar, clipping_colors={"NaN": "transparent"},
-        tools=["hover"], clabel=f"ate [{units}]" if units else "ate",
-    )
     h, w = da.shape
-    return _frame(image_plot(image, title="") * effect * roi_outline(ds), h, w, title)
+    xs, ys = np.arange(w), np.arange(h)
+    rgba = effect_rgba(da.values, limit, alpha)
+    colours = hv.RGB((xs, ys, *np.moveaxis(rgba, -1, 0)), kdims=["x", "y"], vdims=["R", "G", "B", "A"])
+    # An invisible copy of the values carries the colour bar and the hover (ATE, standard error, interval).
+    low, high = _interval_pixels(ds)
+    shown = da.where(da != 0).values  # irrelevant blocks: NaN, nothing to hover
+    values = hv.Image((xs, ys, shown, _map_array(ds, "stderr").values, low, high), kdims=["x", "y"],
+                      vdims=["ate", "stderr", "ci_low", "ci_high"]).opts(
+        cmap=EFFECT_CMAP, clim=(-limit, limit), alpha=0, colorbar=colorbar, tools=["hover"],
+        clabel=f"ate [{units}]" if units else "ate",
+    )
+    return _frame(image_plot(image, title="") * colours * values * roi_outline(ds), h, w, title)
+
+
+def _interval_pixels(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The effects' confidence interval (:func:`~pdcr_lab.statistics.effect_interval`) on the pixel grid."""
+    low, high = effect_interval(ds)
+    bounds = ds.assign(interval_low=low, interval_high=high)
+    return _map_array(bounds, "interval_low").values, _map_array(bounds, "interval_high").values
 
 
 def side_by_side(

@@ -19,7 +19,7 @@ import xarray as xr
 
 from ..schema import GRID_DIMS, to_pixels
 from ._maps import split_maps
-from ._static import EFFECT_CMAP, ROI_COLOUR, as_display_image, symmetric_limit
+from ._static import EFFECT_CMAP, ROI_COLOUR, as_display_image, effect_rgba, symmetric_limit
 
 __all__ = ["PAPER_RC", "paper_style", "save_figure", "maps_figure", "curves_figure", "components_figure"]
 
@@ -135,6 +135,8 @@ def maps_figure(
     >>> plt.close(fig)
     """
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
     maps = split_maps(results)
@@ -169,7 +171,8 @@ def maps_figure(
         pixels = to_pixels(ds)["ate"].values
         if rgb is not None and over_image:
             ax.imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
-            mappable = ax.imshow(np.ma.masked_where(pixels == 0, pixels), cmap=EFFECT_CMAP, vmin=-limit, vmax=limit, alpha=0.7)
+            ax.imshow(effect_rgba(pixels, limit))
+            mappable = ScalarMappable(Normalize(-limit, limit), EFFECT_CMAP)  # the colour bar: full colours
         else:
             mappable = ax.imshow(pixels, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit)
         ax.set_title(label)

@@ -38,6 +38,43 @@ def symmetric_limit(ate: xr.DataArray | np.ndarray, quantile: float = 1.0) -> fl
     return float(max(np.quantile(values, quantile), 1e-6))
 
 
+#: Opacity of the strongest effect over the image; weaker effects fade linearly to transparent at 0.
+OVERLAY_ALPHA = 0.85
+
+
+def effect_rgba(values: np.ndarray, limit: float, max_alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Effects as RGBA for drawing over an image: colour from :data:`EFFECT_CMAP`, opacity growing with |ATE|.
+
+    Opacity is ``max_alpha * min(1, |ATE| / limit)``: an irrelevant block (ATE = 0, or NaN) is fully
+    transparent and the image shows through; the strongest effects are the most visible. Every
+    overlay (files, notebooks, dashboard, paper figures) draws with this one rule.
+
+    Parameters
+    ----------
+    values : array (H, W)
+        Effects in outcome units.
+    limit : float
+        Half-width of the symmetric colour scale (|ATE| at which colour and opacity saturate).
+    max_alpha : float
+        Opacity at |ATE| >= limit, in [0, 1].
+
+    Examples
+    --------
+    >>> rgba = effect_rgba(np.array([[0.0, -1.0, 2.0, np.nan]]), limit=2.0)
+    >>> rgba[0, :, 3].round(3).tolist()                   # transparent at 0, growing with |ATE|
+    [0.0, 0.425, 0.85, 0.0]
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    shown = np.where(finite, values, 0.0)
+    rgba = colormaps[EFFECT_CMAP](Normalize(-limit, limit)(shown))
+    rgba[..., 3] = float(max_alpha) * np.clip(np.abs(shown) / limit, 0.0, 1.0) * finite
+    return rgba
+
+
 def as_display_image(image: Any) -> np.ndarray:
     """An image as a (H, W) or (H, W, 3) float array in [0, 1] for drawing (channels moved last, clipped).
 
@@ -115,8 +152,7 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
         axes[0].set_title("image and RoI")
         roi(axes[0])
         axes[1].imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
-        shown = np.ma.masked_where(pixels == 0, pixels)
-        axes[1].imshow(shown, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit, alpha=0.65)
+        axes[1].imshow(effect_rgba(pixels, limit))
         axes[1].set_title("PdCR map over image")
         roi(axes[1])
     mappable = axes[-1].imshow(pixels, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit)
