@@ -170,3 +170,21 @@ def test_overlay_opacity_grows_with_the_effect_in_every_backend(hv, hvz):
     np.testing.assert_allclose(rgb.dimension_values("A", flat=False), alpha, atol=1e-12)
     (values,) = [el for el in hv_overlay if "stderr" in [d.name for d in getattr(el, "vdims", [])]]
     assert values.opts.get().kwargs["alpha"] == 0  # carries the hover (ATE, stderr, interval) and the colour bar
+
+
+def test_an_exported_map_says_its_settings():
+    """N, S, tau, intervention, seed, model, image and RoI travel with the figure (its caption)."""
+    import numpy as np
+
+    import pdcr_lab
+    from pdcr_lab.viz import overlay_figure
+
+    ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4, coarse=3, fine=50, tau=0.02, intervention="blur",
+                                       seed=7, model="segformer", dataset="vessels", image_id="v_0001")
+    ds["roi_height"], ds["roi_width"] = 4, 4
+    fig = overlay_figure(ds, np.zeros((3, 8, 8)))
+    caption = fig.get_supxlabel() if hasattr(fig, "get_supxlabel") else fig._supxlabel.get_text()
+    for part in ("blur blocks of 4 px", "S = 3", "N = 50", "tau = 0.02", "seed 7", "model segformer",
+                 "image v_0001", "RoI (0, 0, 4, 4)"):
+        assert part in caption, (part, caption)
+    assert overlay_figure(ds, np.zeros((3, 8, 8)), caption=False)._supxlabel is None

@@ -30,7 +30,15 @@ from ._holoviews import (
 )
 from ._maps import split_maps
 from ._paper import PAPER_RC, components_figure, curves_figure, maps_figure, paper_style, save_figure
-from ._static import EFFECT_CMAP, OVERLAY_ALPHA, as_display_image, effect_rgba, overlay_figure, symmetric_limit
+from ._static import (
+    EFFECT_CMAP,
+    OVERLAY_ALPHA,
+    as_display_image,
+    effect_rgba,
+    overlay_figure,
+    settings_caption,
+    symmetric_limit,
+)
 from ._strategies import STRATEGY_COLOURS, strategies_figure
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "STRATEGY_COLOURS",
     "as_display_image",
     "effect_rgba",
+    "settings_caption",
     "component_heatmap",
     "components_figure",
     "composition",

@@ -75,6 +75,42 @@ def effect_rgba(values: np.ndarray, limit: float, max_alpha: float = OVERLAY_ALP
     return rgba
 
 
+def settings_caption(ds: xr.Dataset) -> str:
+    """The settings a map was computed with, in one line for captions (what is recorded, nothing guessed).
+
+    Method, intervention, block, S, N, tau, mode, outcome and seed, then the model, dataset, image and
+    RoI when the result records them.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Effects of one map.
+
+    Examples
+    --------
+    >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=8, coarse=3, fine=50, tau=0.02, intervention="natural",
+    ...                                    model="unet")
+    >>> settings_caption(ds)
+    'pdcr, natural blocks of 8 px, S = 3, N = 50, tau = 0.02, outcome dice, seed 0; model unet; RoI (0, 0, 0, 0)'
+    """
+    a = ds.attrs
+    parts = [str(a.get("method", "pdcr"))]
+    if "intervention" in a:
+        parts[0] += f", {a['intervention']} blocks of {a.get('block')} px"
+    if "coarse" in a and "fine" in a:
+        parts.append(f"S = {a['coarse']}, N = {a['fine']}" + (f" ({a['mode']})" if a.get("mode") not in (None, "paper") else ""))
+    if "tau" in a:
+        parts.append(f"tau = {float(a['tau']):g}")
+    parts.append(f"outcome {a.get('outcome', 'dice')}, seed {a.get('seed', 0)}")
+    where = [f"{key} {a[key]}" for key in ("model", "dataset") if key in a]
+    if "image_id" in a:
+        where.append(f"image {a['image_id']}")
+    box = tuple(int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width") if k in ds)
+    if len(box) == 4:
+        where.append(f"RoI {box}")
+    return ", ".join(parts) + "; " + "; ".join(where) if where else ", ".join(parts)
+
+
 def as_display_image(image: Any) -> np.ndarray:
     """An image as a (H, W) or (H, W, 3) float array in [0, 1] for drawing (channels moved last, clipped).
 
@@ -98,7 +134,8 @@ def as_display_image(image: Any) -> np.ndarray:
     return np.clip(array, 0, 1)
 
 
-def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | None = None, vmax: float | None = None):
+def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | None = None, vmax: float | None = None,
+                   caption: bool = True):
     """Three panels: the image with the RoI, the effect map over the image, the map alone.
 
     Parameters
@@ -111,6 +148,8 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
         Figure title.
     vmax : float, optional
         Half-width of the colour scale; default max |ATE| (pass one value to share scales).
+    caption : bool
+        Write the settings (:func:`settings_caption`) under the panels.
 
     Returns
     -------
@@ -162,4 +201,6 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
     fig.colorbar(mappable, ax=axes[-1], shrink=0.85, label=f"ATE [{units}]")
     if title:
         fig.suptitle(title)
+    if caption:  # the settings travel with the figure into files and papers
+        fig.supxlabel(settings_caption(ds), fontsize=8)
     return fig
