@@ -7,6 +7,7 @@ The data flows one way: ``datasets`` -> ``zoo`` (models) -> explainers (``engine
 
 - ``defaults``: the paper's settings, the working settings and the named choices
 - ``checks``, ``atomic``: input checks at the public boundary; atomic writes
+- ``locations``: where results and figures are written (a user folder, never the checkout)
 - ``rois``: regions of interest (parsing, choosing, snapping, reading lists)
 - ``schema``, ``storage``, ``statistics``: the effects data model, :func:`save` / :func:`load`, summaries
 - ``banks``: natural-distribution patch banks (:class:`PatchBank`)
@@ -24,6 +25,7 @@ The data flows one way: ``datasets`` -> ``zoo`` (models) -> explainers (``engine
 - ``strategies``: local / global / sequential perceptual strategies of maps
 - ``faithfulness``: deletion/insertion curves, randomisation check, planted causes
 - ``viz``, ``widgets``: figures, notebook widgets
+- ``teaching``: the exercises of the teaching notebook (checks, answers computed from the results)
 - ``studies``: zoo-wide studies (components, strategies, faithfulness) on one shared loop
 - ``sweep``: studies on dask.distributed into one zarr store
 - ``dashboard``, ``cli``: the ``pdcr-lab serve`` app and the ``pdcr-lab`` command
@@ -47,8 +49,8 @@ from .storage import CorruptResultError, UnverifiedResultWarning, load, save
 
 _LAZY = (
     "adapters", "atomic", "banks", "baselines", "call", "checks", "components", "dashboard", "datasets", "defaults",
-    "engine", "estimator", "explainers", "faithfulness", "interventions", "outcomes", "rois", "storage", "strategies",
-    "studies", "sweep", "testing", "viz", "widgets", "zoo",
+    "engine", "estimator", "explainers", "faithfulness", "interventions", "locations", "outcomes", "rois", "storage",
+    "strategies", "studies", "sweep", "teaching", "testing", "viz", "widgets", "zoo",
 )
 
 

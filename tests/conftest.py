@@ -7,6 +7,8 @@ The toy models themselves live in :mod:`pdcr_lab.testing`.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,15 @@ import torch
 
 from pdcr_lab.testing import RandomConvNet
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdcr_reference"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "data" / "pdcr_reference"
+
+# Everything the package writes by default (results, figures) goes to the user folder: during the
+# tests that is a temporary one, so neither the checkout nor the tester's ~/pdcr_lab is touched.
+_USER_DIR = Path(tempfile.mkdtemp(prefix="pdcr_lab_tests_home_"))
+for _name in ("PDCR_LAB_RESULTS", "PDCR_LAB_FIGURES"):
+    os.environ.pop(_name, None)
+os.environ["PDCR_LAB_HOME"] = str(_USER_DIR)
 
 requires_reference = pytest.mark.skipif(
     not REFERENCE.is_dir(), reason="reference data (../shared/data/pdcr_reference) not present"
@@ -44,6 +54,34 @@ else:
         suppress_health_check=[HealthCheck.too_slow],
     )
     settings.load_profile(os.environ.get("PDCR_LAB_HYPOTHESIS_PROFILE", "pdcr-lab"))
+
+
+def _git_status() -> str | None:
+    """``git status --porcelain`` of the checkout (ignored files excluded), or None outside a git checkout."""
+    try:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def pytest_sessionstart(session):
+    session.config._pdcr_git_status = _git_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The test run must leave the checkout as it found it: a file it changed or added fails the run."""
+    shutil.rmtree(_USER_DIR, ignore_errors=True)
+    before = getattr(session.config, "_pdcr_git_status", None)
+    after = _git_status()
+    if before is None or after is None or before == after:
+        return
+    changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = "the tests changed the checkout (git status before/after differs):\n  " + "\n  ".join(changed)
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)

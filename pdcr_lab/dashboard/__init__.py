@@ -13,10 +13,11 @@ from ._store import (
     ResultStore,
     confine,
     fingerprint,
+    notebook_store,
     result_name,
     results_dir,
 )
 from .cli import serve, server_options
 
 __all__ = ["DATASETS", "RESULTS_ENV", "Dashboard", "ModelSource", "ResultStore", "confine", "create_app", "fingerprint",
-           "result_name", "results_dir", "serve", "server_options", "zoo_source"]
+           "notebook_store", "result_name", "results_dir", "serve", "server_options", "zoo_source"]

@@ -16,21 +16,12 @@ from typing import Any
 
 import xarray as xr
 
+from ..locations import RESULTS_ENV, results_dir, shipped_results
 from ..storage import load, save
 
-__all__ = ["ResultStore", "result_name", "results_dir", "fingerprint", "confine", "RESULTS_ENV"]
+__all__ = ["ResultStore", "result_name", "results_dir", "notebook_store", "fingerprint", "confine", "RESULTS_ENV"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-#: Environment variable that points stored results (and the notebooks' cache) elsewhere.
-RESULTS_ENV = "PDCR_LAB_RESULTS"
-
-
-def results_dir() -> Path:
-    """Where results are kept: ``$PDCR_LAB_RESULTS``, else ``data/results`` of the checkout."""
-    if os.environ.get(RESULTS_ENV):
-        return Path(os.environ[RESULTS_ENV]).expanduser()
-    return Path(__file__).resolve().parents[2] / "data" / "results"
 
 
 def confine(root: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -144,7 +135,10 @@ class ResultStore:
     Parameters
     ----------
     folder : str or os.PathLike
-        The folder (``~`` is expanded).
+        The folder (``~`` is expanded); results are written here only.
+    fallback : str or os.PathLike, optional
+        A read-only folder also searched for a stored result (e.g. the maps the checkout ships):
+        a result found there is loaded, never copied or rewritten.
 
     Examples
     --------
@@ -162,8 +156,9 @@ class ResultStore:
     (1, 'm', ['m_d_i_r0_c0_4x4.nc'])
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, *, fallback: str | os.PathLike | None = None) -> None:
         self.folder = Path(folder).expanduser()
+        self.fallback = Path(fallback).expanduser() if fallback is not None else None
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.folder)!r}: {len(self.files())} results)"
@@ -299,6 +294,20 @@ class ResultStore:
         path = self.path(model, dataset, image_id, roi, **params)
         if path.exists():
             return load(path)
+        if self.fallback is not None and (self.fallback / path.name).is_file():
+            return load(self.fallback / path.name)
         ds = compute().assign_attrs(model=str(model), dataset=str(dataset), image_id=str(image_id))
         save(ds, path)
         return ds
+
+
+def notebook_store() -> ResultStore:
+    """The notebooks' cache: ``notebooks`` in :func:`results_dir`, falling back on the maps the checkout ships.
+
+    Examples
+    --------
+    >>> store = notebook_store()
+    >>> store.folder == results_dir() / "notebooks", store.fallback == shipped_results() / "notebooks"
+    (True, True)
+    """
+    return ResultStore(results_dir() / "notebooks", fallback=shipped_results() / "notebooks")

@@ -42,8 +42,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=5006, help="port on localhost")
     p.add_argument("--show", action=argparse.BooleanOptionalAction, default=True, help="open a browser tab")
-    p.add_argument("--results", type=Path, default=Path("results"),
-                   help="results root: stored results (.nc) are read and written only inside it")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results root: stored results (.nc) are read and written only inside it "
+                   "(default: dashboard in the user folder, $PDCR_LAB_RESULTS or ~/pdcr_lab/results)")
     p.add_argument("--fine", type=int, default=WORKING.fine,
                    help=f"default number of fine draws N shown in the form (default {WORKING.fine}, the paper's)")
     p.add_argument("--address", default=LOCALHOST,
@@ -105,7 +106,7 @@ def server_options(port: int, address: str = LOCALHOST, origins: Sequence[str] =
 
 
 def serve(
-    results: str | os.PathLike = "results",
+    results: str | os.PathLike | None = None,
     *,
     port: int = 5006,
     address: str = LOCALHOST,
@@ -118,8 +119,9 @@ def serve(
 
     Parameters
     ----------
-    results : str or os.PathLike
-        The results root (:class:`pdcr_lab.dashboard.Dashboard`).
+    results : str or os.PathLike, optional
+        The results root (:class:`pdcr_lab.dashboard.Dashboard`); default ``dashboard`` in
+        :func:`pdcr_lab.locations.results_dir`.
     port : int
         The port.
     address : str
@@ -135,7 +137,10 @@ def serve(
     """
     import panel as pn
 
+    from ..locations import results_dir
     from ._app import create_app
+
+    results = results_dir() / "dashboard" if results is None else results
 
     pn.extension(inline=True)  # no CDN: the page must work without internet
     root = Path(results).expanduser().resolve()
