@@ -159,8 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : sequence of str, optional
         The arguments (default: ``sys.argv[1:]``).
     """
+    import matplotlib
     from tqdm.auto import tqdm
 
+    matplotlib.use("Agg")  # figures go to files (and the dashboard's downloads), never to a window
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from ..schema import to_pixels, validate
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ._paper import Layout
 
 #: Diverging colour map: negative (support) red, positive (harm) blue, zero white.
 EFFECT_CMAP = "bwr_r"
@@ -134,9 +139,27 @@ def as_display_image(image: Any) -> np.ndarray:
     return np.clip(array, 0, 1)
 
 
+def _draw_image(ax: Any, rgb: np.ndarray) -> None:
+    """Draw a display image (:func:`as_display_image`): grey levels for one channel."""
+    ax.imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
+
+
+def _draw_roi(ax: Any, ds: xr.Dataset) -> None:
+    """Outline the RoI of `ds` in green on pixel edges and drop the ticks (a map or image panel)."""
+    from matplotlib.patches import Rectangle
+
+    row, col, height, width = (int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width"))
+    ax.add_patch(Rectangle((col - 0.5, row - 0.5), width, height, fill=False, ec=ROI_COLOUR, lw=1.2))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | None = None, vmax: float | None = None,
-                   caption: bool = True):
+                   caption: bool = True, layout: Layout | None = None) -> Figure:
     """Three panels: the image with the RoI, the effect map over the image, the map alone.
+
+    Drawn in the paper style (:data:`~pdcr_lab.viz.PAPER_RC`) at a journal width; titles and the
+    caption wrap to it, and the colour bar sits under the panels.
 
     Parameters
     ----------
@@ -150,6 +173,9 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
         Half-width of the colour scale; default max |ATE| (pass one value to share scales).
     caption : bool
         Write the settings (:func:`settings_caption`) under the panels.
+    layout : {"single", "double"}, optional
+        Width: one column (3.5 in) or two (7.2 in); default double with the image (three panels),
+        single for the map alone.
 
     Returns
     -------
@@ -159,15 +185,14 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
     --------
     >>> ds = pdcr_lab.schema.empty_effects(grid=(2, 2), block=4)
     >>> fig = overlay_figure(ds, np.zeros((1, 8, 8)), title="demo")
-    >>> len(fig.axes)                                   # three panels and the colour bar
-    4
-    >>> import matplotlib.pyplot as plt; plt.close(fig)
+    >>> len(fig.axes), float(fig.get_figwidth())        # three panels and the colour bar, two columns wide
+    (4, 7.2)
+    >>> float(overlay_figure(ds, layout="single").get_figwidth())
+    3.5
+    >>> import matplotlib.pyplot as plt; plt.close("all")
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    # _paper builds on this module: imported here, when a figure is drawn.
+    from ._paper import _ate_label, _colourbar, _map_grid, paper_style
 
     validate(ds)
     extra = [d for d in ds.ate.dims if d not in ("block_y", "block_x")]
@@ -175,32 +200,20 @@ def overlay_figure(ds: xr.Dataset, image: Any | None = None, *, title: str | Non
         raise ValueError(f"overlay_figure draws one map; select along {extra} first (e.g. ds.isel({extra[0]}=0))")
     pixels = to_pixels(ds)["ate"].values
     limit = vmax if vmax is not None else symmetric_limit(ds.ate)
-    box = [int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width")]
-    panels = 3 if image is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 0.8, 3.6), squeeze=False, constrained_layout=True)
-    axes = axes[0]
-
-    def roi(ax):
-        ax.add_patch(Rectangle((box[1] - 0.5, box[0] - 0.5), box[3], box[2], fill=False, ec=ROI_COLOUR, lw=2))
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    if image is not None:
-        rgb = as_display_image(image)
-        axes[0].imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
-        axes[0].set_title("image and RoI")
-        roi(axes[0])
-        axes[1].imshow(rgb, cmap="gray" if rgb.ndim == 2 else None)
-        axes[1].imshow(effect_rgba(pixels, limit))
-        axes[1].set_title("PdCR map over image")
-        roi(axes[1])
-    mappable = axes[-1].imshow(pixels, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit)
-    axes[-1].set_title("ATE (red supports, blue hurts)")
-    roi(axes[-1])
-    units = ds.ate.attrs.get("units", "")
-    fig.colorbar(mappable, ax=axes[-1], shrink=0.85, label=f"ATE [{units}]")
-    if title:
-        fig.suptitle(title)
-    if caption:  # the settings travel with the figure into files and papers
-        fig.supxlabel(settings_caption(ds), fontsize=8)
+    titles = ["image and RoI", "PdCR map over image"] if image is not None else []
+    titles.append("ATE (red supports, blue hurts)")
+    bar_label = _ate_label(ds.ate.attrs.get("units", ""))
+    with paper_style():
+        fig, axes = _map_grid(layout or ("double" if image is not None else "single"), titles,
+                              pixels.shape[0] / pixels.shape[1], cols=len(titles), title=title,
+                              caption=settings_caption(ds) if caption else None, bar_label=bar_label, what="panels")
+        if image is not None:
+            rgb = as_display_image(image)
+            _draw_image(axes[0], rgb)
+            _draw_image(axes[1], rgb)
+            axes[1].imshow(effect_rgba(pixels, limit))
+        mappable = axes[-1].imshow(pixels, cmap=EFFECT_CMAP, vmin=-limit, vmax=limit)
+        for ax in axes:
+            _draw_roi(ax, ds)
+        _colourbar(fig, mappable, axes, bar_label)
     return fig
