@@ -22,7 +22,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from .defaults import PAPER
 from .rois import parse_rois
 from .interventions import block_grid, make_intervention
 from .outcomes import Outcome, get_outcome
-from .schema import effects_dataset, validate
+from .schema import NOTE_ATTR, effects_dataset, validate
 
 __all__ = [
     "Call", "READING", "check_reading", "check_shared_options", "check_value_range", "prepare", "resolve_device", "to_unit_range", "unit_bank", "check_batch",
@@ -193,6 +193,8 @@ class Call:
     options: dict[str, Any]  #: the reading options as given (recorded in attrs)
     bank: PatchBank | None = None  #: natural blocks on the image's [0, 1] scale, when the call has a bank
     conversion: str = "none"  #: how the image's values were brought to [0, 1] (:func:`to_unit_range`)
+    #: the :class:`OutcomeWarning` messages of this call, also kept in the result (``attrs["outcome_warning"]``)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -722,6 +724,11 @@ class RoiOutcome:
         more = f" and {len(indices) - _LISTED_ROIS} more" if len(indices) > _LISTED_ROIS else ""
         return "; ".join(named) + more
 
+    def _warn(self, message: str) -> None:
+        """Warn the caller, and keep the message for the result's attrs (views show it next to the map)."""
+        self.call.warnings.append(message)
+        warnings.warn(OutcomeWarning(message), stacklevel=_user_stacklevel())
+
     def _check_m0(self) -> None:
         """Warn (once for all RoIs) when M0 cannot mean what a map of it would suggest."""
         call, outcome = self.call, self.call.outcome
@@ -741,11 +748,11 @@ class RoiOutcome:
             if unscored:
                 parts.append(f"In {self._roi_names(unscored)} the ground truth has no foreground pixel (the "
                              f"prediction's foreground there is a false positive {outcome.name} cannot score). ")
-            warnings.warn(OutcomeWarning(
+            self._warn(
                 f"M0 = 0 {outcome.units} with outcome={outcome.name!r}. {''.join(parts)}{outcome.name} stays 0 "
                 "whatever a block does there, so every block is 'irrelevant' by construction. Put the RoI on the "
                 "structure's boundary, e.g. roi=pdcr_lab.rois.boundary_roi(mask), or measure the model's "
-                "confidence there with outcome='probability'"), stacklevel=_user_stacklevel())
+                "confidence there with outcome='probability'")
         if not truth:
             return
         complement = outcome(1.0 - call.crop(self.prediction)[None].float(), call.crop(self.reference), roi)[0]
@@ -771,11 +778,11 @@ class RoiOutcome:
                 advice = (f"the explained class (class_index={k}) looks like the opposite of the target: pass the "
                           f"target's own class_index (e.g. class_index=1 for the foreground of a 2-class model), or "
                           f"{background}")
-            warnings.warn(OutcomeWarning(
+            self._warn(
                 f"M0 < 10 {outcome.units} with outcome={outcome.name!r} in {self._roi_names(flipped, values)} "
                 "although the ground truth has foreground there, while the complement of the prediction "
                 f"(1 - binary prediction) would score > 50, and over the whole image the prediction matches the "
-                f"target's background (DSC {as_background:.2f}): {advice}"), stacklevel=_user_stacklevel())
+                f"target's background (DSC {as_background:.2f}): {advice}")
 
     def factual_output(self) -> torch.Tensor:
         """One forward pass on the image; a model that fails on it gets a message naming the shape."""
@@ -939,6 +946,8 @@ def result(
     ds = effects_dataset(dict(blocks), m0=m0, forwards=forwards, roi_mask=call.rois.numpy(), roi_box=call.boxes,
                          attrs=dict(attrs), roi_labels=list(range(len(call.rois))))
     ds["m0"].attrs["units"] = call.outcome.units
+    if call.warnings:  # the map is meaningless as it stands: say so wherever it is shown
+        ds.attrs[NOTE_ATTR] = " ".join(dict.fromkeys(call.warnings))
     for name, values in (pixel_maps or {}).items():
         ds[name] = (("roi", "y", "x"), np.asarray(values))
     for name, values in (scalars or {}).items():

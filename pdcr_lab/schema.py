@@ -72,6 +72,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 STACK_DIMS: tuple[str, ...] = ("model", "dataset", "image", "roi", "method", "layer", "unit")
 GRID_DIMS: tuple[str, str] = ("block_y", "block_x")
+#: Attr of a result whose outcome is meaningless as it stands (the OutcomeWarning the computation raised).
+NOTE_ATTR = "outcome_warning"
 PIXEL_DIMS: tuple[str, str] = ("y", "x")
 _ORDER = (*STACK_DIMS, *GRID_DIMS)
 
@@ -258,7 +260,8 @@ def _plain_attr(key: str, value: Any) -> str | int | float:
 def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, labels: Sequence[Any] | None = None) -> xr.Dataset:
     """Concatenate effects datasets along a new stack dimension (``model``, ``image``, ...).
 
-    Attrs that differ between the inputs become coordinates along `dim` instead of being dropped.
+    Attrs that differ between the inputs become coordinates along `dim` instead of being dropped;
+    the inputs' warnings (``attrs["outcome_warning"]``) are kept once each, in the result's attrs.
 
     Parameters
     ----------
@@ -292,6 +295,12 @@ def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, la
         validate(item)
         if dim in item.dims:
             raise ValueError(f"results[{i}] already has a {dim!r} dim")
+    # A note for the reader, not a setting: the stacked result keeps each distinct warning once (as an
+    # attr), instead of a long text coordinate whose dim depends on the order of stacking.
+    notes = [str(item.attrs[NOTE_ATTR]) for item in items if item.attrs.get(NOTE_ATTR)]
+    items = [item.copy() for item in items]  # shallow: the attrs are the copies' own
+    for item in items:
+        item.attrs.pop(NOTE_ATTR, None)
     keys = set().union(*(item.attrs for item in items))
     varying = sorted(k for k in keys if any(not _same(item.attrs.get(k), items[0].attrs.get(k)) for item in items))
     fills = {key: _attr_fill([item.attrs[key] for item in items if key in item.attrs]) for key in varying}
@@ -306,7 +315,10 @@ def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, la
         expanded.append(item)
     out = xr.concat(expanded, dim=dim, data_vars="all", coords="different", compat="equals", combine_attrs="drop_conflicts")
     order = [d for d in (*STACK_DIMS, *GRID_DIMS, *PIXEL_DIMS) if d in out.dims]
-    return out.transpose(*order)
+    out = out.transpose(*order)
+    if notes:
+        out.attrs[NOTE_ATTR] = " | ".join(dict.fromkeys(" | ".join(notes).split(" | ")))
+    return out
 
 
 def _attr_fill(present: list[Any]) -> Any:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import html
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -34,9 +36,10 @@ from .checks import check_int
 from .statistics import statistics
 from .defaults import WORKING
 from .rois import snap_roi
-from .viz import as_display_image, holoviews_backend, image_plot, roi_outline
+from .viz import as_display_image, holoviews_backend, image_plot, roi_outline, settings_caption
 
-__all__ = ["snap_roi", "RoiPicker", "ExplainRunner", "readable_error", "statistics_html", "stats_values", "reveal",
+__all__ = ["snap_roi", "RoiPicker", "ExplainRunner", "readable_error", "statistics_html", "stats_values", "status_html",
+           "TONES",
            "server_document"]
 
 
@@ -162,27 +165,6 @@ class RoiPicker(param.Parameterized):
         return pn.Column(pn.pane.HoloViews(self.plot(), linked_axes=False), pn.Row(*inputs.values(), size))
 
 
-def reveal(answer: str, *, title: str = "Show the answer") -> Any:
-    """A collapsed card that hides `answer` (Markdown) until the reader opens it (for exercises).
-
-    Parameters
-    ----------
-    answer : str
-        Markdown text.
-    title : str
-        Header of the card.
-
-    Examples
-    --------
-    >>> card = reveal("**42**")
-    >>> type(card).__name__, card.collapsed
-    ('Card', True)
-    """
-    import panel as pn
-
-    return pn.Card(pn.pane.Markdown(answer, width=620), title=title, collapsed=True, width=660)
-
-
 def server_document() -> Any:
     """The bokeh document of the current served session, or None (notebook, script)."""
     try:
@@ -292,7 +274,13 @@ _STAT_ROWS = (
 
 
 def statistics_html(ds: xr.Dataset, title: str = "") -> str:
-    """An HTML table of :func:`stats_values`; each value cell carries ``data-stat="<key>"``.
+    """An HTML table of :func:`stats_values` with the map's settings under it; each value cell carries
+    ``data-stat="<key>"``.
+
+    The settings line (:func:`pdcr_lab.viz.settings_caption`: method, intervention, block, S, N,
+    tau, outcome, seed, model, image, RoI) carries ``data-settings``; a map whose outcome is
+    meaningless as it stands (``attrs["outcome_warning"]``, e.g. an RoI with nothing to segment)
+    gets the warning above the table (``data-warning``), so that no view shows such a map silently.
 
     Parameters
     ----------
@@ -304,8 +292,10 @@ def statistics_html(ds: xr.Dataset, title: str = "") -> str:
     Examples
     --------
     >>> text = statistics_html(pdcr_lab.schema.empty_effects(grid=(2, 2), block=4))
-    >>> text.startswith('<table class="pdcr-stats">'), 'data-stat="forwards"' in text
-    (True, True)
+    >>> text.startswith('<div class="pdcr-stats">'), 'data-stat="forwards"' in text, "data-warning" in text
+    (True, True, False)
+    >>> "data-warning" in statistics_html(pdcr_lab.schema.empty_effects(grid=(2, 2), block=4, outcome_warning="M0 = 0"))
+    True
     """
     values = stats_values(ds)
     units = html.escape(str(ds.attrs.get("units", "")))
@@ -315,7 +305,41 @@ def statistics_html(ds: xr.Dataset, title: str = "") -> str:
         for key, label, fmt in _STAT_ROWS
     )
     caption = f"<caption style='text-align:left'><b>{html.escape(title)}</b> (ATE in {units})</caption>" if title else ""
-    return f'<table class="pdcr-stats">{caption}{rows}</table>'
+    warning = str(ds.attrs.get("outcome_warning", ""))
+    shown = status_html(warning, "warning").replace('class="pdcr-status"', 'class="pdcr-status" data-warning', 1)
+    settings = (f'<p data-settings style="font-size:85%;color:#555;max-width:320px;margin:4px 0">'
+                f"{html.escape(settings_caption(ds))}</p>")
+    return f'<div class="pdcr-stats">{shown}<table class="pdcr-stats">{caption}{rows}</table>{settings}</div>'
+
+
+#: Background and text colours of a status line per tone (the Bootstrap alert palette).
+TONES = {"danger": ("#f8d7da", "#842029"), "warning": ("#fff3cd", "#664d03"), "info": ("#cff4fc", "#055160"),
+         "success": ("#d1e7dd", "#0f5132"), "secondary": ("#e2e3e5", "#41464b")}
+
+
+def status_html(message: str, tone: str = "info") -> str:
+    """A status line as HTML styled inline (a ``pn.pane.Alert`` whose colour changes in a notebook
+    would fetch stylesheets from the internet); ``''`` for an empty message.
+
+    Parameters
+    ----------
+    message : str
+        Plain text (escaped).
+    tone : {"danger", "warning", "info", "success", "secondary"}
+        Its colours (:data:`TONES`).
+
+    Examples
+    --------
+    >>> status_html("done", "success")[:54]
+    '<div class="pdcr-status" data-tone="success" style="ba'
+    """
+    if tone not in TONES:
+        raise ValueError(f"tone={tone!r} is not supported; expected one of {sorted(TONES)}")
+    if not message:
+        return ""
+    background, colour = TONES[tone]
+    return (f'<div class="pdcr-status" data-tone="{tone}" style="background:{background};color:{colour};'
+            f'padding:8px 12px;border-radius:4px">{html.escape(message)}</div>')
 
 
 class _Closed(Exception):
@@ -323,6 +347,8 @@ class _Closed(Exception):
 
 
 _STOPPED = "the computation was stopped: its page was closed"
+#: Seconds between two rounds of page updates while a notebook cell waits for a result.
+_WAIT_STEP = 0.2
 
 
 class ExplainRunner(param.Parameterized):
@@ -517,12 +543,33 @@ class ExplainRunner(param.Parameterized):
         """
         if self._future is None:
             raise RuntimeError("nothing was submitted: call explain() or submit() first")
-        ds = self._future.result(timeout)
         if threading.current_thread() is threading.main_thread():
-            self._drain()  # the page changes the computation asked for, while this cell still runs
+            ds = self._wait_showing_progress(timeout)
+        else:
+            ds = self._future.result(timeout)
         if ds is None:
             raise RuntimeError(self.error)
         return ds
+
+    def _wait_showing_progress(self, timeout: float | None) -> xr.Dataset | None:
+        """Wait in the kernel's main thread while applying the page changes the computation asks for.
+
+        A notebook cell that waits blocks the kernel's event loop, which would otherwise apply the
+        progress bar's updates; so the waiting cell applies them itself, a few times a second, and
+        the bar moves while ``runner.wait()`` runs.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._drain()
+            step = _WAIT_STEP if deadline is None else max(0.0, min(_WAIT_STEP, deadline - time.monotonic()))
+            try:
+                ds = self._future.result(step)
+            except FutureTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
+            self._drain()  # the last changes (100 %, the message) before the cell goes on
+            return ds
 
     @property
     def closed(self) -> bool:
@@ -557,18 +604,28 @@ class ExplainRunner(param.Parameterized):
         """Progress of the current (or last) computation in percent."""
         return int(round(100 * self.done / self.total)) if self.total else 0
 
+    @property
+    def tone(self) -> str:
+        """How the status line looks: ``danger`` (failed), ``info`` (running), ``success`` or ``secondary`` (idle)."""
+        return "danger" if self.error else ("info" if self.running else "success" if self.results else "secondary")
+
     def panel(self) -> Any:
-        """A progress bar and a status line that follow the computation (panel objects)."""
+        """A progress bar and a status line that follow the computation (panel objects).
+
+        The status line is a ``StaticText`` widget holding inline-styled HTML (:func:`status_html`):
+        in a notebook, changing an ``Alert``'s colour or a pane's text resends links to panel's CDN
+        stylesheets, which an offline page cannot load (:mod:`pdcr_lab.viz._offline`).
+        """
         import panel as pn
 
         bar = pn.indicators.Progress(value=0, max=100, width=420, bar_color="primary", active=False)
-        status = pn.pane.Alert(self.message, alert_type="secondary", width=420)
+        status = pn.widgets.StaticText(value="", width=420, margin=(5, 10))
 
         def refresh(*_: Any) -> None:
-            bar.value = self.percent if (self.running or self.total) else 0
+            finished = not self.running and not self.error and bool(self.results)  # a stored result reports no steps
+            bar.value = 100 if finished else (self.percent if (self.running or self.total) else 0)
             bar.active = bool(self.running and not self.total)
-            status.object = html.escape(self.message)
-            status.alert_type = "danger" if self.error else ("info" if self.running else "success" if self.results else "secondary")
+            status.value = status_html(self.message, self.tone)
 
         self.param.watch(lambda *_: self.in_ui(refresh), ["done", "total", "running", "message", "error"])
         refresh()

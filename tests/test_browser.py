@@ -12,48 +12,21 @@ browser download is never used); skipped otherwise, and when the zoo has no trai
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from browser import OVERFLOWING, free_port, needs_chromium, offline_context, stop, wait_for_port
+
 MODEL, DATASET = "unet", "lesions"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed"),
-]
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"pdcr-lab serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-        with contextlib.closing(socket.socket()) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.25)
-    raise RuntimeError(f"pdcr-lab serve did not open port {port} in {timeout} s")
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +38,16 @@ def server(tmp_path_factory):
     if MODEL not in _zoo_names(DATASET):
         pytest.skip(f"the zoo has no trained {MODEL!r} on {DATASET!r} (train it with `pdcr-lab zoo train`)")
     results = tmp_path_factory.mktemp("results")
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "pdcr_lab.cli", "serve", "--port", str(port), "--no-show",
            "--results", str(results), "--fine", "5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=os.environ | {"MPLBACKEND": "Agg"})
     try:
-        _wait_for_port(port, proc, timeout=180)
+        wait_for_port(port, proc, timeout=180, what="pdcr-lab serve")
         yield f"http://localhost:{port}/", results
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +56,8 @@ def page(server):
 
     url, _ = server
     profile = tempfile.mkdtemp(prefix="pdcr-chromium-")
-    refused: list[str] = []
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=ARGS, viewport={"width": 1600, "height": 1250}
-        )
-
-        def only_localhost(route):
-            target = route.request.url
-            if target.startswith(("http://localhost:", "ws://localhost:", "data:", "blob:")):
-                route.continue_()
-            else:
-                refused.append(target)
-                route.abort()
-
-        context.route("**/*", only_localhost)
+        context, refused = offline_context(p, profile, 1280, 900)
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -206,7 +162,7 @@ def test_dashboard_in_chromium(server, page, tmp_path):
     np.testing.assert_allclose(np.asarray(drawn["values"], dtype=float).reshape(96, 96), expected, rtol=1e-5, atol=1e-6)
     box = page.evaluate(FIGURE, [MODEL, []])
     x, y, width, height = box["frame"]
-    shot = page.screenshot(clip={"x": x, "y": y, "width": width, "height": height})
+    shot = page.screenshot(clip={"x": x, "y": y, "width": width, "height": height}, full_page=True)
     from io import BytesIO
 
     from PIL import Image
@@ -221,8 +177,41 @@ def test_dashboard_in_chromium(server, page, tmp_path):
     # The results folder box says that results are confined to the results root.
     assert page.get_by_text("Results are confined to the results root").count() == 1
 
+    # Nothing is cut off or scrolls sideways in a 1280-px window.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+    overflowing = page.evaluate(OVERFLOWING, ".bk-panel-models-layout-Column, .bk-panel-models-layout-FlexBox, .bk-Row, .bk-Column")
+    assert not overflowing, f"views wider than their container at 1280 px: {overflowing}"
+
     shot_path = Path(os.environ.get("PDCR_LAB_SCREENSHOT", tmp_path / "dashboard.png"))
     shot_path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot_path), full_page=True)
     assert not page.errors, f"JavaScript errors on the page: {page.errors}"
     assert not [u for u in page.refused if not u.endswith((".ico", ".png"))], f"requests left localhost: {page.refused}"
+
+
+def test_exported_html_opens_offline(page, tmp_path, tiny96):
+    """The dashboard's *Download HTML* file: one page that draws its maps without any request leaving the file."""
+    from pdcr_lab.dashboard import Dashboard, ModelSource
+
+    app = Dashboard(tmp_path / "results", models=ModelSource(names=lambda d: ["tiny"], load=lambda n, d: tiny96(1)), fine=2)
+    app.picker.roi = (40, 40, 16, 16)
+    app.run()
+    app.runner.wait()
+    page_file = tmp_path / "pdcr_maps.html"
+    page_file.write_bytes(app._html_bytes().getvalue())
+    assert b"cdn.holoviz.org" not in page_file.read_bytes()
+    refused_before = len(page.refused)
+    exported = page.context.new_page()  # the same offline browser as the dashboard's test
+    errors: list[str] = []
+    exported.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        exported.goto(page_file.as_uri(), wait_until="load")
+        exported.wait_for_function(
+            "() => window.Bokeh && Bokeh.index.all_views().some(v => v.model.title && v.model.title.text === 'tiny')",
+            timeout=60_000)
+        shown = exported.locator("[data-settings]").all_inner_texts()
+    finally:
+        exported.close()
+    assert not page.refused[refused_before:], f"requests left the file: {page.refused[refused_before:]}"
+    assert not errors, errors
+    assert len(shown) == 1 and "N = 2" in shown[0] and "RoI (40, 40, 16, 16)" in shown[0]  # its settings travel with it

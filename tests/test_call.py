@@ -238,8 +238,27 @@ def test_an_empty_roi_warns_that_m0_is_zero_by_construction(square):
         ds = _zero(CenterSurroundModel(k=3), img, (0, 0, 8, 8))
     assert float(ds.m0) == 0.0 and (ds.ate.values == 0).all()
     assert [w.filename for w in record if w.category is OutcomeWarning] == [__file__]  # points at the call
+    # The result keeps the warning, so the views that show it later (stored, reloaded) say it too.
+    (warning,) = [w for w in record if w.category is OutcomeWarning]
+    assert ds.attrs["outcome_warning"] == str(warning.message)
     with pytest.warns(OutcomeWarning, match=r"neither the ground truth nor the prediction"):
         _zero(CenterSurroundModel(k=3), img, (0, 0, 8, 8), target=mask)
+
+
+def test_the_views_show_the_warning_of_a_stored_map(square, tmp_path):
+    pytest.importorskip("panel")
+    from pdcr_lab.widgets import statistics_html
+
+    img, _ = square
+    with pytest.warns(OutcomeWarning):
+        ds = _zero(CenterSurroundModel(k=3), img, (0, 0, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reloading warns about nothing: the warning is data now
+        again = pdcr_lab.load(pdcr_lab.save(ds, tmp_path / "empty.nc"))
+    shown = statistics_html(again, title="model")
+    assert "data-warning" in shown and "nothing to segment" in shown and "boundary_roi" in shown
+    fine = _zero(CenterSurroundModel(k=3), img, (8, 8, 16, 16))
+    assert "outcome_warning" not in fine.attrs and "data-warning" not in statistics_html(fine)
 
 
 def test_one_warning_lists_every_empty_roi(square):

@@ -67,6 +67,23 @@ def test_dashboard_explains_saves_and_shows(dashboard):
     assert {f: f.stat().st_mtime_ns for f in app.store.files()} == before
 
 
+def test_dashboard_says_when_an_roi_has_nothing_to_segment(dashboard):
+    app = dashboard
+    data = app.data
+    target = data.masks("test")[app.image_select.value]
+    assert not target[:16, :16].any()  # the corner holds no lesion
+    app.picker.roi = (0, 0, 16, 16)
+    with pytest.warns(Warning, match="nothing to segment|no foreground"):  # the computation's own OutcomeWarning
+        app.run()
+        app.runner.wait()
+    assert app.status_kind == "warning" and "M0 = 0" in app.status and "boundary" in app.status
+    assert "data-warning" in app.details.objects[0].objects[0].object
+    app.picker.roi = (40, 40, 16, 16)  # on the lesion: no warning
+    app.run()
+    app.runner.wait()
+    assert app.status_kind == "success" and "data-warning" not in app.details.objects[0].objects[0].object
+
+
 def test_dashboard_failures_leave_the_page_usable(dashboard):
     app = dashboard
     app.picker.roi = (40, 40, 16, 16)
@@ -77,14 +94,14 @@ def test_dashboard_failures_leave_the_page_usable(dashboard):
     app.run()
     with pytest.raises(RuntimeError, match="The model failed.*exploded"):
         app.runner.wait()
-    assert app.message.alert_type == "danger" and "exploded" in app.message.object
+    assert app.status_kind == "danger" and "exploded" in app.message.value
     assert not app.run_button.disabled and app.current.keys() == kept.keys()
     app.models.value = ["tiny"]
     app.picker.roi = (88, 88, 16, 16)
     app.run()
     with pytest.raises(RuntimeError, match="out of bounds"):
         app.runner.wait()
-    assert "Invalid input" in app.message.object
+    assert "Invalid input" in app.message.value
     app.models.value = []
     assert app.run() is None and "choose at least one model" in app.status
 
@@ -197,7 +214,7 @@ def test_dashboard_results_folder_is_confined(dashboard, outside, tmp_path):
     for typed in (str(secret), str(root / ".." / "secret"), "../secret", "out", str(tmp_path / "new" / "folder")):
         app.folder.value = typed
         assert app.files.options == [], typed  # nothing listed ...
-        assert app.message.alert_type == "danger" and "outside the results root" in app.status, typed
+        assert app.status_kind == "danger" and "outside the results root" in app.status, typed
     for name in ("secret.nc", "leak.nc", "out/secret.nc", "../secret/secret.nc", str(secret / "secret.nc")):
         assert app.open_file(name) == {} and app.current == {}, name  # ... nothing opened ...
     app.picker.roi = (40, 40, 16, 16)
@@ -209,7 +226,7 @@ def test_dashboard_results_folder_is_confined(dashboard, outside, tmp_path):
     assert sorted(os.listdir(secret)) == ["secret.nc"]
     # Folders inside the root are browsed and written as before.
     app.folder.value = "a/b"
-    assert app.store.folder == root.resolve() / "a" / "b" and app.message.alert_type != "danger"
+    assert app.store.folder == root.resolve() / "a" / "b" and app.status_kind != "danger"
     app.run()
     app.runner.wait()
     assert len(app.files.options) == 1 and list(app.open_file(app.files.options[0])) == ["tiny"]

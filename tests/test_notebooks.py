@@ -2,7 +2,8 @@
 
 The notebooks execute in order in one fresh results folder (``$PDCR_LAB_RESULTS``), so later ones
 load what earlier ones stored, exactly as on a fresh install; figures go to a temporary folder
-(``$PDCR_LAB_FIGURES``) instead of docs/figures.
+(``$PDCR_LAB_FIGURES``) instead of the user folder. tests/test_browser_notebooks.py runs them again in
+JupyterLab in Chromium (layout, offline, the lesson's buttons).
 """
 
 from __future__ import annotations
@@ -82,6 +83,22 @@ def test_every_notebook_states_its_needs_and_scale():
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), f"{name} is stored with outputs"
 
 
+#: The most an executed notebook's own outputs may weigh (the embedded JavaScript of the plotting
+#: libraries, loaded once by ``extension()``, excluded: it is what makes the notebook work offline).
+OWN_OUTPUTS_LIMIT = 2_000_000
+_LIBRARY_MIMES = ("application/javascript", "application/vnd.holoviews_load.v0+json")
+
+
+def _own_output_bytes(notebook: nbformat.NotebookNode) -> int:
+    """Bytes of the outputs, the plotting libraries' JavaScript bundles excluded."""
+    total = 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = {k: v for k, v in output.get("data", {}).items() if k not in _LIBRARY_MIMES}
+            total += len(str(data)) + len(output.get("text", ""))
+    return total
+
+
 def _new_files() -> set[str]:
     """Files of the checkout that git would list as new (untracked, not ignored); empty outside a git checkout."""
     try:
@@ -133,8 +150,12 @@ def test_notebook_runs(name, folders, tmp_path, monkeypatch):
         assert len(commands) == 2, commands
         for command in commands:  # the commands shown (not run) in markdown still parse
             build_parser().parse_args(shlex.split(command.replace("ROW COL", "0 0"))[1:])
+    assert _own_output_bytes(notebook) < OWN_OUTPUTS_LIMIT, f"{name}: outputs weigh {_own_output_bytes(notebook)} bytes"
     if name == "01_quickstart.ipynb":
         assert "out of bounds" in text and "still available: ['unet']" in text  # the failure is a message
+    if name == "05_teaching.ipynb":  # answers hidden, empty student cells told so, nothing says nan
+        assert not re.search(r"\bnan\b", text, flags=re.I)
+        assert "Answer to exercise" not in text and text.count("Not answered yet") == 4
     if name == "06_paper_figures.ipynb":
         figures = folders / "figures"
         stems = {p.stem for p in figures.iterdir()}
@@ -145,3 +166,5 @@ def test_notebook_runs(name, folders, tmp_path, monkeypatch):
 
         dpi = Image.open(figures / "fig2_architectures.png").info["dpi"]
         assert round(dpi[0]) == 300
+        shown = sum("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
+        assert shown == len(stems), f"06 displays {shown} figures inline, writes {len(stems)}"

@@ -62,13 +62,13 @@ def test_runner_keeps_results_and_reports_failures(lesion_maps, lesions, tiny96)
     assert_effects_equal(ds, a, variables=["ate"], rtol=0, atol=0)
     assert seen == ["first"] and runner.total > 0 and runner.percent == 100 and not runner.running
     bar, status = view
-    assert bar.value == 100 and status.alert_type == "success"
+    assert bar.value == 100 and runner.tone == "success" and 'data-tone="success"' in status.value
 
     runner.explain(tiny96(1), image, roi=(90, 90, 16, 16), bank=lesions.bank, label="bad roi")
     with pytest.raises(RuntimeError, match="out of bounds"):
         runner.wait()
     assert runner.error.startswith("Invalid input: roi=(90, 90, 16, 16)")
-    assert status.alert_type == "danger" and "out of bounds" in status.object
+    assert runner.tone == "danger" and 'data-tone="danger"' in status.value and "out of bounds" in status.value
     runner.explain(FailingModel("the model exploded"), image, roi=(40, 40, 16, 16), bank=lesions.bank, label="broken")
     with pytest.raises(RuntimeError, match="the model exploded"):
         runner.wait()
@@ -122,3 +122,42 @@ def test_runner_close_stops_the_computation_and_its_thread():
     worker[0].join(60)  # a hang guard, not a time limit
     assert not worker[0].is_alive()
     runner.close()  # closing twice is harmless
+
+
+def test_wait_shows_progress_while_the_cell_waits(monkeypatch):
+    """In a notebook, a cell blocked in runner.wait() holds the kernel's event loop, which would apply
+    the progress bar's updates: wait() applies them itself, so the bar moves before the result is in."""
+    import threading
+
+    from pdcr_lab import widgets
+    from pdcr_lab.schema import empty_effects
+
+    class KernelLoop:  # a kernel's loop that never runs while the cell waits (it is blocked)
+        def is_closed(self):
+            return False
+
+        def call_soon_threadsafe(self, fn):
+            pass
+
+    monkeypatch.setattr(widgets, "_kernel_loop", lambda: KernelLoop())
+    shown, seen_while_running = [], threading.Event()
+
+    def slow(progress):
+        progress(1, 4)
+        seen = seen_while_running.wait(60)  # a hang guard, not a time limit
+        progress(4, 4)
+        return empty_effects(grid=(1, 1), block=4).assign_attrs(progress_seen_while_running=int(seen))
+
+    runner = ExplainRunner()
+    bar = runner.panel()[0]
+
+    def record(*_):
+        shown.append(runner.percent)
+        if runner.running and runner.percent == 25:
+            seen_while_running.set()
+
+    bar.param.watch(record, "value")
+    runner.submit(slow, label="slow")
+    ds = runner.wait()
+    assert ds.attrs["progress_seen_while_running"] == 1, "the bar did not move while wait() was waiting"
+    assert 25 in shown and bar.value == 100

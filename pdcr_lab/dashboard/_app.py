@@ -31,8 +31,8 @@ import xarray as xr
 from ..defaults import WORKING, Intervention, choices
 from ..explainers import get_explainer, list_explainers
 from ..schema import STACK_DIMS, stack
-from ..viz import composition, histogram, radial_profile, side_by_side, split_maps
-from ..widgets import ExplainRunner, RoiPicker, readable_error, server_document, statistics_html
+from ..viz import VIEW_WIDTH, composition, histogram, radial_profile, side_by_side, split_maps
+from ..widgets import TONES, ExplainRunner, RoiPicker, readable_error, server_document, statistics_html, status_html
 from ._store import ResultStore, confine
 
 __all__ = ["Dashboard", "ModelSource", "zoo_source", "create_app", "DATASETS"]
@@ -102,9 +102,13 @@ class Dashboard(param.Parameterized):
 
     Parameters
     ----------
-    results_dir : str or os.PathLike
+    results_dir : str or os.PathLike, optional
         The results root (created on the first save): results are stored in it or in folders inside
-        it, and the *results folder* box accepts nothing outside it (:func:`confine`).
+        it, and the *results folder* box accepts nothing outside it (:func:`confine`). Default:
+        ``dashboard`` in :func:`pdcr_lab.locations.results_dir` (the user folder).
+    fallback : str or os.PathLike, optional
+        A read-only folder of stored results also looked up before computing (e.g. the maps the
+        checkout ships, for a dashboard embedded in a notebook).
     models : ModelSource, optional
         Where models come from (default: the zoo).
     datasets : sequence of str
@@ -118,11 +122,13 @@ class Dashboard(param.Parameterized):
     """
 
     status = param.String(default="", doc="last message shown to the user")
+    status_kind = param.Selector(default="info", objects=list(TONES), doc="its tone: danger, warning, info, success")
 
     def __init__(
         self,
-        results_dir: str | os.PathLike = "results",
+        results_dir: str | os.PathLike | None = None,
         *,
+        fallback: str | os.PathLike | None = None,
         models: ModelSource | None = None,
         datasets: Sequence[str] = DATASETS,
         fine: int = WORKING.fine,
@@ -134,8 +140,12 @@ class Dashboard(param.Parameterized):
 
         super().__init__(**params)
         self.source = models or zoo_source()
+        if results_dir is None:
+            from ..locations import results_dir as user_results
+
+            results_dir = user_results() / "dashboard"
         self.root = Path(results_dir).expanduser().resolve()
-        self.store = ResultStore(self.root)
+        self.store = ResultStore(self.root, fallback=fallback)
         self._closed = False
         self.runner = ExplainRunner()
         self.current: dict[str, xr.Dataset] = {}  # label -> single map on show
@@ -153,7 +163,9 @@ class Dashboard(param.Parameterized):
         self.coarse = pn.widgets.IntInput(label="coarse draws S", value=coarse, start=0, width=130)
         self.tau = pn.widgets.FloatInput(label="tau", value=0.02, start=0.0, step=0.01, width=130)
         self.run_button = pn.widgets.Button(label="Explain", color="primary", width=420)
-        self.message = pn.pane.Alert("", alert_type="secondary", visible=False, width=420)
+        # A StaticText that stays visible (empty when there is nothing to say): in a notebook, toggling
+        # `visible` or changing a pane's text resends links to panel's CDN stylesheets (offline: lost).
+        self.message = pn.widgets.StaticText(value="", width=420, margin=(5, 10))
 
         self.picker = RoiPicker(np.zeros((96, 96)), size=roi_size, block=8)
         # linked_axes=False everywhere: panel would otherwise tie the ranges of unrelated plots.
@@ -192,10 +204,8 @@ class Dashboard(param.Parameterized):
         return _dataset(self.dataset.value)
 
     def _say(self, text: str, kind: str = "info") -> None:
-        self.status = text
-        self.message.object = html.escape(text)
-        self.message.alert_type = kind
-        self.message.visible = bool(text)
+        self.status, self.status_kind = text, kind
+        self.message.value = status_html(text, kind)
 
     def _load_dataset(self, name: str) -> None:
         try:
@@ -310,8 +320,20 @@ class Dashboard(param.Parameterized):
 
     def _after_run(self, text: str, failed: bool = False) -> None:
         self.run_button.disabled = False
-        self._say(text, "danger" if failed else "success")
+        warning = self._outcome_warnings()
+        if warning and not failed:
+            self._say(f"{text}. {warning}", "warning")
+        else:
+            self._say(text, "danger" if failed else "success")
         self.refresh_files()
+
+    def _outcome_warnings(self) -> str:
+        """The warnings recorded with the maps shown (e.g. an RoI with nothing to segment), one line."""
+        notes = {label: ds.attrs["outcome_warning"] for label, ds in self.current.items() if ds.attrs.get("outcome_warning")}
+        if not notes:
+            return ""
+        first = next(iter(notes.values()))
+        return f"Warning for {', '.join(notes)}: {first}"
 
     # -- showing ------------------------------------------------------------------------------
     def show(self, results: dict[str, xr.Dataset], image: Any = None) -> None:
@@ -333,7 +355,7 @@ class Dashboard(param.Parameterized):
         rows = []
         for label, ds in results.items():
             table = statistics_html(ds, title=label)
-            rows.append(pn.Row(
+            rows.append(pn.FlexBox(
                 pn.pane.HTML(f'<div class="pdcr-result" data-model="{html.escape(label)}">{table}</div>', width=330),
                 pn.pane.HoloViews(composition(ds), linked_axes=False),
                 pn.pane.HoloViews(histogram(ds), linked_axes=False),
@@ -342,6 +364,9 @@ class Dashboard(param.Parameterized):
         self.export_choice.options = list(results)
         self.export_choice.value = next(iter(results))
         self._name_exports()
+        warning = self._outcome_warnings()
+        if warning:
+            self._say(warning, "warning")
 
     def _folder(self) -> Path | None:
         """The results folder, checked again (a link may have changed); None, with a message, when outside the root."""
@@ -468,19 +493,18 @@ class Dashboard(param.Parameterized):
 
     def _html_bytes(self) -> io.BytesIO:
         import panel as pn
-        from bokeh.resources import INLINE
+
+        from ..viz import standalone_html
 
         if not self.current:
             self._say("there is no result to export yet", "warning")
             return io.BytesIO()
-        text = io.StringIO()
         body = [side_by_side(self.current)]
         if self.current_image is not None:
             body.append(side_by_side(self.current, image=self.current_image))
-        pn.Column(*[pn.pane.HoloViews(b) for b in body], *[pn.pane.HTML(statistics_html(ds, title=k)) for k, ds in self.current.items()]).save(
-            text, resources=INLINE, title="PdCR maps"
-        )
-        return io.BytesIO(text.getvalue().encode())
+        page = pn.Column(*[pn.pane.HoloViews(b) for b in body],
+                         *[pn.pane.HTML(statistics_html(ds, title=k)) for k, ds in self.current.items()])
+        return io.BytesIO(standalone_html(page, "PdCR maps").encode())
 
     # -- layout -------------------------------------------------------------------------------
     def view(self) -> Any:
@@ -506,7 +530,7 @@ class Dashboard(param.Parameterized):
             self.runner.panel(),
             self.message,
             stored,
-            width=440,
+            width=430,
         )
         results = pn.Column(
             pn.pane.Markdown("### Effect maps (one shared colour scale)"),
@@ -518,11 +542,14 @@ class Dashboard(param.Parameterized):
             self.profiles,
             pn.pane.Markdown("### Export"),
             pn.Row(self.export_choice, pn.Column(self.png_download, self.html_download)),
+            width=VIEW_WIDTH,  # what every view inside is sized for: beside the controls in a 1280-px window
         )
-        return pn.Row(controls, results)
+        # A flex box: the results sit beside the controls on a wide page and below them where the
+        # page (or a notebook's output area) is narrower than both.
+        return pn.FlexBox(controls, results, flex_wrap="wrap", align_content="flex-start")
 
 
-def create_app(results_dir: str | os.PathLike = "results", **kwargs: Any) -> Any:
+def create_app(results_dir: str | os.PathLike | None = None, **kwargs: Any) -> Any:
     """A fresh dashboard page (one per browser session).
 
     Outside a server (a notebook, a script) the dashboard is built at once. On a served page it is
@@ -533,7 +560,7 @@ def create_app(results_dir: str | os.PathLike = "results", **kwargs: Any) -> Any
 
     Parameters
     ----------
-    results_dir : str or os.PathLike
+    results_dir : str or os.PathLike, optional
         The results root (:class:`Dashboard`).
     **kwargs
         Further options of :class:`Dashboard` (``models=``, ``datasets=``, ``fine=``, ...).
@@ -549,8 +576,8 @@ def create_app(results_dir: str | os.PathLike = "results", **kwargs: Any) -> Any
         try:
             app = Dashboard(results_dir, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the visitor gets a message, not an empty page
-            page.objects = [pn.pane.Alert(html.escape(f"The dashboard could not start: {readable_error(exc)}"),
-                                          alert_type="danger", width=420)]
+            page.objects = [pn.pane.HTML(status_html(f"The dashboard could not start: {readable_error(exc)}", "danger"),
+                                         width=420)]
             return
         built.append(app)
         page.objects = [app.view()]

@@ -4,16 +4,21 @@ Colour convention (docs/method.md section 4): red = the block supports the RoI (
 it (ATE > 0), white = irrelevant, green outline = the RoI. Scales are symmetric around 0.
 
 * static matplotlib figures: :func:`overlay_figure`;
-* paper figures (vector, one font, shared symmetric scales): :func:`paper_style`, :func:`maps_figure`,
-  :func:`curves_figure`, :func:`components_figure`, :func:`strategies_figure`, :func:`save_figure`;
+* paper figures (vector, one font >= 7 pt at print size, shared symmetric scales; each takes
+  ``layout="single"`` (3.5 in, one journal column) or ``"double"`` (7.2 in), :data:`PAPER_WIDTHS`,
+  at most :data:`PAGE_HEIGHT` tall): :func:`paper_style`, :func:`maps_figure`, :func:`curves_figure`,
+  :func:`components_figure`, :func:`strategies_figure`, :func:`save_figure` (to
+  :func:`pdcr_lab.locations.figures_dir` unless told otherwise);
 * interactive holoviews elements for notebooks and the dashboard (call :func:`extension` first; it
   loads the JavaScript inline, no CDN): :func:`map_image`, :func:`overlay`, :func:`side_by_side`,
   :func:`radial_profile`, :func:`composition`, :func:`histogram`, :func:`component_heatmap`,
-  :func:`deletion_curves`, :func:`method_maps`. holoviews is imported only when one is drawn.
+  :func:`deletion_curves`, :func:`method_maps`. holoviews is imported only when one is drawn;
+* a page that opens without internet (every script and stylesheet inline): :func:`standalone_html`.
 """
 
 from ._holoviews import (
     SIGN_COLOURS,
+    VIEW_WIDTH,
     component_heatmap,
     composition,
     deletion_curves,
@@ -29,7 +34,8 @@ from ._holoviews import (
     side_by_side,
 )
 from ._maps import split_maps
-from ._paper import PAPER_RC, components_figure, curves_figure, maps_figure, paper_style, save_figure
+from ._offline import standalone_html
+from ._paper import PAGE_HEIGHT, PAPER_RC, PAPER_WIDTHS, components_figure, curves_figure, maps_figure, paper_style, save_figure
 from ._static import (
     EFFECT_CMAP,
     OVERLAY_ALPHA,
@@ -44,8 +50,11 @@ from ._strategies import STRATEGY_COLOURS, strategies_figure
 __all__ = [
     "EFFECT_CMAP",
     "OVERLAY_ALPHA",
+    "PAGE_HEIGHT",
     "PAPER_RC",
+    "PAPER_WIDTHS",
     "SIGN_COLOURS",
+    "VIEW_WIDTH",
     "STRATEGY_COLOURS",
     "as_display_image",
     "effect_rgba",
@@ -70,6 +79,7 @@ __all__ = [
     "save_figure",
     "side_by_side",
     "split_maps",
+    "standalone_html",
     "strategies_figure",
     "symmetric_limit",
 ]

@@ -24,6 +24,7 @@ from ._static import EFFECT_CMAP, OVERLAY_ALPHA, ROI_COLOUR, as_display_image, e
 
 __all__ = [
     "SIGN_COLOURS",
+    "VIEW_WIDTH",
     "holoviews_backend",
     "extension",
     "image_plot",
@@ -42,7 +43,20 @@ __all__ = [
 #: Colours of the three kinds of blocks, consistent with :data:`EFFECT_CMAP`.
 SIGN_COLOURS = {"support": "#d7301f", "harm": "#2b6cb0", "irrelevant": "#c8c8c8"}
 
-_MAP_SIZE = 320
+#: The widest a view may be, in screen pixels: the output area of a notebook in JupyterLab at a
+#: 1280-px window with the file browser open (848 px), and the dashboard's results column. Every
+#: default size below keeps a view inside it; the browser tests check it.
+VIEW_WIDTH = 820
+#: Frame width of one map (pixels), so that a map and an overlay, each with its colour bar, fit side by side.
+_MAP_SIZE = 260
+#: Room next to a frame for the y axis and for a colour bar with its label (pixels, measured in Chromium).
+_AXIS, _COLORBAR = 75, 110
+
+
+def _fitting_width(cols: int, *, colorbar: bool = True) -> int:
+    """Frame width of `cols` maps in a row (one colour bar at the row's end) that keeps the row within VIEW_WIDTH."""
+    room = VIEW_WIDTH - cols * _AXIS - (_COLORBAR if colorbar else 0)
+    return int(max(100, min(_MAP_SIZE, room // cols)))
 
 
 def extension(*, notebook: bool = True) -> None:
@@ -61,8 +75,11 @@ def extension(*, notebook: bool = True) -> None:
     if notebook:
         import panel as pn
 
+        from ._offline import inline_stylesheets_in_notebooks
+
         hv.extension("bokeh", inline=True, logo=False)
         pn.extension(inline=True)
+        inline_stylesheets_in_notebooks()
     else:
         holoviews_backend()
 
@@ -288,8 +305,8 @@ def side_by_side(
     cols : int
         Maps per row.
     width : int, optional
-        Width of each map in pixels (default 320 for up to two maps, 220 otherwise); the one
-        colour bar is drawn next to the last map of each row.
+        Frame width of each map in pixels (default: the widest that keeps a row of `cols` maps
+        within :data:`VIEW_WIDTH`); the one colour bar is drawn next to the last map of each row.
     """
     hv = holoviews_backend()
     maps = split_maps(results, dim)
@@ -297,7 +314,7 @@ def side_by_side(
         raise ValueError("results is empty: nothing to draw")
     limit = vmax if vmax is not None else symmetric_limit(np.concatenate([m.ate.values.ravel() for m in maps.values()]))
     cols = min(cols, len(maps))
-    width = width or (_MAP_SIZE if len(maps) <= 2 else 220)
+    width = width or _fitting_width(cols)
     panels = []
     for k, (label, m) in enumerate(maps.items()):
         bar = k % cols == cols - 1 or k == len(maps) - 1
@@ -425,13 +442,17 @@ def histogram(ds: xr.Dataset, *, title: str = "ATE histogram (all blocks)") -> A
     sign = np.where(upper <= 0, "support", np.where(lower >= 0, "harm", "irrelevant"))
     data = list(zip(st.bin.values.tolist(), st.histogram.values.astype(int).tolist(), sign.tolist()))
     return hv.Bars(data, kdims=["bin"], vdims=["blocks", "sign"]).opts(
-        color="sign", cmap=SIGN_COLOURS, xrotation=45, width=420, height=300, tools=["hover"], title=title, show_legend=False,
+        color="sign", cmap=SIGN_COLOURS, xrotation=45, width=380, height=300, tools=["hover"], title=title, show_legend=False,
         xlabel=f"ATE [{ds.attrs.get('units', '')}]",
     )
 
 
 def component_heatmap(report: xr.Dataset, *, dataset: str | None = None, title: str = "stage-by-stage effects") -> Any:
-    """Component effects as an ``hv.HeatMap`` (kdims ``layer, model``, vdims ``ate``) on a symmetric scale.
+    """Component effects as ``hv.HeatMap`` (kdims ``layer, model``, vdims ``ate``) on one symmetric scale.
+
+    A report with several datasets gives one heat map per dataset (an ``hv.Layout``, one column,
+    each titled with its dataset) unless `dataset` picks one; a report of one dataset gives one
+    ``hv.HeatMap``. Rows are at least 24 px high, so the stage names and the models stay readable.
 
     Parameters
     ----------
@@ -439,34 +460,45 @@ def component_heatmap(report: xr.Dataset, *, dataset: str | None = None, title: 
         ``ate`` with dims (model, [dataset], [image], layer) (e.g. the components report); images
         are averaged.
     dataset : str, optional
-        The dataset shown (default: the first).
+        Draw this dataset only (default: all of them).
     title : str
-        Plot title.
+        Plot title (the dataset's name is added when there are several).
     """
     hv = holoviews_backend()
     ate = report["ate"]
-    if "dataset" in ate.dims:
-        ate = ate.sel(dataset=dataset if dataset is not None else ate["dataset"].values[0])
     if "image" in ate.dims:
         ate = ate.mean("image")
     if "model" not in ate.dims:
         ate = ate.expand_dims(model=[str(report.attrs.get("model", "model"))])
-    ate = ate.transpose("model", "layer")
-    rows = [(str(layer), str(model), float(ate.sel(model=model, layer=layer)))
-            for model in ate["model"].values for layer in ate["layer"].values]
-    finite = np.asarray([v for *_, v in rows if np.isfinite(v)])
-    limit = symmetric_limit(finite) if finite.size else 1.0
+    if dataset is not None and "dataset" in ate.dims:
+        ate = ate.sel(dataset=dataset)
+    finite = ate.values[np.isfinite(ate.values)]
+    limit = symmetric_limit(finite) if finite.size else 1.0  # one scale over every dataset drawn
     units = report["ate"].attrs.get("units", report.attrs.get("units", ""))
-    return hv.HeatMap(rows, kdims=["layer", "model"], vdims=["ate"]).opts(
-        cmap=EFFECT_CMAP, clim=(-limit, limit), colorbar=True, xrotation=60, tools=["hover"], width=620,
-        height=60 + 32 * ate.sizes["model"], title=title, clabel=f"ATE [{units}]" if units else "ATE",
-        clipping_colors={"NaN": "#d9d9d9"},
-    )
+
+    def heatmap(one: xr.DataArray, label: str) -> Any:
+        one = one.transpose("model", "layer")
+        rows = [(str(layer), str(model), float(one.sel(model=model, layer=layer)))
+                for model in one["model"].values for layer in one["layer"].values]
+        return hv.HeatMap(rows, kdims=["layer", "model"], vdims=["ate"]).opts(
+            cmap=EFFECT_CMAP, clim=(-limit, limit), colorbar=True, xrotation=60, tools=["hover"],
+            frame_width=min(520, 40 * one.sizes["layer"] + 40), frame_height=max(120, 24 * one.sizes["model"]),
+            title=label, clabel=f"ATE [{units}]" if units else "ATE", clipping_colors={"NaN": "#d9d9d9"},
+        )
+
+    if "dataset" not in ate.dims:
+        return heatmap(ate, title)
+    maps = [heatmap(ate.sel(dataset=name), f"{title}: {name}") for name in ate["dataset"].values]
+    return maps[0] if len(maps) == 1 else hv.Layout(maps).cols(1).opts(shared_axes=False)
 
 
 def deletion_curves(curves: xr.Dataset) -> Any:
     """Deletion / insertion curves: an ``hv.Layout`` (one panel per curve and policy) of
     ``hv.NdOverlay`` with one ``hv.Curve`` per method (kdims ``fraction``, vdims ``outcome``).
+
+    The panels share one outcome axis (the same y range), so a difference between panels is a
+    difference of the curves, not of the scales; the legend (each method with its AUC) is drawn
+    once per row, beside its last panel.
 
     Parameters
     ----------
@@ -477,23 +509,29 @@ def deletion_curves(curves: xr.Dataset) -> Any:
     panels = []
     units = curves["outcome"].attrs.get("units", "DSC points")
     fraction = curves["fraction"].values
+    policies = curves["policy"].values
+    values = curves["outcome"].values
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = 0.05 * (high - low or 1.0)
     for kind in curves["curve"].values:
-        for policy in curves["policy"].values:
+        for k, policy in enumerate(policies):
             lines = {}
             for method in curves["method"].values:
-                values = curves["outcome"].sel({"method": method, "curve": kind, "policy": policy}).values
+                outcome = curves["outcome"].sel({"method": method, "curve": kind, "policy": policy}).values
                 auc = float(curves["auc"].sel({"method": method, "curve": kind, "policy": policy}))
-                lines[f"{method} ({auc:.2f})"] = hv.Curve((fraction, values), kdims=["fraction"], vdims=["outcome"]).opts(
+                lines[f"{method} ({auc:.2f})"] = hv.Curve((fraction, outcome), kdims=["fraction"], vdims=["outcome"]).opts(
                     line_dash="dashed" if str(method) == "random" else "solid", tools=["hover"],
                 )
+            last = k == len(policies) - 1
             panels.append(hv.NdOverlay(lines, kdims=["method"]).opts(
-                title=f"{kind}, {policy} replacement", xlabel="fraction of blocks", ylabel=f"RoI outcome [{units}]",
-                width=330, height=260, legend_position="right", show_legend=True,
+                title=f"{kind}, {policy}", xlabel="fraction of blocks", ylabel=f"RoI outcome [{units}]",
+                frame_width=150, frame_height=170, xticks=[0, 0.5, 1], ylim=(low - pad, high + pad),
+                show_legend=last, legend_position="right",
             ))
-    return hv.Layout(panels).cols(len(curves["policy"].values))
+    return hv.Layout(panels).cols(len(policies)).opts(shared_axes=True)
 
 
-def method_maps(results: Mapping[Any, xr.Dataset], *, cols: int = 4, width: int = 200) -> Any:
+def method_maps(results: Mapping[Any, xr.Dataset], *, cols: int = 4, width: int | None = None) -> Any:
     """Maps of different explainers (own units and sign) side by side, in the package's colours.
 
     Each map is turned into support scores (``support_sign * ate``, the baselines' convention:
@@ -507,11 +545,13 @@ def method_maps(results: Mapping[Any, xr.Dataset], *, cols: int = 4, width: int 
         One map per explainer (each with its ``support_sign``).
     cols : int
         Maps per row.
-    width : int
-        Width of each map in pixels.
+    width : int, optional
+        Frame width of each map in pixels (default: a row of `cols` maps fits :data:`VIEW_WIDTH`).
     """
     hv = holoviews_backend()
     panels = []
+    cols = max(1, min(cols, len(results)))
+    width = width or _fitting_width(cols)
     for k, (label, ds) in enumerate(results.items()):
         _one_map(ds, "method_maps")
         sign = int(ds.attrs.get("support_sign", -1))
@@ -526,4 +566,4 @@ def method_maps(results: Mapping[Any, xr.Dataset], *, cols: int = 4, width: int 
         )
         h, w = da.shape
         panels.append(_frame(image * roi_outline(ds), h, w, str(label)).opts(frame_width=width))
-    return hv.Layout(panels).cols(min(cols, len(panels)))
+    return hv.Layout(panels).cols(cols)
