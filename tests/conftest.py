@@ -76,7 +76,15 @@ def pytest_sessionfinish(session, exitstatus):
     after = _git_status()
     if before is None or after is None or before == after:
         return
-    changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+    asked = [Path(os.environ[k]).resolve() for k in ("PDCR_LAB_SCREENSHOTS", "PDCR_LAB_SCREENSHOT") if os.environ.get(k)]
+
+    def asked_for(line: str) -> bool:  # screenshots written into docs/ on request (README: refreshing them)
+        path = (ROOT / line[3:].split(" -> ")[-1]).resolve()
+        return any(path == target or target in path.parents for target in asked)
+
+    changed = sorted(line for line in set(after.splitlines()) ^ set(before.splitlines()) if not asked_for(line))
+    if not changed:
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     message = "the tests changed the checkout (git status before/after differs):\n  " + "\n  ".join(changed)
     if reporter is not None:

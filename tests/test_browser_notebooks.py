@@ -196,3 +196,36 @@ def _check_lesson(page) -> None:
         page.get_by_text(f"Answer to exercise {n}.").wait_for(timeout=30_000)
     text = notebook.inner_text()
     assert not re.search(r"\bnan\b", text, flags=re.I), "an answer says nan"
+
+
+@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "05_teaching.ipynb"])
+def test_notebook_in_notebook7(name, lab, browser):
+    """The same server's Jupyter Notebook 7 interface: the panel controls and the ipywidgets buttons work there too."""
+    pytest.importorskip("notebook")
+    from pdcr_lab.dashboard._app import _zoo_names
+
+    if name in NEEDS_ZOO and "unet" not in _zoo_names("lesions"):
+        pytest.skip("the zoo has no trained unet on lesions (data/zoo)")
+    url, _ = lab
+    page = browser.new_page()
+    refused_before = len(browser.refused)
+    try:
+        page.goto(f"{url}/notebooks/notebooks/{name}?token={TOKEN}", wait_until="domcontentloaded", timeout=120_000)
+        page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
+        page.wait_for_timeout(3000)  # the kernel connects
+        prompts = _run_all(page)
+        page.wait_for_timeout(2000)
+        failures = page.evaluate(ERRORS.replace(NOTEBOOK, ".jp-Notebook"))
+        assert not failures, f"{name} in Notebook 7: a cell failed:\n" + "\n".join(failures)
+        assert all(p.strip("[]: ") for p in prompts), f"{name} in Notebook 7: cells did not run: {prompts}"
+        refused = [u for u in browser.refused[refused_before:] if not u.endswith(".ico")]
+        assert not refused, f"{name} in Notebook 7: requests left localhost: {refused}"
+        if name == "01_quickstart.ipynb":  # the panel/bokeh views are drawn
+            page.wait_for_function("() => window.Bokeh && Bokeh.index.all_views().some("
+                                   "v => v.model.title && v.model.title.text === 'click to place the RoI')", timeout=60_000)
+        else:  # an ipywidgets button shows its answer
+            page.get_by_role("button", name="Show the answer").first.click()
+            page.get_by_text("Answer to exercise 1.").wait_for(timeout=30_000)
+    finally:
+        page.close()
+        _shut_down_kernels(url)
