@@ -23,7 +23,9 @@ from ._data import SegmentationData, build_bank
 from ._io import (
     DEFAULT_PERCENTILES,
     IMAGE_EXTENSIONS,
+    RESAMPLE_CHOICES,
     Normalize,
+    Resample,
     check_normalize,
     check_percentiles,
     is_dim_16bit,
@@ -308,10 +310,11 @@ class _Reading:
     binarize: bool
     tile: int | None
     stride: int | None
+    resample: Resample
 
     @classmethod
     def checked(cls, size: int | None, on_error: OnError, normalize: Normalize, percentiles: Sequence[float],
-                binarize: bool, tile: int | None, stride: int | None) -> _Reading:
+                binarize: bool, tile: int | None, stride: int | None, resample: Resample) -> _Reading:
         if not isinstance(binarize, (bool, np.bool_)):
             raise TypeError(f"binarize must be True or False, got {binarize!r}")
         if tile is not None:
@@ -330,19 +333,21 @@ class _Reading:
             binarize=bool(binarize),
             tile=tile,
             stride=stride,
+            resample=check_choice("resample", resample, RESAMPLE_CHOICES),
         )
 
     def windows(self, pair: Pair, image: np.ndarray, mask: np.ndarray) -> list[tuple[str, dict, np.ndarray, Any]]:
         """(id, tile metadata, (C, h, w) image, (h, w) mask) of each window of a pair, resized."""
         if self.tile is None:
-            return [(pair.id, {}, *resize_pair(image, mask, self.size))]
+            return [(pair.id, {}, *resize_pair(image, mask, self.size, self.resample))]
         tile, stride = self.tile, self.stride
         h, w = mask.shape
         if h < tile or w < tile:
             raise ValueError(f"image {str(pair.image)!r} is {h}x{w} (HxW), smaller than tile={tile}")
         return [
             (f"{pair.id}_r{r}_c{c}", {"source": pair.id, "tile_row": r, "tile_col": c, "tile": tile, "stride": stride},
-             *resize_pair(image[r : r + tile, c : c + tile], mask[r : r + tile, c : c + tile], self.size))
+             *resize_pair(image[r : r + tile, c : c + tile], mask[r : r + tile, c : c + tile], self.size,
+                          self.resample))
             for r in tile_offsets(h, tile, stride)
             for c in tile_offsets(w, tile, stride)
         ]
@@ -352,7 +357,7 @@ class _Reading:
         normalize = list(self.normalize) if isinstance(self.normalize, tuple) else self.normalize
         extra = {"percentiles": list(self.percentiles)} if normalize == "percentile" else {}
         return dict(size=self.size, on_error=self.on_error, normalize=normalize, **extra, binarize=self.binarize,
-                    tile=self.tile, stride=self.stride)
+                    tile=self.tile, stride=self.stride, resample=self.resample)
 
 
 def _stack(images: list[np.ndarray]) -> torch.Tensor:
@@ -434,6 +439,7 @@ def assemble(
     binarize: bool = False,
     tile: int | None = None,
     stride: int | None = None,
+    resample: Resample = "torch",
 ) -> SegmentationData:
     """Read the `wanted` splits of `layout` eagerly; the bank is read lazily.
 
@@ -462,10 +468,10 @@ def assemble(
         Per-image metadata, by source id (the file names and the normalisation note are added).
     info : dict
         Loader description, completed with the name, seed, split sizes and the reading rules.
-    normalize, percentiles, binarize, tile, stride
-        As in :func:`FolderDataset`.
+    normalize, percentiles, binarize, tile, stride, resample
+        As in :func:`FolderDataset` (the paper loaders pass ``resample="pil"``).
     """
-    reading = _Reading.checked(size, on_error, normalize, percentiles, binarize, tile, stride)
+    reading = _Reading.checked(size, on_error, normalize, percentiles, binarize, tile, stride, resample)
     seed = check_int("seed", seed, minimum=0)
     arrays, ids, metas, dim = {}, {}, {}, []
     for split in wanted:
@@ -519,6 +525,7 @@ def FolderDataset(
     tile: int | None = None,
     stride: int | None = None,
     split_fractions: Sequence[float] = SPLIT_FRACTIONS,
+    resample: Resample = "torch",
 ) -> SegmentationData:
     """Load a folder of images with their masks (a user's own data).
 
@@ -540,8 +547,8 @@ def FolderDataset(
         The masks' extension, e.g. ``".png"``; None: any supported one (an error names the
         candidates when several fit).
     size : int, optional
-        Resize every image (or tile) to size x size (bilinear image, nearest mask); default: keep
-        file sizes (then all images must share one size, unless tiled).
+        Resize every image (or tile) to size x size (bilinear image, nearest mask, by `resample`);
+        default: keep file sizes (then all images must share one size, unless tiled).
     split_seed : int, optional
         None: one split ``"all"``. An int: a deterministic train/val/test split (`split_fractions`)
         of the sorted source images permuted by this seed (all tiles of an image land in one split).
@@ -579,6 +586,12 @@ def FolderDataset(
         offsets); metadata holds ``source``, ``tile_row``, ``tile_col``, ``tile`` and ``stride``.
     stride : int, optional
         Step between tiles (<= tile); default: `tile` (no overlap).
+    resample : {"torch", "pil"}
+        How `size` resizes (see :func:`~pdcr_lab.datasets._io.resize_pair`). ``"torch"`` (default):
+        bilinear without antialiasing and torch nearest, the rule this loader has always used, so
+        models already trained on a folder keep getting the inputs they were trained on.
+        ``"pil"``: Pillow's antialiasing bilinear and nearest, like the paper loaders (HAM10000,
+        FIVES) and the PdCR authors' code. Recorded in ``info["resample"]``.
 
     Returns
     -------
@@ -603,6 +616,7 @@ def FolderDataset(
     return from_pairs(name, pairs, size=size, split_seed=split_seed, explain_ids=explain_ids,
                       on_error=on_error, seed=seed, meta=_no_meta, normalize=normalize, percentiles=percentiles,
                       binarize=binarize, tile=tile, stride=stride, split_fractions=split_fractions,
+                      resample=resample,
                       info={"loader": "FolderDataset", "images_dir": images_dir.name, "pattern": pattern})
 
 
@@ -624,6 +638,7 @@ def from_pairs(
     tile: int | None = None,
     stride: int | None = None,
     split_fractions: Sequence[float] = SPLIT_FRACTIONS,
+    resample: Resample = "torch",
 ) -> SegmentationData:
     """A flat list of pairs, either as one split "all" or split deterministically by `split_seed`.
 
@@ -644,8 +659,8 @@ def from_pairs(
         Shares of the seeded split (default 70/15/15).
     wanted : sequence of str, optional
         Splits to read now (default: all of them).
-    normalize, percentiles, binarize, tile, stride
-        As in :func:`FolderDataset`.
+    normalize, percentiles, binarize, tile, stride, resample
+        As in :func:`FolderDataset` (the paper loaders pass ``resample="pil"``).
     """
     explain = list(explain_ids) if explain_ids is not None else None
     if split_seed is None:
@@ -662,4 +677,4 @@ def from_pairs(
             check_choice("split", s, layout)
     return assemble(name, layout, list(wanted or layout), size=size, on_error=on_error, seed=seed,
                     explain_ids=explain, meta=meta, info=info, normalize=normalize, percentiles=percentiles,
-                    binarize=binarize, tile=tile, stride=stride)
+                    binarize=binarize, tile=tile, stride=stride, resample=resample)

@@ -1,4 +1,4 @@
-"""Reading image and mask files, normalising them to [0, 1], and resizing them like the reference pipeline.
+"""Reading image and mask files, normalising them to [0, 1], and resizing them.
 
 Files: PNG, TIFF, JPEG and BMP, 8- or 16-bit, grey or colour, always returned as (H, W, C) pixels:
 grey -> C = 1, RGB -> C = 3, alpha dropped (RGBA -> RGB, grey + alpha -> grey), palettes expanded to
@@ -14,6 +14,11 @@ Pixel values become [0, 1] by one rule for every image of a dataset (``normalize
 low -> 0 and high -> 1 for every image. 8-bit files under ``"dtype"`` stay uint8 (exactly as
 stored); everything else becomes float32. :func:`read_scaled` says how each file was normalised, and
 the folder loaders record it per image (``metadata(split)[i]["normalize"]``).
+
+Resizing (:func:`resize_pair`) follows one of two rules (``resample``): ``"pil"``, Pillow's
+antialiasing bilinear filter for images and nearest for masks, as in the PdCR authors' code (the
+paper loaders' default), or ``"torch"``, bilinear without antialiasing and torch nearest (the folder
+loaders' default, unchanged so that models trained on user folders keep their inputs).
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_choice
+
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "RESAMPLE_CHOICES",
     "Normalize",
+    "Resample",
     "check_normalize",
     "check_percentiles",
     "is_dim_16bit",
@@ -48,6 +57,9 @@ __all__ = [
 
 #: How pixel values become [0, 1]: by the dtype's range, each image's min..max or percentiles, or a fixed (low, high).
 Normalize = Union[Literal["dtype", "range", "percentile"], tuple[float, float]]
+#: How images and masks are resized: Pillow like the paper's authors, or torch (see :func:`resize_pair`).
+Resample = Literal["pil", "torch"]
+RESAMPLE_CHOICES = ("pil", "torch")
 #: File extensions the readers accept (compared case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 DEFAULT_PERCENTILES = (1.0, 99.8)
@@ -489,15 +501,31 @@ def read_mask(path: str | Path, binarize: bool = False) -> np.ndarray:
     return array > 0
 
 
+def _pil_resize(plane: np.ndarray, size: int, method: int) -> np.ndarray:
+    """One (H, W) uint8 or float32 plane resized to (size, size) by Pillow (mode "L" or "F") with `method`."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(plane)).resize((size, size), method))
+
+
 def resize_pair(
-    image: np.ndarray, mask: np.ndarray | None, size: int | None
+    image: np.ndarray, mask: np.ndarray | None, size: int | None, resample: Resample = "torch"
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, C) image and (H, W) mask -> (C, size, size) image of the same dtype and (size, size) bool.
 
-    Image: bilinear with half-pixel centres and no antialiasing, rounded to uint8 for uint8 images
-    (what ``cv2.resize(..., INTER_LINEAR)`` in the reference-style pipelines gives), kept as float32
-    in [0, 1] for float images; mask: nearest, so it stays exactly binary. ``size=None`` keeps the
-    file's size.
+    Two rules, since a model answers to the exact pixels it was trained on:
+
+    - ``"pil"``: Pillow's ``resize((size, size), BILINEAR)`` for the image, whose filter widens with
+      the reduction factor (it antialiases when downsampling), and ``NEAREST`` (sampled at pixel
+      centres) for the mask: what the PdCR authors' code does, so the paper loaders use it. Each
+      channel is resized on its own (mode "L" for uint8, "F" for float32), which for uint8 RGB gives
+      exactly Pillow's RGB result.
+    - ``"torch"``: bilinear with half-pixel centres and no antialiasing, rounded to uint8 for uint8
+      images (``cv2.resize(..., INTER_LINEAR)``'s rule, up to its fixed-point rounding), and
+      ``torch`` nearest for the mask (sampled at ``floor(i * scale)``); the folder loaders' default, so
+      models trained on user folders keep seeing the inputs they were trained on.
+
+    uint8 images stay uint8; float images are float32 clipped to [0, 1]. The mask stays exactly binary.
 
     Parameters
     ----------
@@ -506,22 +534,39 @@ def resize_pair(
     mask : bool array (H, W), optional
         As :func:`read_mask` returns it; None gives None.
     size : int, optional
-        Side of the square result; None keeps the file's size.
+        Side of the square result; None keeps the file's size (either rule).
+    resample : {"torch", "pil"}
+        The rule above.
 
     Examples
     --------
     >>> image, mask = resize_pair(np.zeros((4, 4, 3), np.uint8), np.eye(4, dtype=bool), 2)
     >>> image.shape, mask.astype(int).tolist()
     ((3, 2, 2), [[1, 0], [0, 1]])
+
+    Every third column lit (mean 85), shrunk 4x: Pillow averages, torch samples two columns and aliases.
+
+    >>> stripes = np.tile(np.array([0, 255, 0], np.uint8), (12, 4))[..., None]
+    >>> [resize_pair(stripes, None, 3, rule)[0][0, 0].tolist() for rule in ("pil", "torch")]
+    [[91, 80, 91], [128, 0, 128]]
     """
+    check_choice("resample", resample, RESAMPLE_CHOICES)
     chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     if size is None or image.shape[:2] == (size, size):
         return chw.numpy(), mask
-    resized = F.interpolate(chw[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0]
+    if resample == "pil":
+        from PIL import Image
+
+        planes = image if image.dtype == np.uint8 else image.astype(np.float32)
+        resized = np.stack([_pil_resize(planes[..., c], size, Image.Resampling.BILINEAR)
+                            for c in range(image.shape[2])])
+        small = None if mask is None else _pil_resize(mask.astype(np.uint8), size, Image.Resampling.NEAREST) > 0
+        return (resized if image.dtype == np.uint8 else np.clip(resized, 0, 1)), small
+    interpolated = F.interpolate(chw[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0]
     small = None
     if mask is not None:
         nearest = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=(size, size), mode="nearest")
         small = nearest[0, 0].numpy() > 0.5
     if image.dtype != np.uint8:
-        return resized.clamp(0, 1).numpy(), small
-    return resized.round().clamp(0, 255).to(torch.uint8).numpy(), small
+        return interpolated.clamp(0, 1).numpy(), small
+    return interpolated.round().clamp(0, 255).to(torch.uint8).numpy(), small

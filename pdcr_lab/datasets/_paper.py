@@ -1,4 +1,8 @@
-"""Loaders for the paper's two datasets in their published folder layouts (docs/method.md section 7)."""
+"""Loaders for the paper's two datasets in their published folder layouts (docs/method.md section 7).
+
+Both resize like the PdCR authors' code by default (``resample="pil"``: Pillow's antialiasing
+bilinear for images, nearest for masks), since the paper's numbers come from those inputs.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 from ..checks import check_choice
 from ._data import SegmentationData
 from ._folders import OnError, Pair, assemble, folder_pairs, from_pairs
+from ._io import Resample
 
 __all__ = ["FIVES", "HAM10000"]
 
@@ -50,6 +55,7 @@ def HAM10000(
     explain_ids: Iterable[str] | None = None,
     on_error: OnError = "raise",
     seed: int = 0,
+    resample: Resample = "pil",
 ) -> SegmentationData:
     """Load HAM10000 dermoscopy images (``ISIC_xxxxxxx.jpg``) with their lesion masks.
 
@@ -66,7 +72,8 @@ def HAM10000(
     split : str, optional
         Load only this split; None: all splits present. The bank still comes from train.
     size : int or None
-        Side after resizing (bilinear image, nearest mask), 256 as in the paper; None keeps files' size.
+        Side after resizing (bilinear image, nearest mask, by `resample`), 256 as in the paper; None
+        keeps files' size.
     masks_dir : path, optional
         Separate mask folder.
     split_seed : int, optional
@@ -80,6 +87,11 @@ def HAM10000(
         in one warning.
     seed : int
         Seed of the bank draw.
+    resample : {"pil", "torch"}
+        ``"pil"`` (default): Pillow ``BILINEAR`` (antialiased when shrinking) and ``NEAREST``, exactly
+        the authors' inputs; ``"torch"``: bilinear without antialiasing and torch nearest, this
+        loader's rule before (see :func:`~pdcr_lab.datasets._io.resize_pair`). Recorded in
+        ``info["resample"]``.
 
     Returns
     -------
@@ -93,7 +105,7 @@ def HAM10000(
         raise FileNotFoundError(f"masks_dir={str(masks_root)!r} does not exist")
     present = [s for s in _SPLITS if (root / s).is_dir()]
     common = dict(size=size, on_error=on_error, seed=seed, explain_ids=explain_ids, meta=_ham_meta,
-                  info={"loader": "HAM10000", "root": root.name})
+                  resample=resample, info={"loader": "HAM10000", "root": root.name})
     if not present:
         return from_pairs("HAM10000", _ham_pairs(root, masks_root or root), split_seed=split_seed,
                           wanted=None if split is None else [split], **common)
@@ -121,6 +133,7 @@ def FIVES(
     explain_ids: Iterable[str] | None = None,
     on_error: OnError = "raise",
     seed: int = 0,
+    resample: Resample = "pil",
 ) -> SegmentationData:
     """Load FIVES fundus photographs with their vessel masks.
 
@@ -135,7 +148,8 @@ def FIVES(
     split : {"train", "test"}, optional
         Load only this split; None: both. The bank always comes from train (read when first used).
     size : int or None
-        Side after resizing (bilinear image, nearest mask), 256 as in the paper; None keeps files' size.
+        Side after resizing (bilinear image, nearest mask, by `resample`), 256 as in the paper; None
+        keeps files' size.
     explain_ids : iterable of str, optional
         Images that will be explained: never in the bank.
     on_error : {"raise", "skip"}
@@ -143,6 +157,8 @@ def FIVES(
         out and listed in one warning.
     seed : int
         Seed of the bank draw.
+    resample : {"pil", "torch"}
+        As in :func:`HAM10000`; ``"pil"`` (default) gives the authors' inputs.
 
     Returns
     -------
@@ -157,4 +173,4 @@ def FIVES(
               for s in present}
     wanted = present if split is None else [check_choice("split", split, present)]
     return assemble("FIVES", layout, wanted, size=size, on_error=on_error, seed=seed, explain_ids=explain_ids,
-                    meta=_fives_meta, info={"loader": "FIVES", "root": root.name})
+                    meta=_fives_meta, resample=resample, info={"loader": "FIVES", "root": root.name})
