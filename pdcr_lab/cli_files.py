@@ -99,13 +99,15 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:
 
 
 def _data_options(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
-    """Normalisation of the files: the command line's, else the checkpoint's training data's."""
+    """How the files are read (normalisation, resizing): the command line's, else the checkpoint's training data's."""
     trained = info.get("data") or {}
     normalize = args.normalize or trained.get("normalize") or "dtype"
     if isinstance(normalize, list):
         normalize = tuple(normalize)
     percentiles = tuple(args.percentiles or trained.get("percentiles") or (1.0, 99.8))
-    return {"normalize": normalize, "percentiles": percentiles, "binarize": args.binarize, "size": args.size}
+    resample = args.resample or trained.get("resample") or "torch"
+    return {"normalize": normalize, "percentiles": percentiles, "binarize": args.binarize, "size": args.size,
+            "resample": resample}
 
 
 def _bank(args: argparse.Namespace, image: Path, block: int | None, options: dict[str, Any], loaded: Any,
@@ -124,7 +126,8 @@ def _bank(args: argparse.Namespace, image: Path, block: int | None, options: dic
             cache.clear()
             cache[key] = bank_from_folder(args.bank_from, block=block or 8, exclude=explained if apart else [image],
                                           size=options["size"], normalize=options["normalize"],
-                                          percentiles=options["percentiles"], seed=args.seed)
+                                          percentiles=options["percentiles"], resample=options["resample"],
+                                          seed=args.seed)
         return cache[key]
     if args.intervention != "natural":
         return None
@@ -218,7 +221,8 @@ def _explain_one(args: argparse.Namespace, loaded: Any, image_path: Path, mask_p
     stem = f"{image_path.stem}{crop}_r{roi[0]}_c{roi[1]}{mode}"
     nc, png = args.out / f"{stem}.nc", args.out / f"{stem}.png"
     settings = {"model": loaded.spec, "outcome": outcome, "intervention": args.intervention, "block": block,
-                "coarse": args.coarse, "fine": args.fine, "tau": args.tau, "seed": args.seed}
+                "coarse": args.coarse, "fine": args.fine, "tau": args.tau, "seed": args.seed,
+                "input_resample": options["resample"]}
     if nc.exists() and png.exists() and not args.overwrite:
         changed = _changed_settings(nc, settings)
         if not changed:

@@ -257,10 +257,24 @@ def test_zoo_train_on_an_rgb_folder_resized_and_the_size_error(tmp_path, capsys)
             str(tmp_path / "rgb" / "masks"), "--epochs", "1", "--quiet", "--out", str(tmp_path / "zoo")]
     line = _error(capsys, base)
     assert "are 50x50; zoo models need sides divisible by 32: pass --size (e.g. --size 96) or --tile" in line
-    assert main(base + ["--size", "64"]) == 0
-    loaded = load_model(str(tmp_path / "zoo" / "rgb" / "segnet.pt"))
+    assert main(base + ["--size", "64", "--resample", "pil"]) == 0
+    checkpoint = tmp_path / "zoo" / "rgb" / "segnet.pt"
+    loaded = load_model(str(checkpoint))
     assert loaded.model.channels == 3 and loaded.info["image_size"] == [64, 64]
     assert loaded.info["data"]["size"] == 64 and loaded.info["data"]["normalize"] == "dtype"
+    assert loaded.info["data"]["resample"] == "pil"
+    # explain reads files the way the checkpoint's training data were read (Pillow resizing here) ...
+    explain = ["explain", "--image", str(tmp_path / "rgb" / "images" / "im0.png"), "--mask",
+               str(tmp_path / "rgb" / "masks" / "im0.png"), "--model", str(checkpoint), "--size", "64",
+               "--intervention", "zero", "--coarse", "1", "--fine", "1", "--out", str(tmp_path / "maps")]
+    assert main(explain) == 0
+    (result,) = (tmp_path / "maps").glob("*.nc")
+    assert load(result).attrs["input_resample"] == "pil"
+    capsys.readouterr()
+    # ... and another resizing asked for on the command line is another result
+    assert main(explain + ["--resample", "torch"]) == 0
+    assert "it was computed with input_resample=pil" in capsys.readouterr().out
+    assert load(result).attrs["input_resample"] == "torch"
 
 
 def test_a_warning_is_one_line_naming_the_command(folder, tmp_path, capsys):

@@ -278,7 +278,7 @@ def test_read_pair(tmp_path):
     assert float(own.image.min()) == 0.0 and float(own.image.max()) == 1.0
     assert own.mask.dtype == torch.bool and torch.equal(own.mask, torch.from_numpy(labels > 0))
     assert own.info == {"image": "cell.tif", "mask": "labels.png", "normalize": own.info["normalize"],
-                        "binarize": True, "shape": [64, 64, 1], "dtype": "uint16", "size": None}
+                        "binarize": True, "shape": [64, 64, 1], "dtype": "uint16", "size": None, "resample": "torch"}
     small = datasets.read_pair(tmp_path / "cell.tif", normalize=(0, 4095), size=32)
     assert small.mask is None and tuple(small.image.shape) == (1, 32, 32)
     Image.new("RGB", (8, 6), (255, 0, 0)).save(tmp_path / "colour.png")

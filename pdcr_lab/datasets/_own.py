@@ -24,6 +24,7 @@ from ._folders import list_files
 from ._io import (
     DEFAULT_PERCENTILES,
     Normalize,
+    Resample,
     check_normalize,
     check_percentiles,
     is_dim_16bit,
@@ -70,6 +71,7 @@ def read_pair(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     binarize: bool = False,
     size: int | None = None,
+    resample: Resample = "torch",
 ) -> OwnImage:
     """Read one image file (and its mask) the way the folder loaders do.
 
@@ -87,6 +89,9 @@ def read_pair(
         False: the mask must hold 0/1 or 0/255; True: every non-zero label is foreground.
     size : int, optional
         Resize to size x size (bilinear image, nearest mask).
+    resample : {"torch", "pil"}
+        How `size` resizes (:func:`resize_pair`): ``"pil"`` as the paper's loaders (Pillow,
+        antialiased), ``"torch"`` as the folder loaders by default. Recorded in ``info``.
 
     Returns
     -------
@@ -117,7 +122,7 @@ def read_pair(
         if labels.shape != pixels.shape[:2]:
             raise ValueError(f"image {str(path)!r} is {pixels.shape[0]}x{pixels.shape[1]} (HxW) but its mask "
                              f"{str(mask)!r} is {labels.shape[0]}x{labels.shape[1]}")
-    chw, labels = resize_pair(scaled, labels, size)
+    chw, labels = resize_pair(scaled, labels, size, resample)
     info = {
         "image": path.name,
         "mask": Path(mask).name if mask is not None else None,
@@ -126,6 +131,7 @@ def read_pair(
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
         "size": size,
+        "resample": resample,
     }
     return OwnImage(_unit(chw), None if labels is None else torch.from_numpy(np.array(labels)), info)
 
@@ -146,6 +152,7 @@ def bank_from_folder(
     pattern: str | None = None,
     per_image: int = 100,
     seed: int = 0,
+    resample: Resample = "torch",
 ) -> PatchBank:
     """The reference patch bank (random grid blocks) cut from a folder of images that are not explained.
 
@@ -163,6 +170,8 @@ def bank_from_folder(
         Resize every image to size x size; None: all images must share one size.
     normalize : {"dtype", "range", "percentile"} or (low, high)
         How values become [0, 1] (use the explained images' rule).
+    resample : {"torch", "pil"}
+        How `size` resizes (use the explained images' rule; :func:`resize_pair`).
     percentiles : (low, high)
         Used by ``normalize="percentile"``.
     pattern : str, optional
@@ -212,7 +221,8 @@ def bank_from_folder(
         if _content_key(pixels) in excluded_content:
             left_out.append(path.stem)
             continue
-        unit = _unit(resize_pair(normalize_pixels(pixels, normalize, percentiles, name=str(path))[0], None, size)[0])
+        unit = _unit(resize_pair(normalize_pixels(pixels, normalize, percentiles, name=str(path))[0], None, size,
+                                 resample)[0])
         if images and unit.shape != images[0].shape:
             raise ValueError(f"image {str(path)!r} has shape {tuple(unit.shape)} (C, H, W), the first image "
                              f"{ids[0]!r} has {tuple(images[0].shape)}; pass size=... to resize all images")
@@ -228,4 +238,5 @@ def bank_from_folder(
                          f"{len(left_out)} explained image(s) {left_out}; add images that are not explained")
     extra: dict[str, Any] = {"percentiles": list(percentiles)} if normalize == "percentile" else {}
     return build_bank(images, ids, seed, block=block, per_image=per_image, folder=root.name, excluded=left_out,
-                      normalize=list(normalize) if isinstance(normalize, tuple) else normalize, size=size, **extra)
+                      normalize=list(normalize) if isinstance(normalize, tuple) else normalize, size=size,
+                      resample=resample, **extra)

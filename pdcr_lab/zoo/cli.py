@@ -36,6 +36,10 @@ def add_image_options(p: Any, *, normalize_default: str | None = "dtype") -> Non
                    help="percentiles of --normalize percentile (default 1 99.8)")
     p.add_argument("--binarize", action="store_true", help="masks are label images: every non-zero value is foreground")
     p.add_argument("--size", type=int, default=None, help="resize every image (or tile) to SIZE x SIZE")
+    p.add_argument("--resample", choices=("torch", "pil"), default=normalize_default and "torch",
+                   help="how --size resizes: torch (bilinear, no antialiasing) or pil (Pillow bilinear with its "
+                        "antialiasing, as the paper's HAM10000/FIVES inputs)" + (" (default: torch)" if normalize_default
+                                                                                else " (default: the checkpoint's, else torch)"))
 
 
 def _data_name(images: Path) -> str:
@@ -67,7 +71,7 @@ def folder_data(args: argparse.Namespace) -> Any:
     fractions = (1 - args.val_fraction - args.test_fraction, args.val_fraction, args.test_fraction)
     data = FolderDataset(args.images, args.masks, size=args.size, tile=args.tile, stride=args.stride,
                          normalize=args.normalize, percentiles=tuple(args.percentiles or (1.0, 99.8)),
-                         binarize=args.binarize, split_seed=args.seed, split_fractions=fractions,
+                         binarize=args.binarize, resample=args.resample, split_seed=args.seed, split_fractions=fractions,
                          name=args.data_name or _data_name(args.images))
     for split in ("train", "val"):
         if len(data.ids(split)) == 0:
