@@ -8,9 +8,12 @@ never used: the tests skip without ``/usr/bin/chromium`` or the ``playwright`` p
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,34 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, what: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Run a server command until the block ends; the block starts once it listens on `port`."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, proc, timeout=180, what=what)
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def offline_browser(width: int, height: int) -> Iterator[tuple[Any, list[str]]]:
+    """A fresh offline Chromium context (:func:`offline_context`) in a throw-away profile."""
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="pdcr-chromium-")
+    try:
+        with sync_playwright() as p:
+            context, refused = offline_context(p, profile, width, height)
+            try:
+                yield context, refused
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def offline_context(playwright: Any, profile: str, width: int, height: int) -> tuple[Any, list[str]]:

@@ -13,16 +13,13 @@ browser download is never used); skipped otherwise, and when the zoo has no trai
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser import OVERFLOWING, free_port, needs_chromium, offline_context, stop, wait_for_port
+from browser import OVERFLOWING, free_port, needs_chromium, offline_browser, serving
 
 MODEL, DATASET = "unet", "lesions"
 
@@ -41,31 +38,20 @@ def server(tmp_path_factory):
     port = free_port()
     cmd = [sys.executable, "-m", "pdcr_lab.cli", "serve", "--port", str(port), "--no-show",
            "--results", str(results), "--fine", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=os.environ | {"MPLBACKEND": "Agg"})
-    try:
-        wait_for_port(port, proc, timeout=180, what="pdcr-lab serve")
+    with serving(cmd, port, "pdcr-lab serve", env=os.environ | {"MPLBACKEND": "Agg"}):
         yield f"http://localhost:{port}/", results
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
     url, _ = server
-    profile = tempfile.mkdtemp(prefix="pdcr-chromium-")
-    with sync_playwright() as p:
-        context, refused = offline_context(p, profile, 1280, 900)
+    with offline_browser(1280, 900) as (context, refused):
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(url, wait_until="networkidle", timeout=120_000)
         page.refused, page.errors = refused, errors
         yield page
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 # The bokeh figure with a given title: its position on the page and the data -> pixel mapping.

@@ -22,15 +22,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from browser import OVERFLOWING, free_port, needs_chromium, offline_context, stop, wait_for_port
+from browser import OVERFLOWING, free_port, needs_chromium, offline_browser, serving
 
 pytest.importorskip("playwright")
 pytest.importorskip("jupyterlab")
@@ -74,25 +72,15 @@ def lab(tmp_path_factory):
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
            "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
            f"--LabApp.user_settings_dir={root / 'settings'}", f"--LabApp.workspaces_dir={root / 'workspaces'}"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_port(port, proc, timeout=180, what="jupyter lab")
+    with serving(cmd, port, "jupyter lab", env=env):
         yield f"http://localhost:{port}", root
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="pdcr-chromium-")
-    with sync_playwright() as p:
-        context, refused = offline_context(p, profile, WIDTH, HEIGHT)
+    with offline_browser(WIDTH, HEIGHT) as (context, refused):
         context.refused = refused
         yield context
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _shut_down_kernels(url: str) -> None:
