@@ -114,8 +114,10 @@ class ModelAdapter:
             Runs instead of ``self.model`` when given (a compiled copy of it, say).
         """
         if self._mean is not None:
-            mean = self._mean.to(images.device, images.dtype)
-            std = self._std.to(images.device, images.dtype)
+            # (1, C, 1, 1) broadcast over a volume's extra axis too
+            trailing = [1] * (images.dim() - 4)
+            mean = self._mean.reshape(*self._mean.shape, *trailing).to(images.device, images.dtype)
+            std = self._std.reshape(*self._std.shape, *trailing).to(images.device, images.dtype)
             images = (images - mean) / std
         return self._select((self.model if model is None else model)(images))
 
@@ -144,8 +146,9 @@ class ModelAdapter:
             out = out[index]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model's selected output must be a tensor, got {describe(out)}")
-        if out.ndim != 4:
-            raise ValueError(f"the model's output must have shape (B, K, H, W), got {describe(out)}")
+        if out.ndim not in (4, 5):
+            raise ValueError(f"the model's output must have shape (B, K, H, W) (or (B, K, D, H, W) for a volume), "
+                             f"got {describe(out)}")
         return out
 
     def check_output(self, out: torch.Tensor, image_shape: tuple[int, int]) -> None:
@@ -157,12 +160,12 @@ class ModelAdapter:
         ----------
         out : Tensor of shape (B, K, H, W)
             The selected output of :meth:`logits` on the factual image.
-        image_shape : (int, int)
-            The image's (H, W); the output must match it.
+        image_shape : (int, int) or (int, int, int)
+            The image's (H, W) (or a volume's (D, H, W)); the output must match it.
         """
-        if tuple(out.shape[-2:]) != tuple(image_shape):
+        if tuple(out.shape[2:]) != tuple(image_shape):
             raise ValueError(
-                f"the model's output has spatial size {tuple(out.shape[-2:])} but the image is "
+                f"the model's output has spatial size {tuple(out.shape[2:])} but the image is "
                 f"{tuple(image_shape)}; PdCR needs a per-pixel output of the image's size"
             )
         k = int(out.shape[1])

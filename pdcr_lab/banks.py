@@ -20,6 +20,7 @@ import torch
 
 from .atomic import atomic_path
 from .checks import as_tensor, check_int, describe
+from .grids import block_sides, block_view, grid_shape
 
 __all__ = ["PatchBank"]
 
@@ -28,11 +29,11 @@ _REFERENCE_NAME = re.compile(r"^(?P<source>.+)_(?P<row>\d+)_(?P<col>\d+)$")
 
 @dataclass(frozen=True, eq=False)
 class PatchBank:
-    """A bank of natural b x b blocks.
+    """A bank of natural b x b blocks (or b x b x b cubes, for volumes).
 
     Parameters
     ----------
-    blocks : Tensor of shape (N, C, b, b)
+    blocks : Tensor of shape (N, C, b, b), or (N, C, bz, by, bx) for volumes
         float32 pixel values in [0, 1].
     provenance : dict
         Where the blocks come from (recipe, seed, source image ids, ...). JSON-serialisable; it is
@@ -45,6 +46,8 @@ class PatchBank:
     PatchBank(5 blocks of 3x8x8, recipe='random')
     >>> len(bank), bank.block, bank.channels, tuple(bank.mean().shape)
     (5, 8, 3, (3,))
+    >>> PatchBank(torch.rand(2, 1, 4, 4, 4)).block_shape
+    (4, 4, 4)
     """
 
     blocks: torch.Tensor
@@ -52,8 +55,9 @@ class PatchBank:
 
     def __post_init__(self) -> None:
         blocks = as_tensor("blocks", self.blocks)
-        if blocks.ndim != 4 or blocks.shape[-1] != blocks.shape[-2]:
-            raise ValueError(f"blocks must have shape (N, C, b, b), got {describe(self.blocks)}")
+        if blocks.ndim not in (4, 5) or (blocks.ndim == 4 and blocks.shape[-1] != blocks.shape[-2]):
+            raise ValueError(f"blocks must have shape (N, C, b, b) (images) or (N, C, bz, by, bx) (volumes), "
+                             f"got {describe(self.blocks)}")
         if blocks.shape[0] == 0:
             raise ValueError("blocks is empty: a PatchBank needs at least one block")
         if not torch.isfinite(blocks).all():
@@ -67,8 +71,23 @@ class PatchBank:
 
     @property
     def block(self) -> int:
-        """Side length b of the blocks, in pixels."""
+        """Side length b of the blocks, in pixels (the x side of a volume's cuboid blocks)."""
         return int(self.blocks.shape[-1])
+
+    @property
+    def ndim(self) -> int:
+        """Spatial axes of the blocks: 2 (cut from images) or 3 (cut from volumes)."""
+        return int(self.blocks.dim() - 2)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """The blocks' side along each spatial axis."""
+        return tuple(int(s) for s in self.blocks.shape[2:])
+
+    @property
+    def shape_text(self) -> str:
+        """The blocks' sides as text, e.g. ``8x8`` or ``4x4x4``."""
+        return "x".join(map(str, self.block_shape))
 
     @property
     def channels(self) -> int:
@@ -84,18 +103,18 @@ class PatchBank:
 
     def mean(self) -> torch.Tensor:
         """Per-channel mean colour of the bank, shape (C,)."""
-        return self.blocks.mean(dim=(0, 2, 3))
+        return self.blocks.mean(dim=(0, *range(2, self.blocks.dim())))
 
     def __repr__(self) -> str:
         recipe = self.provenance.get("recipe", "custom")
-        return f"PatchBank({len(self)} blocks of {self.channels}x{self.block}x{self.block}, recipe={recipe!r})"
+        return f"PatchBank({len(self)} blocks of {self.channels}x{self.shape_text}, recipe={recipe!r})"
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_images(
         cls,
         images: Sequence[Any] | np.ndarray | torch.Tensor,
-        block: int = 8,
+        block: int | tuple[int, ...] = 8,
         per_image: int = 100,
         seed: int = 0,
         *,
@@ -104,13 +123,14 @@ class PatchBank:
         """Cut random grid-aligned blocks from images (the reference recipe).
 
         For every image, `per_image` distinct cells of its b x b grid are drawn without replacement
-        (all cells if the grid is smaller). Pass only images that will not be explained.
+        (all cells if the grid is smaller). Pass only images that will not be explained. Volumes
+        ((C, D, H, W) each) give a bank of cubes for the 3-D engine.
 
         Parameters
         ----------
-        images : sequence of (C, H, W) arrays or an (N, C, H, W) array, values in [0, 1]
-        block : int
-            Block side b; must divide H and W.
+        images : sequence of (C, H, W) arrays or an (N, C, H, W) array, values in [0, 1]; or volumes (C, D, H, W) / (N, C, D, H, W)
+        block : int or tuple of int
+            Block side b; must divide every spatial side (volumes may give one side per axis).
         per_image : int
             Blocks drawn from each image (the reference: 100).
         seed : int
@@ -124,11 +144,12 @@ class PatchBank:
         >>> bank = PatchBank.from_images(images, block=8, per_image=3, seed=0)
         >>> len(bank), bank.provenance["sources"]
         (6, ['image_0', 'image_1'])
+        >>> PatchBank.from_images(torch.rand(1, 1, 8, 8, 8), block=4, per_image=2).block_shape
+        (4, 4, 4)
         """
-        block = check_int("block", block, minimum=1)
         per_image = check_int("per_image", per_image, minimum=1)
         seed = check_int("seed", seed, minimum=0)
-        if isinstance(images, (np.ndarray, torch.Tensor)) and np.ndim(images) == 4:
+        if isinstance(images, (np.ndarray, torch.Tensor)) and np.ndim(images) in (4, 5):
             images = list(images)
         images = list(images)
         if not images:
@@ -136,32 +157,35 @@ class PatchBank:
         if ids is not None and len(ids) != len(images):
             raise ValueError(f"ids has {len(ids)} names for {len(images)} images")
         rng = np.random.default_rng(seed)
+        first = as_tensor("images[0]", images[0])
+        if first.ndim not in (3, 4):
+            raise ValueError(f"images[0] must have shape (C, H, W) or, for volumes, (C, D, H, W), got {describe(first)}")
+        sides = block_sides(block, first.ndim - 1)
         cut: list[torch.Tensor] = []
-        origin: list[tuple[int, int, int]] = []
-        channels = None
+        origin: list[tuple[int, ...]] = []
         for i, image in enumerate(images):
             image = as_tensor(f"images[{i}]", image)
-            if image.ndim != 3:
-                raise ValueError(f"images[{i}] must have shape (C, H, W), got {describe(image)}")
-            if channels is None:
-                channels = image.shape[0]
-            elif image.shape[0] != channels:
-                raise ValueError(f"images[{i}] has {image.shape[0]} channels, images[0] has {channels}")
-            h, w = image.shape[-2:]
-            if h % block or w % block:
-                raise ValueError(f"block={block} does not tile images[{i}] of size {h}x{w}")
-            gy, gx = h // block, w // block
-            cells = rng.choice(gy * gx, size=min(per_image, gy * gx), replace=False)
-            grid = image.reshape(channels, gy, block, gx, block).permute(1, 3, 0, 2, 4)
+            if image.ndim != first.ndim:
+                raise ValueError(f"images[{i}] has shape {tuple(image.shape)} but images[0] has {tuple(first.shape)}; "
+                                 "a bank is cut from images only or from volumes only")
+            if image.shape[0] != first.shape[0]:
+                raise ValueError(f"images[{i}] has {image.shape[0]} channels, images[0] has {first.shape[0]}")
+            spatial = tuple(image.shape[1:])
+            if any(s % b for s, b in zip(spatial, sides)):
+                raise ValueError(f"block={block} does not tile images[{i}] of size {'x'.join(map(str, spatial))}")
+            grid = grid_shape(spatial, sides)
+            n_cells = int(np.prod(grid))
+            cells = rng.choice(n_cells, size=min(per_image, n_cells), replace=False)
+            blocks = block_view(image, sides)
             for cell in cells:
-                r, c = divmod(int(cell), gx)
-                cut.append(grid[r, c])
-                origin.append((i, r, c))
+                where = tuple(int(v) for v in np.unravel_index(int(cell), grid))
+                cut.append(blocks[where])
+                origin.append((i, *where))
         provenance = {
             "recipe": "random grid blocks (reference)",
             "seed": seed,
             "per_image": per_image,
-            "block": block,
+            "block": sides[0] if len(set(sides)) == 1 else list(sides),
             "n_images": len(images),
             "sources": list(ids) if ids is not None else [f"image_{i}" for i in range(len(images))],
         }

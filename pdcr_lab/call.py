@@ -35,8 +35,9 @@ from .version import __version__
 from .adapters import ModelAdapter
 from .banks import PatchBank
 from .defaults import PAPER
+from .grids import block_sides, block_view, grid_shape
 from .rois import parse_rois
-from .interventions import block_grid, make_intervention
+from .interventions import block_grid, check_bank, make_intervention
 from .outcomes import Outcome, get_outcome
 from .schema import NOTE_ATTR, effects_dataset, validate
 
@@ -181,12 +182,12 @@ class Call:
     """
 
     adapter: ModelAdapter  #: how the model's output is read (output, activation, class)
-    image: torch.Tensor  #: (C, H, W) float32 on the CPU
-    rois: torch.Tensor  #: (R, H, W) bool
-    boxes: np.ndarray  #: (R, 4) row, col, height, width of each RoI's bounding box
+    image: torch.Tensor  #: (C, H, W) float32 on the CPU, or a volume (C, D, H, W)
+    rois: torch.Tensor  #: (R, H, W) bool (R, D, H, W for a volume)
+    boxes: np.ndarray  #: (R, 4) row, col, height, width of each RoI's bounding box ((R, 6) z, row, col, depth, ...)
     multi: bool  #: several RoIs were given: results get a ``roi`` dim
     target: torch.Tensor | None  #: (H, W) bool ground truth, or None (the factual prediction)
-    block: int  #: block side b in pixels
+    block: int  #: block side b in pixels (the x side of a volume's cuboid blocks)
     outcome: Outcome  #: the RoI state M
     device: torch.device  #: where the model runs
     seed: int  #: seed of every random choice
@@ -195,21 +196,33 @@ class Call:
     conversion: str = "none"  #: how the image's values were brought to [0, 1] (:func:`to_unit_range`)
     #: the :class:`OutcomeWarning` messages of this call, also kept in the result (``attrs["outcome_warning"]``)
     warnings: list[str] = field(default_factory=list)
+    #: the block's side along each spatial axis (empty: ``block`` along every axis)
+    sides: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.sides:
+            self.sides = (self.block,) * (self.image.dim() - 1)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the image."""
-        return tuple(self.image.shape)  # type: ignore[return-value]
+    def ndim(self) -> int:
+        """Spatial axes of the image: 2, or 3 for a volume."""
+        return self.image.dim() - 1
 
     @property
-    def grid(self) -> tuple[int, int]:
-        """(Gy, Gx) blocks of the image."""
-        return self.image.shape[1] // self.block, self.image.shape[2] // self.block
+    def shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the image ((C, D, H, W) of a volume)."""
+        return tuple(self.image.shape)
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """(Gy, Gx) blocks of the image ((Gz, Gy, Gx) of a volume)."""
+        return grid_shape(self.image.shape[1:], self.sides)
 
     @property
     def roi_blocks(self) -> np.ndarray:
         """(R, Gy, Gx) True where a block overlaps the RoI (never perturbed, 0 in every map)."""
-        return (block_grid(self.rois.float().unsqueeze(1), self.block).amax(dim=(-1, -2, -3)) > 0).numpy()
+        inside = tuple(range(-(self.ndim + 1), 0))  # the channel axis and the block's own axes
+        return (block_view(self.rois.float().unsqueeze(1), self.sides).amax(dim=inside) > 0).numpy()
 
     @property
     def candidates(self) -> np.ndarray:
@@ -217,23 +230,30 @@ class Call:
         return ~self.roi_blocks.reshape(len(self.rois), -1)
 
     @property
-    def box(self) -> tuple[int, int, int, int]:
-        """(y0, y1, x0, x1): the bounding box of all RoIs; outcomes only need outputs inside it."""
-        y0, x0 = int(self.boxes[:, 0].min()), int(self.boxes[:, 1].min())
-        y1 = int((self.boxes[:, 0] + self.boxes[:, 2]).max())
-        x1 = int((self.boxes[:, 1] + self.boxes[:, 3]).max())
-        return y0, y1, x0, x1
+    def box(self) -> tuple[int, ...]:
+        """(y0, y1, x0, x1): the bounding box of all RoIs ((z0, z1, y0, y1, x0, x1) in a volume);
+        outcomes only need outputs inside it."""
+        k = self.ndim
+        low = self.boxes[:, :k].min(axis=0)
+        high = (self.boxes[:, :k] + self.boxes[:, k:]).max(axis=0)
+        return tuple(int(v) for pair in zip(low, high) for v in pair)
 
     def crop(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The last two dims of `tensor` cut to :attr:`box` (a view).
+        """The spatial dims of `tensor` cut to :attr:`box` (a view).
 
         Parameters
         ----------
-        tensor : Tensor (..., H, W)
+        tensor : Tensor (..., H, W) or (..., D, H, W)
             A mask or a model output on the image's pixel grid.
         """
-        y0, y1, x0, x1 = self.box
-        return tensor[..., y0:y1, x0:x1]
+        bounds = self.box
+        return tensor[(..., *(slice(bounds[2 * i], bounds[2 * i + 1]) for i in range(self.ndim)))]
+
+    @property
+    def box_shape(self) -> tuple[int, ...]:
+        """Spatial size of :meth:`crop`'s result."""
+        bounds = self.box
+        return tuple(bounds[2 * i + 1] - bounds[2 * i] for i in range(self.ndim))
 
     def model_failed(self, exc: Exception) -> ValueError:
         """The error to raise when the model fails on the image: channels when they explain it, else the shape.
@@ -248,6 +268,10 @@ class Call:
             What the model raised.
         """
         c = self.shape[0]
+        if self.ndim == 3:
+            return ValueError(f"the model failed on the volume of shape {self.shape} (C, D, H, W), fed as a batch "
+                              f"(B, C, D, H, W): {exc}. A 4-D image is explained as a volume with a 3-D model; to "
+                              "explain one 2-D image pass it as (C, H, W) (e.g. image[0] of a batch of one)")
         expected = self.adapter.expected_channels()
         if expected is not None and expected != c:
             return ValueError(f"image has {c} channels but the model's first layer expects {expected}: {exc}")
@@ -261,8 +285,10 @@ class Call:
         method : str
             The explainer's name (``attrs["method"]``).
         """
-        c, h, w = self.shape
+        c, *spatial = self.shape
+        h, w = spatial[-2:]
         normalize = self.options.get("normalize")
+        volume = {"image_depth": spatial[0], "block_shape": json.dumps(list(self.sides))} if self.ndim == 3 else {}
         return {
             "method": method,
             "pdcr_lab_version": __version__,
@@ -280,6 +306,7 @@ class Call:
             "image_height": h,
             "image_width": w,
             "image_channels": c,
+            **volume,
             "device": str(self.device),
         }
 
@@ -474,6 +501,18 @@ def _check_block(block: Any, h: int, w: int, why: str = "") -> int:
     return block
 
 
+def _check_volume_block(block: Any, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """A volume's block sides (one int = a cube), each tiling its axis; the error lists what would."""
+    sides = block_sides(block, len(spatial))
+    bad = [(axis, side, size) for axis, side, size in zip("DHW", sides, spatial) if size % side]
+    if bad:
+        detail = "; ".join(f"{side} does not divide {axis}={size} (sides that do: "
+                           f"{[b for b in range(1, size + 1) if size % b == 0]})" for axis, side, size in bad)
+        raise ValueError(f"block={block!r} does not tile the {'x'.join(map(str, spatial))} volume (D x H x W): "
+                         f"{detail}; pass one side per axis, e.g. block=(bz, by, bx), or crop the volume")
+    return sides
+
+
 def resolve_device(device: str | torch.device | None, adapter: ModelAdapter) -> torch.device:
     """The device an explainer runs on: `device` when given, else the model's; checked before anything moves.
 
@@ -533,6 +572,7 @@ def prepare(
     bank: PatchBank | None = None,
     tiled: bool = True,
     need_candidates: bool = True,
+    volumes: bool = False,
     **reading: Any,
 ) -> Call:
     """Check an explainer call and gather its pieces: the one place every explainer's inputs are checked.
@@ -560,6 +600,8 @@ def prepare(
         whole modules do not use the grid).
     need_candidates : bool
         Refuse RoIs that cover every block (nothing would be left to perturb).
+    volumes : bool
+        Also accept (C, D, H, W) volumes (the explainer runs 3-D models on cuboid blocks).
     **reading
         The shared options of :data:`READING` (block, outcome, threshold, class_index, output_key,
         activation, normalize, value_range).
@@ -575,14 +617,24 @@ def prepare(
     opts = check_reading(caller, reading)
     adapter = ModelAdapter(model, opts["output_key"], opts["activation"], opts["class_index"],
                            check_float("threshold", opts["threshold"]), opts["normalize"])
-    as_image("image", image)  # shape and finiteness first: their messages are the clearer ones
+    as_image("image", image, volumes=volumes)  # shape and finiteness first: their messages are the clearer ones
+    if np.ndim(image) == 4:
+        _refuse_batched_image(adapter.model, image, roi)
     image, conversion = to_unit_range("image", image, opts["value_range"])
     image = image.to(_input_dtype(adapter.model, image.dtype))
-    c, h, w = image.shape
-    block = _check_block(opts["block"], h, w) if tiled else check_int("block", opts["block"], minimum=1)
-    rois, boxes, multi = parse_rois(roi, (h, w))
+    c, *spatial = image.shape
+    h, w = spatial[-2:]
+    if len(spatial) == 3:
+        sides = _check_volume_block(opts["block"], tuple(spatial))
+        block = sides[-1]
+    else:
+        block = _check_block(opts["block"], h, w) if tiled else check_int("block", opts["block"], minimum=1)
+        sides = (block, block)
+    rois, boxes, multi = parse_rois(roi, tuple(spatial))
     if bank is not None:
         bank = unit_bank(bank, opts["value_range"])
+        if bank.ndim != len(spatial):
+            check_bank(bank, sides, c)  # a 2-D bank for a volume (or cubes for an image): say which
         if bank.channels != c:
             raise ValueError(f"bank blocks have {bank.channels} channels but the image has {c}")
     call = Call(
@@ -591,7 +643,7 @@ def prepare(
         rois=rois,
         boxes=boxes,
         multi=multi,
-        target=None if target is None else as_mask("target", target, (h, w)),
+        target=None if target is None else as_mask("target", target, tuple(spatial)),
         block=block,
         outcome=get_outcome(opts["outcome"]),
         device=resolve_device(device, adapter),
@@ -599,10 +651,25 @@ def prepare(
         options=opts,
         bank=bank,
         conversion=conversion,
+        sides=sides,
     )
     if need_candidates and not call.candidates.any(axis=1).all():
         raise ValueError("the RoI covers every block of the image: there is nothing to intervene on")
     return call
+
+
+def _refuse_batched_image(model: nn.Module, image: Any, roi: Any) -> None:
+    """A 4-D image is a volume; a 2-D model or a 2-D box says it is a batch of one image, said as such."""
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    reasons = []
+    if first is not None and len(first.kernel_size) == 2:
+        reasons.append("the model's convolutions are 2-D")
+    if isinstance(roi, (tuple, list)) and len(roi) == 4 and all(isinstance(v, (int, np.integer)) for v in roi):
+        reasons.append("roi is a 2-D (row, col, height, width) box")
+    if reasons:
+        raise ValueError(f"image must have shape (C, H, W), got {describe(image)}: a 4-D image is read as a volume "
+                         f"(C, D, H, W) for a 3-D model, but {' and '.join(reasons)}; pass one 2-D image, e.g. "
+                         "image[0] of a batch of one")
 
 
 def _input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
@@ -719,7 +786,8 @@ class RoiOutcome:
 
     def _roi_names(self, indices: list[int], values: Callable[[int], str] = lambda _r: "") -> str:
         """'RoI 2 at (row, col, height, width) = (0, 0, 8, 8)', for the first few RoIs of `indices`."""
-        named = [f"RoI {r} at (row, col, height, width) = {tuple(int(v) for v in self.call.boxes[r])}{values(r)}"
+        axes = "(z, row, col, depth, height, width)" if self.call.ndim == 3 else "(row, col, height, width)"
+        named = [f"RoI {r} at {axes} = {tuple(int(v) for v in self.call.boxes[r])}{values(r)}"
                  for r in indices[:_LISTED_ROIS]]
         more = f" and {len(indices) - _LISTED_ROIS} more" if len(indices) > _LISTED_ROIS else ""
         return "; ".join(named) + more
@@ -733,8 +801,9 @@ class RoiOutcome:
         """Warn (once for all RoIs) when M0 cannot mean what a map of it would suggest."""
         call, outcome = self.call, self.call.outcome
         roi = self.roi_crop.float()
-        reference = torch.einsum("hw,rhw->r", call.crop(self.reference).float(), roi).cpu()
-        predicted = torch.einsum("hw,rhw->r", call.crop(self.prediction).float(), roi).cpu()
+        flat = roi.reshape(len(roi), -1)
+        reference = (flat @ call.crop(self.reference).float().reshape(-1)).cpu()
+        predicted = (flat @ call.crop(self.prediction).float().reshape(-1)).cpu()
         m0 = self.m0.detach().double().cpu()
         truth = call.target is not None
         # An overlap outcome is 0 for every prediction when the reference has nothing there.
@@ -820,10 +889,9 @@ class RoiOutcome:
         """
         if where is not None or not bool(torch.isfinite(out).all()):
             check_finite(out, where)
-        y0, y1, x0, x1 = self.call.box
-        if tuple(out.shape[-2:]) == tuple(self.call.image.shape[1:]):
+        if tuple(out.shape[2:]) == tuple(self.call.image.shape[1:]):
             out = self.call.crop(out)
-        elif tuple(out.shape[-2:]) != (y1 - y0, x1 - x0):
+        elif tuple(out.shape[2:]) != self.call.box_shape:
             raise ValueError(f"outputs of shape {tuple(out.shape)} are neither the image's size nor the RoI box's")
         ref = self.call.crop(self.reference if reference is None else reference)
         prediction = self.adapter.prediction(out.float(), self.call.outcome.needs)

@@ -151,15 +151,17 @@ def as_tensor(name: str, value: Any, *, dtype: torch.dtype = torch.float32) -> t
     return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
 
 
-def as_image(name: str, value: Any) -> torch.Tensor:
-    """An image as a finite float32 (C, H, W) tensor.
+def as_image(name: str, value: Any, *, volumes: bool = False) -> torch.Tensor:
+    """An image as a finite float32 (C, H, W) tensor (or a (C, D, H, W) volume when `volumes`).
 
     Parameters
     ----------
     name : str
         The argument's name, for the message.
-    value : Tensor or array-like of shape (C, H, W)
+    value : Tensor or array-like of shape (C, H, W), or (C, D, H, W) when `volumes`
         Pixel values; NaN and Inf are refused.
+    volumes : bool
+        Also accept volumes (the 3-D engine).
 
     Examples
     --------
@@ -171,9 +173,10 @@ def as_image(name: str, value: Any) -> torch.Tensor:
     ValueError: image must have shape (C, H, W), got array of shape (4, 4) and dtype float64; ...
     """
     image = as_tensor(name, value)
-    if image.ndim != 3:
+    if image.ndim != 3 and not (volumes and image.ndim == 4):
+        expected = "(C, H, W) or a volume (C, D, H, W)" if volumes else "(C, H, W)"
         raise ValueError(
-            f"{name} must have shape (C, H, W), got {describe(value)}; "
+            f"{name} must have shape {expected}, got {describe(value)}; "
             "pass a single image with channels first (add a channel axis for grey images)"
         )
     if image.shape[-1] in (1, 3, 4) and image.shape[0] > 4:
@@ -187,17 +190,17 @@ def as_image(name: str, value: Any) -> torch.Tensor:
     return image
 
 
-def as_mask(name: str, value: Any, shape: tuple[int, int]) -> torch.Tensor:
-    """A boolean (H, W) mask of the given shape; accepts bool, 0/1 or 0/255 arrays.
+def as_mask(name: str, value: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """A boolean (H, W) (or volume's (D, H, W)) mask of the given shape; accepts bool, 0/1 or 0/255 arrays.
 
     Parameters
     ----------
     name : str
         The argument's name, for the message.
-    value : Tensor or array-like of shape (H, W) or (1, H, W)
+    value : Tensor or array-like of shape (H, W) or (1, H, W); for a volume (D, H, W) or (1, D, H, W)
         Binary values: bool, 0/1 or 0/255.
-    shape : (int, int)
-        The expected (H, W), usually the image's.
+    shape : (int, int) or (int, int, int)
+        The expected (H, W) or (D, H, W), usually the image's.
 
     Examples
     --------
@@ -206,10 +209,11 @@ def as_mask(name: str, value: Any, shape: tuple[int, int]) -> torch.Tensor:
             [ True, False]])
     """
     mask = as_tensor(name, value, dtype=torch.float32)
-    if mask.ndim == 3 and mask.shape[0] == 1:
+    if mask.ndim == len(shape) + 1 and mask.shape[0] == 1:
         mask = mask[0]
     if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} (the image's H, W), got {describe(value)}")
+        axes = "D, H, W" if len(shape) == 3 else "H, W"
+        raise ValueError(f"{name} must have shape {tuple(shape)} (the image's {axes}), got {describe(value)}")
     values = torch.unique(mask)
     if not bool(torch.isin(values, torch.tensor([0.0, 1.0, 255.0])).all()):
         raise ValueError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import time
 import warnings
 import weakref
@@ -40,6 +41,7 @@ from .call import (
 from .checks import check_float, check_int, describe
 from .defaults import PAPER, Incremental, Intervention, Mode, Precision, check_literal, choices
 from .estimator import Batcher, adaptive_ate, run_batched, screened_ate
+from .grids import cell_coords
 from .incremental import IncrementalPlan, Ineligible
 from .incremental import plan as incremental_plan
 from .incremental import known_ineligible, nonlocal_module, traced
@@ -47,7 +49,8 @@ from .interventions import compose, make_intervention
 from .outcomes import Outcome
 from .rois import Roi
 
-__all__ = ["explain", "check_options", "PrecisionWarning", "PRECISIONS", "MODES", "PRECISION_TOLERANCE"]
+__all__ = ["explain", "check_options", "PrecisionWarning", "PRECISIONS", "MODES", "PRECISION_TOLERANCE",
+           "volume_memory_budget"]
 
 
 class PrecisionWarning(UserWarning):
@@ -82,6 +85,37 @@ AUTO_MIN_MACS = 2e11
 #: ``incremental="auto"`` keeps full forward passes when the incremental path still needs more than this
 #: share of the full convolution work (its gathers and small ops would eat the saving).
 AUTO_MAX_FLOPS_RATIO = 0.3
+
+
+#: Volumes without ``memory_budget``: a batch may use this share of the machine's memory (CPU) or of
+#: the device's free memory (CUDA), at most :data:`VOLUME_BUDGET_CAP` bytes. A batch of perturbed
+#: volumes holds hundreds of times its input in activations; without a cap the batch tuning would try
+#: sizes that swap or fail.
+VOLUME_BUDGET_SHARE = 0.25
+VOLUME_BUDGET_CAP = 4 * 1024**3
+
+
+def volume_memory_budget(device: torch.device) -> int:
+    """Default bytes one batch of perturbed volumes may use on `device` (see :data:`VOLUME_BUDGET_SHARE`).
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the model runs.
+
+    Examples
+    --------
+    >>> 0 < volume_memory_budget(torch.device("cpu")) <= VOLUME_BUDGET_CAP
+    True
+    """
+    if device.type == "cuda":
+        total, _ = torch.cuda.mem_get_info(device)  # the free bytes
+    else:
+        try:
+            total = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not POSIX: assume a small machine
+            total = 4 * 1024**3
+    return int(min(VOLUME_BUDGET_CAP, VOLUME_BUDGET_SHARE * total))
 
 
 def _compiled(model: nn.Module) -> nn.Module:
@@ -245,6 +279,12 @@ class _Forwards:
         run = self.run
         if run.incremental == "off":
             return
+        if self.call.ndim == 3:
+            if run.incremental == "on":
+                raise ValueError("incremental='on' but incremental inference is for 2-D images; volumes run full "
+                                 "forward passes (use incremental='auto' or 'off')")
+            self.path_reason = "a volume: incremental inference is for 2-D images, full forward passes"
+            return
         blocker = ("precision=" + repr(run.precision) if run.amp is not None else
                    "compile=True" if self.runner is not None else "channels_last=True" if run.channels_last else None)
         try:
@@ -326,8 +366,8 @@ class _Forwards:
         if self.runner is not None or self.run.amp is not None:
             # The fast path's own factual output, so M0 and the perturbed outcomes share numerics;
             # compiled: a full batch, so it runs the very graph the perturbed batches run.
-            c, h, w = self.call.shape
-            batch = factual_in if self.runner is None else factual_in.expand(self.cap, c, h, w).clone(memory_format=self.run.layout)
+            batch = factual_in if self.runner is None else \
+                factual_in.expand(self.cap, *self.call.shape).clone(memory_format=self.run.layout)
             try:
                 crop = self.outputs(batch)[:1]
             except Exception as exc:  # noqa: BLE001 - compile failures come in many types
@@ -343,7 +383,7 @@ class _Forwards:
 
     def evaluator(self, state: RoiOutcome, treatment: Any) -> Callable[..., torch.Tensor]:
         """evaluate(cells, draws) -> (B, R) outcomes of the perturbed images, composed on the device."""
-        device, block, layout = self.call.device, self.call.block, self.run.layout
+        device, block, layout = self.call.device, self.call.sides, self.run.layout
 
         def evaluate(cells: torch.Tensor, draws: torch.Tensor, fast: bool = True,
                      reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -356,10 +396,10 @@ class _Forwards:
                 out = check_batch(self.outputs(perturbed, fast), len(cells))
 
             def where(rows: torch.Tensor) -> str:
-                gx = self.call.grid[1]
-                pairs = [(int(c) // gx, int(c) % gx, int(d)) for c, d in zip(cells[rows].cpu(), draws[rows].cpu())]
-                shown = ", ".join(f"block ({y}, {x}) draw {d}" for y, x, d in pairs[:8])
-                return f"{shown}{', ...' if len(pairs) > 8 else ''}"
+                coords = np.stack(cell_coords(cells[rows].cpu().numpy(), self.call.grid), axis=1)
+                shown = ", ".join(f"block {tuple(int(v) for v in at)} draw {int(d)}"
+                                  for at, d in zip(coords[:8], draws[rows].cpu()))
+                return f"{shown}{', ...' if len(coords) > 8 else ''}"
 
             return state.from_outputs(out, reference, where)
 
@@ -371,8 +411,11 @@ class _Forwards:
         key = (self.call.shape, str(self.image.dtype), str(device), run.precision, run.channels_last,
                run.memory_budget, self.runner is not None,
                None if self.plan is None else (self.call.box, self.call.block))
+        budget = run.memory_budget
+        if budget is None and self.call.ndim == 3:
+            budget = volume_memory_budget(device)
         batcher = Batcher(self.cap, tune=run.batch_size is None and self.runner is None,
-                          memory_budget=run.memory_budget, item_bytes=item_bytes, pad=self.runner is not None,
+                          memory_budget=budget, item_bytes=item_bytes, pad=self.runner is not None,
                           device=device, tune_from=16 if device.type == "cuda" else 1)
         known = _TUNED.get(self.model, {}).get(key) if batcher.tune else None
         if known is not None:
@@ -427,23 +470,28 @@ def explain(
     ----------
     model : torch.nn.Module
         Takes (B, C, H, W) and returns (B, K, H, W) scores, or a dict/tuple holding them; see
-        :mod:`pdcr_lab.adapters` for how the output, the activation and the class are chosen.
-    image : Tensor or array of shape (C, H, W)
+        :mod:`pdcr_lab.adapters` for how the output, the activation and the class are chosen. A
+        3-D model takes (B, C, D, H, W) volumes and returns (B, K, D, H, W).
+    image : Tensor or array of shape (C, H, W), or a volume (C, D, H, W)
         Pixel values: floats in [0, 1] (the bank's scale), or unsigned integers (divided by their
         dtype's largest value); anything else is refused unless `value_range` says how to rescale.
+        A 4-D image is a volume: blocks are cuboids, the result's grid is (block_z, block_y,
+        block_x), incremental inference is not used and, without `memory_budget`, a batch may use
+        :func:`volume_memory_budget` bytes.
     roi : (row, col, height, width) box, boolean (H, W) mask, or a list of them
         Output pixels whose segmentation quality is explained. A list explains several RoIs in
-        one call sharing all forward passes; the result then has a ``roi`` dim.
-    target : array (H, W), optional
+        one call sharing all forward passes; the result then has a ``roi`` dim. In a volume: a
+        (z, row, col, depth, height, width) box or a boolean (D, H, W) mask.
+    target : array (H, W) (or (D, H, W)), optional
         Ground-truth mask (bool, 0/1 or 0/255). None: the model's own factual prediction is the
         reference (ground-truth-free mode).
     bank : PatchBank, optional
         Natural blocks; required for ``intervention="natural"``; ``"mean"`` uses its mean colour.
     intervention : {"natural", "zero", "mean", "blur"}
         What replaces a block (:mod:`pdcr_lab.interventions`).
-    block : int
+    block : int, or (bz, by, bx) for a volume
         Block side b in pixels. It must divide H and W (padding would show the model an image it
-        was never shown).
+        was never shown); in a volume, each side must divide its axis (an int is a cube).
     coarse, fine : int
         S screening draws and N fresh estimation draws per block (paper: 3 and 50).
     tau : float
@@ -544,7 +592,7 @@ def explain(
     """
     began = time.perf_counter()
     call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="explain", bank=bank,
-                   block=block, outcome=outcome, threshold=threshold, class_index=class_index,
+                   volumes=True, block=block, outcome=outcome, threshold=threshold, class_index=class_index,
                    output_key=output_key, activation=activation, normalize=normalize, value_range=value_range)
     settings = _Estimation.check(coarse=coarse, fine=fine, tau=tau, mode=mode, target_se=target_se,
                                 ci_level=ci_level, max_draws=max_draws, band_stop=band_stop)
@@ -554,7 +602,7 @@ def explain(
     if runtime is not None and not isinstance(runtime, dict):
         raise TypeError(f"runtime must be a dict to fill, or None, got {describe(runtime)}")
     bank = call.bank
-    treatment = make_intervention(intervention, call.image, call.block, bank=bank, seed=call.seed,
+    treatment = make_intervention(intervention, call.image, call.sides, bank=bank, seed=call.seed,
                                   n_draws=settings.table, prefix=settings.coarse + settings.fine)
     with reporting(progress) as callback, evaluation(model, call.device, channels_last=run.channels_last):
         passes = _Forwards(model, call, run)

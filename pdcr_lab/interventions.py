@@ -25,8 +25,9 @@ import torch
 
 from .checks import check_choice
 from .banks import PatchBank
+from .grids import block_sides, block_view, grid_shape
 
-__all__ = ["Intervention", "INTERVENTIONS", "make_intervention", "compose", "draw_table", "block_grid"]
+__all__ = ["Intervention", "INTERVENTIONS", "make_intervention", "compose", "draw_table", "block_grid", "check_bank"]
 
 InterventionName = Literal["natural", "zero", "mean", "blur"]
 INTERVENTIONS: tuple[str, ...] = ("natural", "zero", "mean", "blur")
@@ -52,19 +53,14 @@ def block_grid(image: torch.Tensor, block: int) -> torch.Tensor:
     tensor([[2., 3.],
             [6., 7.]])
     """
-    *lead, c, h, w = image.shape
-    gy, gx = h // block, w // block
-    view = image.reshape(*lead, c, gy, block, gx, block)
-    n = len(lead)
-    order = [*range(n), n + 1, n + 3, n, n + 2, n + 4]
-    return view.permute(order)
+    return block_view(image, (block, block))
 
 
 def compose(
     image: torch.Tensor,
     cells: torch.Tensor,
     blocks: torch.Tensor,
-    block: int,
+    block: int | tuple[int, ...],
     *,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
@@ -72,14 +68,14 @@ def compose(
 
     Parameters
     ----------
-    image : Tensor (C, H, W)
-        The image every copy starts from.
+    image : Tensor (C, H, W) or (C, D, H, W)
+        The image (or volume) every copy starts from.
     cells : LongTensor (J,)
-        Flat block indices (row-major over the Gy x Gx grid).
-    blocks : Tensor (J, C, b, b) or (1, C, b, b)
+        Flat block indices (row-major over the grid, depth first for a volume).
+    blocks : Tensor (J, C, *b) or (1, C, *b)
         Replacement content (broadcast when one block is given).
-    block : int
-        Block side b.
+    block : int or tuple of int
+        Block side b (a volume may give one side per axis).
     memory_format : torch.memory_format
         Layout of the returned batch (``torch.channels_last`` feeds channels-last models without a
         second copy).
@@ -101,17 +97,29 @@ def compose(
              [1., 1., 1., 1.],
              [1., 1., 0., 0.],
              [1., 1., 0., 0.]]])
+    >>> volume = compose(torch.ones(1, 4, 4, 4), torch.tensor([7]), torch.zeros(1, 1, 2, 2, 2), 2)
+    >>> int((volume == 0).sum()), bool((volume[0, 0, 2:, 2:, 2:] == 0).all())
+    (8, True)
     """
-    c, h, w = image.shape
-    gx = w // block
+    c, *spatial = image.shape
+    sides = block_sides(block, len(spatial))
+    grid = grid_shape(spatial, sides)
     n = cells.shape[0]
-    out = image.unsqueeze(0).expand(n, c, h, w).clone(memory_format=memory_format)
-    offsets = torch.arange(block, device=image.device)
-    ys = ((cells // gx) * block)[:, None] + offsets  # (J, b)
-    xs = ((cells % gx) * block)[:, None] + offsets
-    rows = torch.arange(n, device=image.device)[:, None, None, None]
-    chans = torch.arange(c, device=image.device)[None, :, None, None]
-    out[rows, chans, ys[:, None, :, None], xs[:, None, None, :]] = blocks.to(image.dtype).expand(n, c, block, block)
+    out = image.unsqueeze(0).expand(n, *image.shape).clone(memory_format=memory_format)
+    k = len(sides)
+    # one index tensor per axis, shaped to broadcast to (J, C, *b): batch, channel, then each spatial axis
+    index: list[torch.Tensor] = [torch.arange(n, device=image.device).reshape(n, *([1] * (k + 1))),
+                                 torch.arange(c, device=image.device).reshape(1, c, *([1] * k))]
+    rest = cells
+    starts = []
+    for g in reversed(grid):
+        starts.append(rest % g)
+        rest = rest // g
+    for axis, (side, start) in enumerate(zip(sides, reversed(starts))):
+        shape = [n, 1] + [1] * k
+        shape[2 + axis] = side
+        index.append(((start * side)[:, None] + torch.arange(side, device=image.device)).reshape(shape))
+    out[tuple(index)] = blocks.to(image.dtype).expand(n, c, *sides)
     return out
 
 
@@ -166,18 +174,18 @@ class Intervention:
         The intervention.
     stochastic : bool
         True when draws differ (``natural``); False when every draw is the same block.
-    block : int
-        Block side b.
+    block : int or tuple of int
+        Block side b (or sides, for a volume's cuboid blocks).
     """
 
     name: str
     stochastic: bool
-    block: int
-    _source: torch.Tensor  # natural: bank blocks (N,C,b,b); blur: blurred blocks (Gy*Gx,C,b,b); else (1,C,b,b)
+    block: int | tuple[int, ...]
+    _source: torch.Tensor  # natural: bank blocks (N,C,*b); blur: blurred blocks (cells,C,*b); else (1,C,*b)
     _table: torch.Tensor | None = None  # natural: (cells, draws) bank indices
 
     def replacements(self, cells: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-        """Replacement blocks for the pairs (cells[j], draws[j]), shape (J, C, b, b) or (1, C, b, b).
+        """Replacement blocks for the pairs (cells[j], draws[j]), shape (J, C, *b) or (1, C, *b).
 
         Parameters
         ----------
@@ -204,18 +212,26 @@ class Intervention:
         return Intervention(self.name, self.stochastic, self.block, self._source.to(device), table)
 
 
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
+def _gaussian_blur(image: torch.Tensor, sigma: float | tuple[float, ...]) -> torch.Tensor:
+    """Separable Gaussian blur of a (C, *S) image or volume, reflect-padded, one sigma per axis."""
+    k = image.dim() - 1
+    sigmas = (float(sigma),) * k if np.ndim(sigma) == 0 else tuple(float(v) for v in sigma)  # type: ignore[arg-type]
+    conv = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[k]
     c = image.shape[0]
-    img = image.unsqueeze(0)
-    pad = torch.nn.functional.pad(img, (radius, radius, radius, radius), mode="reflect")
-    kx = kernel.reshape(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    ky = kernel.reshape(1, 1, -1, 1).repeat(c, 1, 1, 1)
-    out = torch.nn.functional.conv2d(pad, kx, groups=c)
-    out = torch.nn.functional.conv2d(out, ky, groups=c)
+    out = image.unsqueeze(0)
+    for axis, sig in enumerate(sigmas):
+        radius = max(1, int(round(3 * sig)))
+        radius = min(radius, image.shape[1 + axis] - 1)  # reflect padding must be shorter than the axis
+        if radius < 1:
+            continue
+        x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+        kernel = torch.exp(-(x**2) / (2 * sig**2))
+        shape = [1] * k
+        shape[axis] = -1
+        weight = (kernel / kernel.sum()).reshape(1, 1, *shape).repeat(c, 1, *([1] * k))
+        pad = [0, 0] * k
+        pad[2 * (k - 1 - axis)] = pad[2 * (k - 1 - axis) + 1] = radius  # F.pad lists the last axis first
+        out = conv(torch.nn.functional.pad(out, pad, mode="reflect"), weight, groups=c)
     return out[0]
 
 
@@ -235,10 +251,10 @@ def make_intervention(
     ----------
     name : {"natural", "zero", "mean", "blur"}
         The intervention (module notes).
-    image : Tensor (C, H, W)
-        The explained image (``blur`` blurs it; ``mean`` uses its colour without a bank).
-    block : int
-        Block side b.
+    image : Tensor (C, H, W) or (C, D, H, W)
+        The explained image or volume (``blur`` blurs it; ``mean`` uses its colour without a bank).
+    block : int or tuple of int
+        Block side b (a volume may give one side per axis).
     bank : PatchBank, optional
         Natural blocks; required by ``natural``, the mean colour of ``mean``.
     seed : int
@@ -260,26 +276,48 @@ def make_intervention(
     (True, (2, 1, 4, 4))
     """
     check_choice("intervention", name, INTERVENTIONS)
-    c, h, w = image.shape
-    n_cells = (h // block) * (w // block)
+    c, *spatial = image.shape
+    sides = block_sides(block, len(spatial))
+    n_cells = int(np.prod(grid_shape(spatial, sides)))
     if bank is not None:
         if not isinstance(bank, PatchBank):
             raise TypeError(f"bank must be a pdcr_lab.PatchBank, got {type(bank).__name__}")
-        if bank.block != block:
-            raise ValueError(f"bank holds {bank.block}x{bank.block} blocks but block={block}; build the bank with block={block}")
-        if bank.channels != c:
-            raise ValueError(f"bank blocks have {bank.channels} channels but the image has {c}")
+        check_bank(bank, sides, c)
     if name == "natural":
         if bank is None:
             raise ValueError("intervention='natural' needs bank=PatchBank(...) of natural blocks (see PatchBank.from_images)")
         table = torch.from_numpy(draw_table(seed, n_cells, n_draws, len(bank), prefix=prefix))
         return Intervention(name, True, block, bank.blocks, table)
     if name == "zero":
-        source = torch.zeros(1, c, block, block)
+        source = torch.zeros(1, c, *sides)
     elif name == "mean":
-        colour = bank.mean() if bank is not None else image.mean(dim=(1, 2))
-        source = colour.reshape(1, c, 1, 1).expand(1, c, block, block).clone()
+        colour = bank.mean() if bank is not None else image.mean(dim=tuple(range(1, image.dim())))
+        source = colour.reshape(1, c, *([1] * len(sides))).expand(1, c, *sides).clone()
     else:  # blur
-        blurred = _gaussian_blur(image.float().cpu(), sigma=block / 2)
-        source = block_grid(blurred, block).reshape(n_cells, c, block, block).contiguous()
+        blurred = _gaussian_blur(image.float().cpu(), sigma=tuple(b / 2 for b in sides))
+        source = block_view(blurred, sides).reshape(n_cells, c, *sides).contiguous()
     return Intervention(name, False, block, source)
+
+
+def check_bank(bank: PatchBank, sides: tuple[int, ...], channels: int) -> None:
+    """Refuse a bank whose blocks do not fit the grid: wrong shape, wrong rank (2-D bank for a volume) or channels.
+
+    Parameters
+    ----------
+    bank : PatchBank
+        Natural blocks.
+    sides : tuple of int
+        The grid's block sides (2 for an image, 3 for a volume).
+    channels : int
+        The image's channels.
+    """
+    shown = str(sides[0]) if len(set(sides)) == 1 else "x".join(map(str, sides))
+    if bank.ndim != len(sides):
+        kind = {2: "2-D blocks (cut from images)", 3: "3-D blocks (cut from volumes)"}[bank.ndim]
+        need = "cubes cut from volumes (PatchBank.from_images on (N, C, D, H, W))" if len(sides) == 3 else \
+            "square blocks cut from images"
+        raise ValueError(f"bank holds {kind} of {bank.shape_text} but the {len(sides)}-D grid needs {shown} {need}")
+    if bank.block_shape != sides:
+        raise ValueError(f"bank holds {bank.shape_text} blocks but block={shown}; build the bank with block={shown}")
+    if bank.channels != channels:
+        raise ValueError(f"bank blocks have {bank.channels} channels but the image has {channels}")

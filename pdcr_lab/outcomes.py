@@ -60,9 +60,10 @@ class Outcome:
         rois = rois.to(pred.dtype)
         target = target.to(pred.dtype)
         gm = rois * target  # (R, H, W)
-        inter = torch.einsum("bhw,rhw->br", pred, gm)
-        pred_sum = torch.einsum("bhw,rhw->br", pred, rois)
-        target_sum = gm.sum(dim=(1, 2))
+        flat, flat_rois, flat_gm = _flat(pred), _flat(rois), _flat(gm)  # volumes too: any spatial rank
+        inter = torch.einsum("bp,rp->br", flat, flat_gm)
+        pred_sum = torch.einsum("bp,rp->br", flat, flat_rois)
+        target_sum = flat_gm.sum(dim=1)
         return self.reduce(inter, pred_sum, target_sum[None, :])
 
     def reduce(self, inter: torch.Tensor, pred_sum: torch.Tensor, target_sum: torch.Tensor) -> torch.Tensor:
@@ -191,14 +192,19 @@ class Probability(Outcome):
         -------
         Tensor of shape (B, R)
         """
-        rois = rois.to(pred.dtype)
-        total = torch.einsum("bhw,rhw->br", pred, rois)
+        rois = _flat(rois.to(pred.dtype))
+        total = torch.einsum("bp,rp->br", _flat(pred), rois)
         # parse_rois refuses empty RoIs; the clamp only keeps a hand-built one at 0 instead of NaN
-        area = rois.sum(dim=(1, 2)).clamp_min(1.0)
+        area = rois.sum(dim=1).clamp_min(1.0)
         return 100.0 * total / area[None, :]
 
 
 OUTCOMES: dict[str, Outcome] = {o.name: o for o in (Dice(), SoftDice(), IoU(), Probability())}
+
+
+def _flat(values: torch.Tensor) -> torch.Tensor:
+    """(N, *spatial) -> (N, pixels): outcomes sum over pixels of images and voxels of volumes alike."""
+    return values.reshape(values.shape[0], -1)
 
 
 def register_outcome(outcome: Outcome) -> Outcome:

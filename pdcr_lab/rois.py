@@ -12,6 +12,7 @@ the structure being segmented.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,18 +26,22 @@ from .checks import as_mask, check_int, describe
 
 __all__ = ["Roi", "RoiSpec", "boundary_roi", "parse_rois", "read_roi_list", "snap_roi"]
 
-Roi = Any  # (row, col, height, width) | bool (H, W) mask | a sequence of those | (R, H, W) masks
+#: (row, col, height, width) | bool (H, W) mask | a sequence of those | (R, H, W) masks; for a volume
+#: (z, row, col, depth, height, width) | bool (D, H, W) mask | a sequence of those | (R, D, H, W) masks
+Roi = Any
+_BOX_TEXT = {2: "(row, col, height, width)", 3: "(z, row, col, depth, height, width)"}
 
 
-def boundary_roi(mask: Any, size: int = 16, block: int = 8) -> tuple[int, int, int, int]:
+def boundary_roi(mask: Any, size: int = 16, block: int = 8) -> tuple[int, ...]:
     """A grid-aligned ``size x size`` RoI where the mask is closest to half foreground.
 
     An RoI on the border of the segmented structure holds both foreground and background, so its
     Dice responds to changes in either direction. Ties go to the window nearest the mask's centroid.
+    A volume's (D, H, W) mask gets a ``size``-sided cube.
 
     Parameters
     ----------
-    mask : bool array (H, W)
+    mask : bool array (H, W), or (D, H, W) for a volume
         Ground truth or predicted mask.
     size : int
         RoI side in pixels; a multiple of `block`.
@@ -45,41 +50,53 @@ def boundary_roi(mask: Any, size: int = 16, block: int = 8) -> tuple[int, int, i
 
     Returns
     -------
-    (row, col, height, width)
+    (row, col, height, width), or (z, row, col, depth, height, width) for a volume
+
+    Examples
+    --------
+    >>> mask = np.zeros((16, 16, 16), bool); mask[:, :, 8:] = True
+    >>> boundary_roi(mask, size=8, block=4)
+    (4, 4, 4, 8, 8, 8)
     """
     size = check_int("size", size, minimum=1)
     block = check_int("block", block, minimum=1)
     array = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
-    m = as_mask("mask", array, array.shape[-2:]).numpy()
-    h, w = m.shape
-    if size > min(h, w):
-        raise ValueError(f"size={size} does not fit in the {h}x{w} mask")
+    k = 3 if array.ndim == 3 and array.shape[0] != 1 else 2
+    m = as_mask("mask", array, array.shape[-k:]).numpy()
+    shape = m.shape
+    if size > min(shape):
+        raise ValueError(f"size={size} does not fit in the {'x'.join(map(str, shape))} mask")
     if not m.any():
         raise ValueError("mask is empty: there is no structure to place the RoI on")
-    rows = np.arange(0, h - size + 1, block)
-    cols = np.arange(0, w - size + 1, block)
-    integral = np.pad(m.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    r, c = np.meshgrid(rows, cols, indexing="ij")
-    inside = integral[r + size, c + size] - integral[r, c + size] - integral[r + size, c] + integral[r, c]
-    balance = np.abs(inside / size**2 - 0.5)
-    cy, cx = np.argwhere(m).mean(axis=0)
-    distance = np.hypot(r + size / 2 - cy, c + size / 2 - cx)
-    order = np.lexsort((distance.ravel(), balance.ravel()))
-    best = order[0]
-    return int(r.ravel()[best]), int(c.ravel()[best]), size, size
+    corners = np.meshgrid(*(np.arange(0, n - size + 1, block) for n in shape), indexing="ij")
+    integral = m.astype(np.int64)
+    for axis in range(k):
+        integral = integral.cumsum(axis)
+    integral = np.pad(integral, [(1, 0)] * k)
+    inside = np.zeros(corners[0].shape, dtype=np.int64)
+    for offsets in itertools.product((0, 1), repeat=k):  # inclusion-exclusion over the window's corners
+        sign = (-1) ** (k - sum(offsets))
+        inside += sign * integral[tuple(c + o * size for c, o in zip(corners, offsets))]
+    balance = np.abs(inside / size**k - 0.5)
+    centroid = np.argwhere(m).mean(axis=0)
+    distance = np.sqrt(sum((c + size / 2 - centre) ** 2 for c, centre in zip(corners, centroid)))
+    best = np.lexsort((distance.ravel(), balance.ravel()))[0]
+    start = tuple(int(c.ravel()[best]) for c in corners)
+    return (*start, *(size,) * k)
 
 
-def parse_rois(roi: Roi, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray, bool]:
-    """RoI argument -> (R, H, W) bool masks, (R, 4) bounding boxes, and whether several were given.
+def parse_rois(roi: Roi, shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray, bool]:
+    """RoI argument -> (R, *shape) bool masks, (R, 2 * ndim) bounding boxes, and whether several were given.
 
-    A box is ``(row, col, height, width)`` in pixels and must lie inside the image.
+    A box is ``(row, col, height, width)`` in pixels (``(z, row, col, depth, height, width)`` in a
+    volume) and must lie inside the image.
 
     Parameters
     ----------
-    roi : box, bool (H, W) mask, a list of them, or (R, H, W) masks
+    roi : box, bool mask of the image's shape, a list of them, or (R, *shape) masks
         The ``roi`` argument of an explainer.
-    shape : (H, W)
-        The image's size.
+    shape : (H, W) or (D, H, W)
+        The image's (or volume's) size.
 
     Examples
     --------
@@ -87,68 +104,78 @@ def parse_rois(roi: Roi, shape: tuple[int, int]) -> tuple[torch.Tensor, np.ndarr
     >>> masks, boxes, multi = parse_rois([(0, 0, 2, 2), (2, 2, 2, 4)], (8, 8))
     >>> tuple(masks.shape), boxes.tolist(), multi
     ((2, 8, 8), [[0, 0, 2, 2], [2, 2, 2, 4]], True)
+    >>> masks, boxes, multi = parse_rois((4, 0, 0, 4, 8, 8), (8, 8, 8))
+    >>> tuple(masks.shape), boxes.tolist(), int(masks.sum())
+    ((1, 8, 8, 8), [[4, 0, 0, 4, 8, 8]], 256)
     """
-    h, w = shape
-    _refuse_fractional_box("roi", roi)
-    if _is_box(roi):
+    k = len(shape)
+    kind = "image" if k == 2 else "volume"
+    size_text = "x".join(map(str, shape))
+    _refuse_fractional_box("roi", roi, k)
+    if _is_box(roi, k):
         items, multi = [roi], False
-    elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == 2:
+    elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == k:
         items, multi = [roi], False
-    elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == 3:
+    elif isinstance(roi, (np.ndarray, torch.Tensor)) and np.ndim(roi) == k + 1:
         items, multi = list(roi), True
-    elif isinstance(roi, Sequence) and not isinstance(roi, str) and len(roi) > 0:
+    elif isinstance(roi, Sequence) and not isinstance(roi, str) and len(roi) > 0 and not _numbers(roi):
         items, multi = list(roi), True
     else:
         raise ValueError(
-            f"roi must be a (row, col, height, width) box, a boolean (H, W) mask or a list of them, got {describe(roi)}"
+            f"roi must be a {_BOX_TEXT[k]} box, a boolean {'(D, H, W)' if k == 3 else '(H, W)'} mask or a list of "
+            f"them for this {size_text} {kind}, got {describe(roi)}"
         )
     masks, boxes = [], []
     for i, item in enumerate(items):
         name = f"roi[{i}]" if multi else "roi"
-        _refuse_fractional_box(name, item)
-        if _is_box(item):
-            r, c, bh, bw = (int(v) for v in item)
-            if bh < 1 or bw < 1:
-                raise ValueError(f"{name}={tuple(item)} is empty; height and width must be >= 1")
-            if r < 0 or c < 0 or r + bh > h or c + bw > w:
-                raise ValueError(
-                    f"{name}={tuple(item)} (row, col, height, width) is out of bounds for an image of {h}x{w}"
-                )
-            mask = torch.zeros(h, w, dtype=torch.bool)
-            mask[r : r + bh, c : c + bw] = True
+        _refuse_fractional_box(name, item, k)
+        if _is_box(item, k):
+            start, extent = [int(v) for v in item[:k]], [int(v) for v in item[k:]]
+            if min(extent) < 1:
+                raise ValueError(f"{name}={tuple(item)} is empty; every extent of {_BOX_TEXT[k]} must be >= 1")
+            if min(start) < 0 or any(s + e > n for s, e, n in zip(start, extent, shape)):
+                raise ValueError(f"{name}={tuple(item)} {_BOX_TEXT[k]} is out of bounds for an {kind} of {size_text}")
+            mask = torch.zeros(*shape, dtype=torch.bool)
+            mask[tuple(slice(s, s + e) for s, e in zip(start, extent))] = True
         else:
             try:
-                mask = as_mask(name, item, (h, w))
+                mask = as_mask(name, item, tuple(shape))
             except TypeError:
                 raise ValueError(
-                    f"{name} must be a (row, col, height, width) box or a boolean (H, W) mask, got {describe(item)}"
+                    f"{name} must be a {_BOX_TEXT[k]} box or a boolean mask of the {kind}'s shape, got {describe(item)}"
                 ) from None
             if not mask.any():
-                raise ValueError(f"{name} is an empty mask: it covers no pixel of the {h}x{w} image")
-        rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
-        boxes.append((int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)))
+                raise ValueError(f"{name} is an empty mask: it covers no pixel of the {size_text} {kind}")
+        where = torch.nonzero(mask)
+        low, high = where.min(dim=0).values, where.max(dim=0).values
+        boxes.append((*(int(v) for v in low), *(int(v) for v in high - low + 1)))
         masks.append(mask)
     return torch.stack(masks), np.asarray(boxes, dtype=np.int64), multi
 
 
-def _refuse_fractional_box(name: str, value: Any) -> None:
-    """A 4-tuple of numbers that are not all whole: a box with fractional pixels, said as such."""
+def _refuse_fractional_box(name: str, value: Any, ndim: int = 2) -> None:
+    """A box-sized tuple of numbers that are not all whole: a box with fractional pixels, said as such."""
     if (
         isinstance(value, (tuple, list))
-        and len(value) == 4
+        and len(value) == 2 * ndim
         and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)
-        and not _is_box(value)
+        and not _is_box(value, ndim)
     ):
         raise ValueError(
-            f"{name}={tuple(value)} has non-integer coordinates; a box is (row, col, height, width) in whole "
+            f"{name}={tuple(value)} has non-integer coordinates; a box is {_BOX_TEXT[ndim]} in whole "
             f"pixels: round it, e.g. tuple(int(round(v)) for v in {name})"
         )
 
 
-def _is_box(value: Any) -> bool:
+def _numbers(value: Sequence) -> bool:
+    """A flat sequence of numbers: a box (of the wrong length, when it is not this image's box)."""
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)
+
+
+def _is_box(value: Any, ndim: int = 2) -> bool:
     return (
         isinstance(value, (tuple, list))
-        and len(value) == 4
+        and len(value) == 2 * ndim
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     )
 

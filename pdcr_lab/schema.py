@@ -6,11 +6,14 @@ lowers the outcome); positive: it HURTS it; 0: irrelevant (docs/method.md sectio
 
 Dimensions (always in this order; every one but the effect grid is optional)::
 
-    model, dataset, image, roi, method, layer, unit,  block_y, block_x      (effect grid)
-                                                      y, x                  (pixel grid of the RoI mask)
+    model, dataset, image, roi, method, layer, unit,  [block_z,] block_y, block_x   (effect grid)
+                                                      [z,] y, x                     (pixel grid of the RoI mask)
 
 * ``block_y``/``block_x``: row/column index of the b x b block; coords ``y_start``/``x_start`` give
   the block's top-left pixel. Component effects (network layers) use ``layer`` (+ ``unit``) instead.
+* Volumes (3-D images) add ``block_z`` (coord ``z_start``) and ``z``; their blocks are cuboids whose
+  sides are in ``attrs["block_shape"]`` (JSON ``[bz, by, bx]``; ``attrs["block"]`` is bx) and their
+  RoI box adds ``roi_z`` and ``roi_depth``. :func:`grid_dims` and :func:`block_shape` read either kind.
 * ``model``/``dataset``/``image``/``roi``/``method``: added when results are stacked with
   :func:`stack`; facts that differ between stacked results become coordinates along the new
   dimension, so nothing is silently dropped by ``xarray.concat``.
@@ -35,7 +38,7 @@ roi_row, ...   ()                              RoI bounding box: roi_row, roi_co
 Attrs (run provenance): ``schema_version``, ``pdcr_lab_version``, ``method``, ``block``, ``coarse``,
 ``fine``, ``tau``, ``outcome``, ``units``, ``intervention``, ``threshold``, ``class_index``, ``seed``,
 ``bank_id``, ``bank_size``, ``bank_provenance`` (JSON), ``target_source``, ``image_height``,
-``image_width``. Attrs are plain str/int/float so netCDF and Zarr round-trip them losslessly.
+``image_width`` (and ``image_depth``, ``block_shape`` for volumes). Attrs are plain str/int/float so netCDF and Zarr round-trip them losslessly.
 
 Example
 -------
@@ -62,23 +65,37 @@ __all__ = [
     "SCHEMA_VERSION",
     "STACK_DIMS",
     "GRID_DIMS",
+    "GRID_DIMS_3D",
+    "PIXEL_DIMS",
+    "PIXEL_DIMS_3D",
+    "BOX_VARS",
     "SchemaError",
     "validate",
     "empty_effects",
     "stack",
     "to_pixels",
+    "grid_dims",
+    "block_shape",
 ]
 
 SCHEMA_VERSION = 1
 STACK_DIMS: tuple[str, ...] = ("model", "dataset", "image", "roi", "method", "layer", "unit")
 GRID_DIMS: tuple[str, str] = ("block_y", "block_x")
+#: The effect grid of a volume: depth first, like (C, D, H, W) images.
+GRID_DIMS_3D: tuple[str, str, str] = ("block_z", "block_y", "block_x")
 #: Attr of a result whose outcome is meaningless as it stands (the OutcomeWarning the computation raised).
 NOTE_ATTR = "outcome_warning"
 PIXEL_DIMS: tuple[str, str] = ("y", "x")
-_ORDER = (*STACK_DIMS, *GRID_DIMS)
+PIXEL_DIMS_3D: tuple[str, str, str] = ("z", "y", "x")
+_ORDER = (*STACK_DIMS, *GRID_DIMS_3D)
+_STARTS = {"block_z": "z_start", "block_y": "y_start", "block_x": "x_start"}
 
 _BLOCK_VARS = {"ate": "f", "ate_raw": "f", "stderr": "f", "n_draws": "i", "screened": "b", "roi_block": "b"}
-_SCALAR_VARS = {"m0": "f", "forwards": "i", "roi_row": "i", "roi_col": "i", "roi_height": "i", "roi_width": "i"}
+_SCALAR_VARS = {"m0": "f", "forwards": "i", "roi_row": "i", "roi_col": "i", "roi_height": "i", "roi_width": "i",
+                "roi_z": "i", "roi_depth": "i"}
+#: Names of the RoI box scalars, in the order of a box: (row, col, height, width) or (z, row, col, depth, height, width).
+BOX_VARS = {2: ("roi_row", "roi_col", "roi_height", "roi_width"),
+            3: ("roi_z", "roi_row", "roi_col", "roi_depth", "roi_height", "roi_width")}
 _REQUIRED_ATTRS = ("schema_version", "method", "block", "outcome", "units", "seed")
 
 
@@ -87,9 +104,9 @@ class SchemaError(ValueError):
 
 
 def _order_dims(dims: Sequence[str], what: str) -> None:
-    unknown = [d for d in dims if d not in _ORDER and d not in PIXEL_DIMS]
+    unknown = [d for d in dims if d not in _ORDER and d not in PIXEL_DIMS_3D]
     if unknown:
-        raise SchemaError(f"{what} has unknown dims {unknown}; allowed: {list(_ORDER)} and {list(PIXEL_DIMS)}")
+        raise SchemaError(f"{what} has unknown dims {unknown}; allowed: {list(_ORDER)} and {list(PIXEL_DIMS_3D)}")
     positions = [_ORDER.index(d) for d in dims if d in _ORDER]
     if positions != sorted(positions):
         raise SchemaError(f"{what} has dims {tuple(dims)} out of the canonical order {_ORDER}")
@@ -122,15 +139,7 @@ def validate(ds: xr.Dataset) -> xr.Dataset:
     _order_dims(ate_dims, "'ate'")
     on_grid = all(d in ate_dims for d in GRID_DIMS)
     if on_grid:
-        if ate_dims[-2:] != GRID_DIMS:
-            raise SchemaError(f"'ate' must end with dims {GRID_DIMS}, got {ate_dims}")
-        for name in ("y_start", "x_start"):
-            if name not in ds.coords:
-                raise SchemaError(f"missing coordinate {name!r} (pixel position of each block)")
-        block = int(ds.attrs["block"])
-        expected = np.arange(ds.sizes["block_x"]) * block
-        if not np.array_equal(np.asarray(ds["x_start"]).reshape(-1)[: expected.size], expected):
-            raise SchemaError(f"x_start does not match block={block}")
+        _validate_grid(ds, ate_dims)
     elif "layer" not in ate_dims:
         raise SchemaError(f"'ate' must have the block grid {GRID_DIMS} or a 'layer' dim, got {ate_dims}")
     for name, kind in {**_BLOCK_VARS, **_SCALAR_VARS}.items():
@@ -149,15 +158,81 @@ def validate(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def empty_effects(grid: tuple[int, int], block: int, **attrs: Any) -> xr.Dataset:
+def _validate_grid(ds: xr.Dataset, ate_dims: tuple) -> None:
+    grid = GRID_DIMS_3D if "block_z" in ate_dims else GRID_DIMS
+    if ate_dims[-len(grid):] != grid:
+        raise SchemaError(f"'ate' must end with dims {grid}, got {ate_dims}")
+    try:
+        sides = block_shape(ds)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SchemaError(f"attrs 'block'/'block_shape' do not give the block's sides: {exc}") from None
+    for dim, side in zip(grid, sides):
+        name = _STARTS[dim]
+        if name not in ds.coords:
+            raise SchemaError(f"missing coordinate {name!r} (pixel position of each block)")
+        expected = np.arange(ds.sizes[dim]) * side
+        if not np.array_equal(np.asarray(ds[name]).reshape(-1)[: expected.size], expected):
+            raise SchemaError(f"{name} does not match block={side} (the block side along {dim})")
+
+
+def grid_dims(obj: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
+    """The effect-grid dims of `obj`: ``(block_y, block_x)`` for images, ``(block_z, block_y, block_x)`` for volumes.
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        Effects on a block grid.
+
+    Examples
+    --------
+    >>> grid_dims(empty_effects(grid=(2, 2, 2), block=4))
+    ('block_z', 'block_y', 'block_x')
+    """
+    if not set(GRID_DIMS) <= set(obj.dims):
+        raise SchemaError(f"expected effects on a block grid {GRID_DIMS}, got dims {tuple(obj.dims)}")
+    return GRID_DIMS_3D if "block_z" in obj.dims else GRID_DIMS
+
+
+def block_shape(obj: xr.Dataset | xr.DataArray) -> tuple[int, ...]:
+    """The block's side along each grid dim, from ``attrs["block_shape"]`` or the cube/square ``attrs["block"]``.
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        Effects carrying the run's attrs.
+
+    Examples
+    --------
+    >>> block_shape(empty_effects(grid=(2, 3), block=8)), block_shape(empty_effects(grid=(2, 2, 2), block=(2, 4, 4)))
+    ((8, 8), (2, 4, 4))
+    """
+    dims = grid_dims(obj)
+    if "block_shape" in obj.attrs:
+        sides = tuple(int(v) for v in json.loads(obj.attrs["block_shape"]))
+        if len(sides) != len(dims):
+            raise SchemaError(f"attrs['block_shape']={obj.attrs['block_shape']} does not match the grid dims {dims}")
+        return sides
+    if "block" not in obj.attrs:
+        raise SchemaError("the block's sides need the 'block' attr of an effects dataset")
+    return (int(obj.attrs["block"]),) * len(dims)
+
+
+def _sides(block: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    sides = (int(block),) * ndim if np.ndim(block) == 0 else tuple(int(b) for b in block)  # type: ignore[arg-type]
+    if len(sides) != ndim:
+        raise ValueError(f"block={block!r} gives {len(sides)} sides for a {ndim}-D grid")
+    return sides
+
+
+def empty_effects(grid: tuple[int, ...], block: int | tuple[int, ...], **attrs: Any) -> xr.Dataset:
     """An all-zero effects dataset on a `grid` of blocks (a template for producers and tests).
 
     Parameters
     ----------
-    grid : (int, int)
-        Blocks per column and per row (block_y, block_x).
-    block : int
-        Block side in pixels.
+    grid : (int, int) or (int, int, int)
+        Blocks along each axis: (block_y, block_x) for an image, (block_z, block_y, block_x) for a volume.
+    block : int or tuple of int
+        Block side in pixels (a volume may give one side per axis).
     **attrs
         Attrs that override or extend the defaults (``method="pdcr"``, ``outcome="dice"``, ...).
 
@@ -166,32 +241,39 @@ def empty_effects(grid: tuple[int, int], block: int, **attrs: Any) -> xr.Dataset
     >>> ds = empty_effects(grid=(3, 4), block=8, method="demo")
     >>> dict(ds.ate.sizes), ds.attrs["method"], ds.roi_mask.shape
     ({'block_y': 3, 'block_x': 4}, 'demo', (24, 32))
+    >>> empty_effects(grid=(2, 3, 4), block=4).roi_mask.shape
+    (8, 12, 16)
     """
-    gy, gx = grid
+    grid = tuple(int(g) for g in grid)
+    if len(grid) not in (2, 3):
+        raise ValueError(f"grid={grid!r} must give 2 (image) or 3 (volume) block counts")
+    sides = _sides(block, len(grid))
     # one array per variable: shared arrays would make writing one variable write the others
     data = {
-        "ate": np.zeros((gy, gx)),
-        "ate_raw": np.zeros((gy, gx)),
-        "stderr": np.zeros((gy, gx)),
-        "n_draws": np.zeros((gy, gx), dtype=np.int32),
-        "screened": np.zeros((gy, gx), dtype=bool),
-        "roi_block": np.zeros((gy, gx), dtype=bool),
+        "ate": np.zeros(grid),
+        "ate_raw": np.zeros(grid),
+        "stderr": np.zeros(grid),
+        "n_draws": np.zeros(grid, dtype=np.int32),
+        "screened": np.zeros(grid, dtype=bool),
+        "roi_block": np.zeros(grid, dtype=bool),
     }
-    base_attrs = {
+    base_attrs: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "method": "pdcr",
-        "block": int(block),
+        "block": sides[-1],
         "outcome": "dice",
         "units": "DSC points",
         "seed": 0,
     }
+    if len(grid) == 3:
+        base_attrs["block_shape"] = json.dumps(list(sides))
     base_attrs.update(attrs)
     return effects_dataset(
         data,
         m0=0.0,
         forwards=0,
-        roi_mask=np.zeros((gy * block, gx * block), dtype=bool),
-        roi_box=(0, 0, 0, 0),
+        roi_mask=np.zeros(tuple(g * b for g, b in zip(grid, sides)), dtype=bool),
+        roi_box=(0,) * (2 * len(grid)),
         attrs=base_attrs,
     )
 
@@ -208,13 +290,17 @@ def effects_dataset(
 ) -> xr.Dataset:
     """Assemble an effects dataset from per-block arrays (the one place results are built).
 
-    With `roi_labels`, arrays carry a leading RoI axis and the result has a ``roi`` dim.
+    With `roi_labels`, arrays carry a leading RoI axis and the result has a ``roi`` dim. A box of 6
+    numbers (z, row, col, depth, height, width) makes a volume's dataset (``block_z``, ``z``; the
+    block's sides from ``attrs["block_shape"]``).
     """
-    block = int(attrs["block"])
+    ndim = np.asarray(roi_box).shape[-1] // 2
+    grid_names, pixel_names = (GRID_DIMS_3D, PIXEL_DIMS_3D) if ndim == 3 else (GRID_DIMS, PIXEL_DIMS)
+    sides = tuple(json.loads(attrs["block_shape"])) if "block_shape" in attrs and ndim == 3 else (int(attrs["block"]),) * ndim
     lead: tuple[str, ...] = ("roi",) if roi_labels is not None else ()
     first = np.asarray(next(iter(blocks.values())))
-    gy, gx = first.shape[-2:]
-    h, w = np.asarray(roi_mask).shape[-2:]
+    grid = first.shape[-ndim:]
+    pixels = np.asarray(roi_mask).shape[-ndim:]
     long_names = {
         "ate": "average treatment effect",
         "ate_raw": "mean effect before screening/zeroing",
@@ -224,21 +310,18 @@ def effects_dataset(
     data_vars: dict[str, Any] = {}
     for name, values in blocks.items():
         var_attrs = {"long_name": long_names[name], "units": units} if name in long_names else {}
-        data_vars[name] = ((*lead, *GRID_DIMS), np.asarray(values), var_attrs)
+        data_vars[name] = ((*lead, *grid_names), np.asarray(values), var_attrs)
     data_vars["m0"] = (lead, np.asarray(m0, dtype=np.float64), {"long_name": "factual outcome M0", "units": units})
     data_vars["forwards"] = ((), np.int64(forwards), {"long_name": "forward passes"})
-    data_vars["roi_mask"] = ((*lead, *PIXEL_DIMS), np.asarray(roi_mask, dtype=bool))
-    box = np.asarray(roi_box, dtype=np.int64).reshape(*([len(roi_labels)] if roi_labels is not None else []), 4)
-    for i, name in enumerate(("roi_row", "roi_col", "roi_height", "roi_width")):
+    data_vars["roi_mask"] = ((*lead, *pixel_names), np.asarray(roi_mask, dtype=bool))
+    box = np.asarray(roi_box, dtype=np.int64).reshape(*([len(roi_labels)] if roi_labels is not None else []), 2 * ndim)
+    for i, name in enumerate(BOX_VARS[ndim]):
         data_vars[name] = (lead, box[..., i])
-    coords: dict[str, Any] = {
-        "block_y": np.arange(gy),
-        "block_x": np.arange(gx),
-        "y_start": ("block_y", np.arange(gy) * block),
-        "x_start": ("block_x", np.arange(gx) * block),
-        "y": np.arange(h),
-        "x": np.arange(w),
-    }
+    coords: dict[str, Any] = {}
+    for dim, pixel, g, side, size in zip(grid_names, pixel_names, grid, sides, pixels):
+        coords[dim] = np.arange(g)
+        coords[_STARTS[dim]] = (dim, np.arange(g) * int(side))
+        coords[pixel] = np.arange(size)
     if roi_labels is not None:
         coords["roi"] = list(roi_labels)
     clean = {k: _plain_attr(k, v) for k, v in attrs.items()}
@@ -314,7 +397,7 @@ def stack(results: Mapping[Any, xr.Dataset] | Sequence[xr.Dataset], dim: str, la
             item = item.assign_coords({f"{key}": (dim, [value])})
         expanded.append(item)
     out = xr.concat(expanded, dim=dim, data_vars="all", coords="different", compat="equals", combine_attrs="drop_conflicts")
-    order = [d for d in (*STACK_DIMS, *GRID_DIMS, *PIXEL_DIMS) if d in out.dims]
+    order = [d for d in (*STACK_DIMS, *GRID_DIMS_3D, *PIXEL_DIMS_3D) if d in out.dims]
     out = out.transpose(*order)
     if notes:
         out.attrs[NOTE_ATTR] = " | ".join(dict.fromkeys(" | ".join(notes).split(" | ")))
@@ -341,7 +424,8 @@ def to_pixels(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
     """Pixel-resolution view of block variables: each block's value repeated over its b x b pixels.
 
     Gives the reference's (H, W) map layout, for plotting or comparing with pixel-level maps.
-    Dims ``block_y, block_x`` become ``y, x``; other dims are kept.
+    Dims ``block_y, block_x`` become ``y, x`` (and ``block_z`` becomes ``z`` for a volume); other
+    dims are kept.
 
     Parameters
     ----------
@@ -357,13 +441,15 @@ def to_pixels(obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
     array([[ 0.,  0., -1., -1.],
            [ 0.,  0., -1., -1.]])
     """
-    block = int(obj.attrs.get("block", 0)) if obj.attrs else 0
-    if not block:
+    if not obj.attrs or not (obj.attrs.get("block") or obj.attrs.get("block_shape")):
         raise SchemaError("to_pixels needs the 'block' attr of an effects dataset")
+    dims, sides = grid_dims(obj), block_shape(obj)
     if isinstance(obj, xr.Dataset):
-        obj = obj[[v for v in obj.data_vars if set(GRID_DIMS) <= set(obj[v].dims)]]
-    h, w = obj.sizes["block_y"] * block, obj.sizes["block_x"] * block
-    iy = xr.DataArray(np.arange(h) // block, dims="y", coords={"y": np.arange(h)})
-    ix = xr.DataArray(np.arange(w) // block, dims="x", coords={"x": np.arange(w)})
-    out = obj.drop_vars(["y_start", "x_start", "block_y", "block_x"], errors="ignore").isel(block_y=iy, block_x=ix)
-    return out
+        obj = obj[[v for v in obj.data_vars if set(dims) <= set(obj[v].dims)]]
+    index = {}
+    for dim, side in zip(dims, sides):
+        size = obj.sizes[dim] * side
+        pixel = dim.removeprefix("block_")
+        index[dim] = xr.DataArray(np.arange(size) // side, dims=pixel, coords={pixel: np.arange(size)})
+    drop = [*dims, *(_STARTS[d] for d in dims)]
+    return obj.drop_vars(drop, errors="ignore").isel(index)

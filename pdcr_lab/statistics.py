@@ -18,7 +18,7 @@ from scipy import stats
 
 from .checks import check_float, check_int
 from .defaults import HISTOGRAM_EDGES
-from .schema import GRID_DIMS, validate
+from .schema import grid_dims, validate
 
 __all__ = ["statistics", "histogram_labels", "bootstrap_interval", "effect_interval"]
 
@@ -97,29 +97,30 @@ def statistics(ds: xr.Dataset, edges: np.ndarray | None = None) -> xr.Dataset:
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"edges must be a 1-D increasing array of at least 2 bin edges, got {edges.tolist()}")
     ate = ds["ate"]
+    grid = grid_dims(ate)
     outside = ~ds["roi_block"] if "roi_block" in ds else xr.ones_like(ate, dtype=bool)
     counts = {
-        "pos": ((ate > 0) & outside).sum(GRID_DIMS),
-        "neg": ((ate < 0) & outside).sum(GRID_DIMS),
-        "zero": ((ate == 0) & outside).sum(GRID_DIMS),
+        "pos": ((ate > 0) & outside).sum(grid),
+        "neg": ((ate < 0) & outside).sum(grid),
+        "zero": ((ate == 0) & outside).sum(grid),
     }
     low, high = effect_interval(ds)
     if low is not None:  # effects distinguishable from zero: the interval excludes 0 on the effect's side
-        counts["pos_ci"] = ((ate > 0) & (low > 0) & outside).sum(GRID_DIMS)
-        counts["neg_ci"] = ((ate < 0) & (high < 0) & outside).sum(GRID_DIMS)
-    n = outside.sum(GRID_DIMS)
+        counts["pos_ci"] = ((ate > 0) & (low > 0) & outside).sum(grid)
+        counts["neg_ci"] = ((ate < 0) & (high < 0) & outside).sum(grid)
+    n = outside.sum(grid)
     out = xr.Dataset(counts)
     for key in ("pos", "neg", "zero"):
         out[f"{key}_pct"] = 100.0 * out[key] / n
 
     def hist(values: np.ndarray) -> np.ndarray:
-        flat = values.reshape(*values.shape[:-2], -1)
+        flat = values.reshape(*values.shape[: values.ndim - len(grid)], -1)
         idx = np.searchsorted(edges, flat, side="right") - 1
         idx = np.clip(idx, 0, len(edges) - 2)
         return np.stack([(idx == k).sum(-1) for k in range(len(edges) - 1)], axis=-1)
 
     out["histogram"] = xr.apply_ufunc(
-        hist, ate, input_core_dims=[list(GRID_DIMS)], output_core_dims=[["bin"]], dask="forbidden"
+        hist, ate, input_core_dims=[list(grid)], output_core_dims=[["bin"]], dask="forbidden"
     )
     out = out.assign_coords(bin=histogram_labels(edges), bin_lower=("bin", edges[:-1]), bin_upper=("bin", edges[1:]))
     out.attrs = {"tau": tau}

@@ -17,6 +17,9 @@ first, in a fixed order, and then overwritten from a private generator).
 
 from __future__ import annotations
 
+import itertools
+import json
+
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -76,7 +79,8 @@ def dice_points(pred: torch.Tensor, target: torch.Tensor, roi: torch.Tensor) -> 
     """
     p = pred * roi
     g = target * roi
-    return 100.0 * 2.0 * (p * g).sum(dim=(-1, -2)) / (p.sum(dim=(-1, -2)) + g.sum(dim=(-1, -2)) + 1e-10)
+    axes = tuple(range(-roi.dim(), 0))  # (H, W), or (D, H, W) for a volume
+    return 100.0 * 2.0 * (p * g).sum(dim=axes) / (p.sum(dim=axes) + g.sum(dim=axes) + 1e-10)
 
 
 def reference_effects(
@@ -103,19 +107,19 @@ def reference_effects(
     Parameters
     ----------
     model : torch.nn.Module
-        One-channel segmenter returning (B, 1, H, W) scores.
-    image : Tensor of shape (C, H, W)
+        One-channel segmenter returning (B, 1, H, W) scores ((B, 1, D, H, W) for volumes).
+    image : Tensor of shape (C, H, W), or a volume (C, D, H, W)
         The explained image.
-    roi : (row, col, height, width)
+    roi : (row, col, height, width), or (z, row, col, depth, height, width) in a volume
         The RoI box.
-    target : Tensor of shape (H, W), optional
+    target : Tensor of shape (H, W) (or (D, H, W)), optional
         Ground truth; None: the model's factual prediction.
-    bank_blocks : Tensor of shape (N, C, b, b), optional
+    bank_blocks : Tensor of shape (N, C, b, b) (or (N, C, b, b, b)), optional
         Natural blocks drawn through `table`; None: the zero intervention.
     table : int array of shape (cells, S + N), optional
         Bank index of every (cell, draw).
     block : int
-        Block side b.
+        Block side b (cubes in a volume).
     coarse : int
         S, screening draws per block (0: no screening stage).
     fine : int
@@ -133,11 +137,11 @@ def reference_effects(
     [[0.0, 0.0], [0.0, -100.0]]
     """
     model.eval()
-    c, h, w = image.shape
-    r0, c0, rh, rw = roi
-    roi_mask = torch.zeros(h, w)
-    roi_mask[r0 : r0 + rh, c0 : c0 + rw] = 1
-    gy, gx = h // block, w // block
+    spatial = tuple(image.shape[1:])
+    k = len(spatial)
+    roi_mask = torch.zeros(spatial)
+    roi_mask[tuple(slice(s, s + e) for s, e in zip(roi[:k], roi[k:]))] = 1
+    grid = tuple(n // block for n in spatial)
 
     def outcome(batch: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -154,42 +158,39 @@ def reference_effects(
     ref = factual if target is None else target.float()
     m0 = float(outcome(image[None])[0])
     forwards = 1
-    grid = (gy, gx)
     ate, ate_raw, stderr = np.zeros(grid), np.zeros(grid), np.zeros(grid)
     n_draws, screened, roi_block = np.zeros(grid, dtype=np.int32), np.zeros(grid, bool), np.zeros(grid, bool)
-    for by in range(gy):
-        for bx in range(gx):
-            ys, xs = by * block, bx * block
-            if roi_mask[ys : ys + block, xs : xs + block].any():
-                roi_block[by, bx] = True
-                continue
-            cell = by * gx + bx
+    for cell, at in enumerate(itertools.product(*(range(g) for g in grid))):  # row-major, like the engine's cells
+        where = tuple(slice(i * block, (i + 1) * block) for i in at)
+        if roi_mask[where].any():
+            roi_block[at] = True
+            continue
 
-            def perturbed(draws: Any) -> torch.Tensor:
-                batch = image[None].repeat(len(draws), 1, 1, 1)
-                for i, d in enumerate(draws):
-                    batch[i, :, ys : ys + block, xs : xs + block] = 0 if bank_blocks is None else bank_blocks[d]
-                return batch
+        def perturbed(draws: Any) -> torch.Tensor:
+            batch = image[None].repeat(len(draws), *([1] * image.dim()))
+            for i, d in enumerate(draws):
+                batch[(i, slice(None), *where)] = 0 if bank_blocks is None else bank_blocks[d]
+            return batch
 
-            if bank_blocks is None:
-                delta = float(outcome(perturbed([0]))[0]) - m0
-                forwards += 1
-                ate_raw[by, bx], n_draws[by, bx] = delta, 1
-                screened[by, bx] = abs(delta) < tau
-                ate[by, bx] = 0.0 if abs(delta) < tau else delta
+        if bank_blocks is None:
+            delta = float(outcome(perturbed([0]))[0]) - m0
+            forwards += 1
+            ate_raw[at], n_draws[at] = delta, 1
+            screened[at] = abs(delta) < tau
+            ate[at] = 0.0 if abs(delta) < tau else delta
+            continue
+        if coarse > 0:  # no screening stage at all when S = 0
+            coarse_m = outcome(perturbed(table[cell, :coarse])) - m0
+            forwards += coarse
+            if bool((coarse_m.abs() < tau).all()):
+                ate_raw[at], stderr[at] = moments(coarse_m)
+                n_draws[at], screened[at] = coarse, True
                 continue
-            if coarse > 0:  # no screening stage at all when S = 0
-                coarse_m = outcome(perturbed(table[cell, :coarse])) - m0
-                forwards += coarse
-                if bool((coarse_m.abs() < tau).all()):
-                    ate_raw[by, bx], stderr[by, bx] = moments(coarse_m)
-                    n_draws[by, bx], screened[by, bx] = coarse, True
-                    continue
-            fine_m = outcome(perturbed(table[cell, coarse : coarse + fine])) - m0
-            forwards += fine
-            value, se = moments(fine_m)
-            ate_raw[by, bx], stderr[by, bx], n_draws[by, bx] = value, se, fine
-            ate[by, bx] = 0.0 if abs(value) < tau else value
+        fine_m = outcome(perturbed(table[cell, coarse : coarse + fine])) - m0
+        forwards += fine
+        value, se = moments(fine_m)
+        ate_raw[at], stderr[at], n_draws[at] = value, se, fine
+        ate[at] = 0.0 if abs(value) < tau else value
     attrs = {
         "method": "pdcr_reference",
         "block": block,
@@ -203,6 +204,8 @@ def reference_effects(
     }
     blocks = {"ate": ate, "ate_raw": ate_raw, "stderr": stderr, "n_draws": n_draws, "screened": screened,
               "roi_block": roi_block}
+    if k == 3:
+        attrs["block_shape"] = json.dumps([block] * 3)
     ds = effects_dataset(blocks, m0=m0, forwards=forwards, roi_mask=roi_mask.bool().numpy(), roi_box=roi, attrs=attrs)
     return validate(ds)
 
@@ -419,9 +422,13 @@ class RandomConvNet(nn.Module):
         Standard deviation of the weights.
     offset : float
         Added to the output logit (shifts how much of the image is foreground).
+    spatial_dims : {2, 3}
+        3: the same net with 3-D convolutions, for (B, C, D, H, W) volumes.
 
     Examples
     --------
+    >>> tuple(RandomConvNet(channels=1, spatial_dims=3)(torch.rand(1, 1, 8, 8, 8)).shape)
+    (1, 1, 8, 8, 8)
     >>> net = RandomConvNet(channels=1, hidden=2, seed=3)
     >>> x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     >>> y = net(x)
@@ -432,20 +439,22 @@ class RandomConvNet(nn.Module):
     """
 
     def __init__(
-        self, channels: int = 3, hidden: int = 6, kernel: int = 3, seed: int = 0, scale: float = 0.4, offset: float = 0.0
+        self, channels: int = 3, hidden: int = 6, kernel: int = 3, seed: int = 0, scale: float = 0.4, offset: float = 0.0,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        self.a = nn.Conv2d(channels, hidden, kernel, padding=kernel - 1, dilation=2)
-        self.b = nn.Conv2d(hidden, 1, 5, padding=2)
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+        self.a = conv(channels, hidden, kernel, padding=kernel - 1, dilation=2)
+        self.b = conv(hidden, 1, 5, padding=2)
         self.offset = offset
         randomise_parameters(self, seed, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Foreground probabilities, shape (B, 1, H, W).
+        """Foreground probabilities, shape (B, 1, H, W) ((B, 1, D, H, W) for volumes).
 
         Parameters
         ----------
-        x : Tensor of shape (B, C, H, W)
+        x : Tensor of shape (B, C, H, W) or (B, C, D, H, W)
             Images in [0, 1].
         """
         logit = self.b(torch.tanh(self.a(x - 0.5)))
@@ -502,13 +511,16 @@ class PlantedCauseModel(nn.Module):
 
     Parameters
     ----------
-    marker : (row, col, size)
-        Top-left pixel and side of the marker block.
+    marker : (row, col, size), or (z, row, col, size) for volumes
+        First pixel (voxel) and side of the marker block (cube).
     sharpness : float
         Slope s of both sigmoids.
 
     Examples
     --------
+    >>> volume = torch.zeros(1, 1, 4, 4, 4); volume[..., 2:, 2:, 2:] = 1.0
+    >>> int((PlantedCauseModel(marker=(0, 0, 0, 2))(volume) > 0.5).sum())   # marker dark: nothing
+    0
     >>> image = torch.zeros(1, 1, 8, 8); image[..., 4:, 4:] = 1.0; image[..., :2, :2] = 1.0
     >>> model = PlantedCauseModel(marker=(0, 0, 2))
     >>> int((model(image) > 0.5).sum())          # the 4 x 4 object and the marker itself
@@ -518,23 +530,24 @@ class PlantedCauseModel(nn.Module):
     0
     """
 
-    def __init__(self, marker: tuple[int, int, int], sharpness: float = 30.0) -> None:
+    def __init__(self, marker: tuple[int, ...], sharpness: float = 30.0) -> None:
         super().__init__()
-        self.marker = marker  # (row, col, size)
+        self.marker = marker  # (row, col, size) or (z, row, col, size)
         self.sharpness = sharpness
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Foreground probabilities, shape (B, 1, H, W): bright pixels, gated by the marker.
+        """Foreground probabilities, shape (B, 1, H, W) (or (B, 1, D, H, W)): bright pixels, gated by the marker.
 
         Parameters
         ----------
-        x : Tensor of shape (B, C, H, W)
-            Images in [0, 1].
+        x : Tensor of shape (B, C, H, W), or (B, C, D, H, W) when the marker has a z
+            Images (volumes) in [0, 1].
         """
-        r, c, s = self.marker
-        gate = torch.sigmoid(self.sharpness * (x[:, :, r : r + s, c : c + s].mean(dim=(1, 2, 3)) - 0.5))
+        *start, s = self.marker
+        region = x[(slice(None), slice(None), *(slice(p, p + s) for p in start))]
+        gate = torch.sigmoid(self.sharpness * (region.mean(dim=tuple(range(1, region.dim()))) - 0.5))
         pixel = torch.sigmoid(self.sharpness * (x.mean(dim=1, keepdim=True) - 0.5))
-        return pixel * gate[:, None, None, None]
+        return pixel * gate.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 class DictOutputModel(nn.Module):

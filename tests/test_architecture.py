@@ -19,7 +19,7 @@ PACKAGE = ROOT / "pdcr_lab"
 #: never from a layer above (data flow: datasets -> models -> explainers -> results -> analysis ->
 #: figures -> studies and user interfaces). docs/ARCHITECTURE.md draws the same picture.
 LAYERS: list[tuple[str, ...]] = [
-    ("version", "checks", "defaults", "locations", "atomic", "rois", "schema", "storage", "statistics"),
+    ("version", "checks", "defaults", "locations", "atomic", "grids", "rois", "schema", "storage", "statistics"),
     ("banks", "interventions", "outcomes", "adapters"),
     ("datasets",),
     ("zoo", "models"),

@@ -74,6 +74,9 @@ def _example(model: nn.Module, example: Any) -> torch.Tensor:
     if example is not None:
         return torch.zeros(1, *example)
     channels = ModelAdapter(model).expected_channels() or 3
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first is not None and len(first.kernel_size) == 3:  # a 3-D model: a small volume
+        return torch.zeros(1, channels, 32, 32, 32)
     return torch.zeros(1, channels, 64, 64)
 
 
@@ -175,8 +178,10 @@ def find_components(model: nn.Module, example: Any = None) -> list[Component]:
     model : torch.nn.Module
         Any model; its components are found by a dry forward pass (in eval mode, restored after).
     example : Tensor (C, H, W) or (1, C, H, W), or a shape (C, H, W), optional
-        Input of the dry forward pass that records which modules run and what they output.
-        Default: zeros of shape (C, 64, 64), C from the first convolution (else 3).
+        Input of the dry forward pass that records which modules run and what they output; a
+        volume is given batched, (1, C, D, H, W), or as a shape (C, D, H, W).
+        Default: zeros of shape (C, 64, 64), C from the first convolution (else 3); (C, 32, 32, 32)
+        when the first convolution is 3-D.
 
     Returns
     -------

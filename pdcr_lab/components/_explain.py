@@ -138,14 +138,16 @@ def _channel_groups(groups: Groups, path: str, channels: int) -> list[list[int]]
 
 
 def _channel_mask(groups: list[list[int]], leaf: torch.Tensor, path: str) -> torch.Tensor:
-    """(G, ...) masks selecting each group's channels: dim 1 of (B, C, h, w) and (B, C), last of (B, L, C)."""
-    if leaf.ndim not in (2, 3, 4):
-        raise ValueError(f"unit='channels' needs (B, C), (B, L, C) or (B, C, h, w) outputs; layer {path!r} gives {describe(leaf)}")
+    """(G, ...) masks selecting each group's channels: dim 1 of (B, C, h, w), (B, C, d, h, w) and (B, C),
+    last of (B, L, C)."""
+    if leaf.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"unit='channels' needs (B, C), (B, L, C), (B, C, h, w) or (B, C, d, h, w) outputs; layer "
+                         f"{path!r} gives {describe(leaf)}")
     channels = leaf.shape[-1] if leaf.ndim == 3 else leaf.shape[1]
     mask = torch.zeros(len(groups), channels, dtype=torch.bool)
     for g, members in enumerate(groups):
         mask[g, members] = True
-    shape = {2: (len(groups), channels), 3: (len(groups), 1, channels), 4: (len(groups), channels, 1, 1)}[leaf.ndim]
+    shape = (len(groups), 1, channels) if leaf.ndim == 3 else (len(groups), channels, *([1] * (leaf.ndim - 2)))
     return mask.reshape(shape)
 
 
@@ -268,7 +270,7 @@ def _donors(donors: Any, intervention: str, image: torch.Tensor, value_range: An
             "explained, e.g. pdcr_lab.datasets.load('lesions').images('train')[:32]"
         )
     tensor = as_tensor("donors", donors)
-    if tensor.ndim != 4 or tuple(tensor.shape[1:]) != tuple(image.shape) or tensor.shape[0] < 1:
+    if tensor.ndim != image.ndim + 1 or tuple(tensor.shape[1:]) != tuple(image.shape) or tensor.shape[0] < 1:
         raise ValueError(f"donors must have shape (N, {', '.join(map(str, image.shape))}) like the image, got {describe(donors)}")
     return to_unit_range("donors", donors, value_range)[0]  # the image's scale, checked the same way
 
@@ -310,8 +312,8 @@ def explain_components(
     ----------
     model : torch.nn.Module
         As in :func:`pdcr_lab.explain`; put in eval mode for the call and restored afterwards.
-    image : Tensor or array (C, H, W)
-        Float pixel values in [0, 1].
+    image : Tensor or array (C, H, W), or a volume (C, D, H, W) for a 3-D model
+        Float pixel values in [0, 1]. Volumes take ``unit="module"`` or ``"channels"``.
     roi, target
         As in :func:`pdcr_lab.explain`.
     layers : str or list of str, optional
@@ -369,7 +371,8 @@ def explain_components(
     (('layer',), ['0', '1'])
     """
     call = prepare(model, image, roi=roi, target=target, seed=seed, device=device, caller="explain_components",
-                   tiled=unit == "cells", need_candidates=unit == "cells", block=block, outcome=outcome,
+                   tiled=unit == "cells", need_candidates=unit == "cells", volumes=unit != "cells", block=block,
+                   outcome=outcome,
                    threshold=threshold, class_index=class_index, output_key=output_key, activation=activation,
                    normalize=normalize, value_range=value_range)
     unit = check_literal("unit", unit, ComponentUnit)
@@ -378,7 +381,7 @@ def explain_components(
     tau = check_float("tau", tau, minimum=0.0)
     size = None if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     donor_images = _donors(donors, intervention, call.image, value_range)
-    components = find_components(model, call.image)
+    components = find_components(model, call.image.unsqueeze(0))  # batched: a volume is not a batch of images
     names = [comp.path for comp in components]
     paths = _resolve_layers(model, layers, names, [comp.path for comp in components if comp.main])
     roles = {comp.path: comp.role for comp in components}
@@ -419,7 +422,7 @@ def _estimate(surgery: _Surgery, call: Call, *, unit: str, groups: Groups, donor
     except RuntimeError as exc:
         raise call.model_failed(exc) from exc
     state = RoiOutcome(call, factual=factual)
-    h, w = call.image.shape[1:]
+    h, w = call.image.shape[-2:]
     slots = _prepare_layers(surgery, record, unit=unit, groups=groups, block=call.block, image_hw=(h, w),
                             device=device, names=names)
     size = size or auto_batch_size(call.shape, device)
@@ -443,7 +446,7 @@ def _estimate(surgery: _Surgery, call: Call, *, unit: str, groups: Groups, donor
         for index in torch.unique(layer_of).tolist():
             rows = torch.nonzero(layer_of == index).flatten()
             plan[index] = (rows, slot[rows], None if donor is None else donor[rows])
-        batch = image_dev.unsqueeze(0).repeat(units.shape[0], 1, 1, 1)
+        batch = image_dev.unsqueeze(0).expand(units.shape[0], *image_dev.shape).clone()
         out, _ = surgery.run(lambda: adapter.logits(batch), units.shape[0], plan=plan)
         return state.from_outputs(out)
 
@@ -460,11 +463,11 @@ def _component_result(call: Call, est: Any, m0: torch.Tensor, forwards: int, att
                       slots: int, paths: list[str]) -> xr.Dataset:
     """The estimator's per-unit arrays under a ``layer`` dim, on top of the call layer's schema result."""
     n_rois = len(call.rois)
-    gy, gx = call.grid if unit == "cells" else (1, 1)
+    grid = call.grid if unit == "cells" else (1,) * call.ndim  # a one-block grid the layer dims replace
     inner = {"module": (), "channels": ("unit",), "cells": GRID_DIMS}[unit]
-    shape = (n_rois, len(paths), *({"module": (), "channels": (slots,), "cells": (gy, gx)}[unit]))
+    shape = (n_rois, len(paths), *({"module": (), "channels": (slots,), "cells": grid}[unit]))
     values = {name: getattr(est, name).reshape(shape) for name in ("ate", "ate_raw", "stderr", "n_draws", "screened")}
-    placeholders = {k: np.zeros((n_rois, gy, gx), dtype=v.dtype) for k, v in values.items()}
+    placeholders = {k: np.zeros((n_rois, *grid), dtype=v.dtype) for k, v in values.items()}
     if unit == "cells":
         placeholders["roi_block"] = call.roi_blocks
     ds = result(call, placeholders, m0=m0, forwards=forwards, attrs=attrs)
@@ -472,7 +475,7 @@ def _component_result(call: Call, est: Any, m0: torch.Tensor, forwards: int, att
     for name, array in values.items():
         ds[name] = ((*lead, "layer", *inner), array if call.multi else array[0], ds[name].attrs)
     if unit != "cells":
-        ds = ds.drop_vars(["block_y", "block_x", "y_start", "x_start"])
+        ds = ds.drop_vars(["block_z", "block_y", "block_x", "z_start", "y_start", "x_start"], errors="ignore")
     if unit == "channels":
         ds = ds.assign_coords(unit=np.arange(slots))
     return ds
