@@ -1,7 +1,8 @@
 """Datasets: embedded ones that need no download, and loaders for the paper's real datasets.
 
 Embedded (``load(name)``): ``"lesions"`` (dermoscopy-like), ``"vessels"`` (fundus-like), both
-generated from a seed, and ``"brain"`` (real MRI slices of nilearn's MNI152 template). Real data a
+generated from a seed, and ``"brain"`` (real MRI slices of nilearn's MNI152 template); volumes:
+``"brain3d"`` (cubes of the same template) and ``"vessels3d"`` (generated vessel trees). Real data a
 user has: :func:`HAM10000`, :func:`FIVES`, :func:`FolderDataset` (PNG/TIFF/JPEG, 8- or 16-bit,
 normalisation, label masks, tiling), and :func:`read_roi_list` for the paper's explained RoIs. Every
 loader returns a :class:`SegmentationData` whose ``.bank`` is a natural

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DESCRIPTION", "VERSION", "slices", "split_sizes"]
+__all__ = ["DESCRIPTION", "VERSION", "mni152", "slices", "split_sizes"]
 
 VERSION = 2
 _CHUNK = 6  # consecutive slices per split chunk
@@ -32,26 +32,43 @@ DESCRIPTION = (
 )
 
 
-def _volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mni152(resolution: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """nilearn's bundled MNI152 2009 template at `resolution` mm: (T1, grey-matter mask, brain mask, affine).
+
+    Grey matter = voxels where the GM probability is >= 0.3 and >= the WM probability (nilearn's own GM
+    mask is thresholded at 0.2 and dilated, so it swallows much white matter; "grey matter is the
+    likelier tissue and at least 30% likely" follows the cortical ribbon). All arrays are (X, Y, Z).
+
+    Parameters
+    ----------
+    resolution : {1, 2}
+        Voxel size in mm.
+    name : str
+        The dataset asking, for the message when nilearn is missing.
+    """
     try:
         from nilearn import datasets as nl
     except ImportError as exc:  # pragma: no cover - nilearn is a dependency
-        raise ImportError("the 'brain' dataset needs nilearn (pip install nilearn)") from exc
+        raise ImportError(f"the {name!r} dataset needs nilearn (pip install nilearn)") from exc
     try:
-        template = nl.load_mni152_template(resolution=1)
-        gm = nl.load_mni152_gm_template(resolution=1)
-        wm = nl.load_mni152_wm_template(resolution=1)
-        brain = nl.load_mni152_brain_mask(resolution=1)
+        template = nl.load_mni152_template(resolution=resolution)
+        gm = nl.load_mni152_gm_template(resolution=resolution)
+        wm = nl.load_mni152_wm_template(resolution=resolution)
+        brain = nl.load_mni152_brain_mask(resolution=resolution)
     except Exception as exc:  # these loaders read files inside the wheel; any failure is an install problem
         raise RuntimeError(
             "nilearn could not load its bundled MNI152 template (it should need no network); "
             f"check the nilearn installation: {exc}"
         ) from exc
     gm_prob, wm_prob = gm.get_fdata(dtype=np.float32), wm.get_fdata(dtype=np.float32)
-    # nilearn's own GM mask is thresholded at 0.2 and dilated, so it swallows much white matter;
-    # "grey matter is the likelier tissue and at least 30% likely" follows the cortical ribbon.
-    grey = ((gm_prob >= wm_prob) & (gm_prob >= _GM_MIN)).astype(np.float32)
-    return template.get_fdata(dtype=np.float32), grey, brain.get_fdata(dtype=np.float32), np.asarray(template.affine)
+    grey = (gm_prob >= wm_prob) & (gm_prob >= _GM_MIN)
+    return (template.get_fdata(dtype=np.float32), grey, brain.get_fdata(dtype=np.float32),
+            np.asarray(template.affine))
+
+
+def _volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    template, grey, brain, affine = mni152(1, "brain")
+    return template, grey.astype(np.float32), brain, affine
 
 
 def _axial(volume: np.ndarray) -> torch.Tensor:

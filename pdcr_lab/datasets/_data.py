@@ -12,7 +12,7 @@ import torch
 from ..checks import check_choice
 from ..banks import PatchBank
 
-__all__ = ["SegmentationData", "bank_block", "build_bank"]
+__all__ = ["SegmentationData", "bank_block", "bank_block_3d", "build_bank"]
 
 #: Blocks cut from each source image for a dataset's natural bank (the reference cut ~1000 blocks
 #: from ~770 images; a few per image keeps the bank varied without making it large).
@@ -38,6 +38,29 @@ def bank_block(height: int, width: int) -> int:
     return block
 
 
+def bank_block_3d(depth: int, height: int, width: int) -> int:
+    """Cube side for (depth, height, width) volumes: min side // 8 (4 at 32), lowered until it tiles all three.
+
+    Eight cubes a side give a 512-cell grid: a volume has far more cells than an image at the same
+    side, so the cells are relatively coarser than the 2-D rule's 12 a side (144 cells) to keep a
+    3-D map's forward passes affordable.
+
+    Parameters
+    ----------
+    depth, height, width : int
+        Volume size in voxels.
+
+    Examples
+    --------
+    >>> bank_block_3d(32, 32, 32), bank_block_3d(64, 64, 64), bank_block_3d(32, 32, 20)   # 20 // 8 = 2 tiles 32
+    (4, 8, 2)
+    """
+    block = max(1, min(depth, height, width) // 8)
+    while depth % block or height % block or width % block:
+        block -= 1
+    return block
+
+
 def build_bank(
     images: torch.Tensor | list[torch.Tensor],
     ids: list[str],
@@ -51,14 +74,15 @@ def build_bank(
 
     Parameters
     ----------
-    images : Tensor (N, C, H, W) or list of (C, H, W) tensors
-        Held-out images in [0, 1] (never explained).
+    images : Tensor (N, C, H, W) or (N, C, D, H, W), or a list of (C, H, W) or (C, D, H, W) tensors
+        Held-out images or volumes in [0, 1] (never explained).
     ids : list of str
         Their names, recorded in the provenance.
     seed : int
         Seed of the cut.
     block : int, optional
-        Block side; default: :func:`bank_block` of the first image's size.
+        Block side; default: :func:`bank_block` of the first image's size, or
+        :func:`bank_block_3d` of the first volume's size (cubes).
     per_image : int
         Blocks drawn from each image.
     **extra
@@ -73,7 +97,8 @@ def build_bank(
     if len(ids) == 0:
         raise ValueError("no held-out images to build a patch bank from")
     if block is None:
-        block = bank_block(int(images[0].shape[-2]), int(images[0].shape[-1]))
+        shape = [int(n) for n in images[0].shape]
+        block = bank_block_3d(*shape[-3:]) if len(shape) == 4 else bank_block(*shape[-2:])
     bank = PatchBank.from_images(images, block=block, per_image=per_image, seed=seed, ids=ids)
     bank.provenance.update(extra)
     return bank
@@ -92,7 +117,7 @@ class SegmentationData:
         Dataset name.
     arrays : mapping split -> (images, masks)
         Images as uint8 (N, C, H, W) (stored compactly, returned as float32 in [0, 1]) or float32
-        in [0, 1]; masks as bool (N, H, W).
+        in [0, 1]; masks as bool (N, H, W). Volumes: (N, C, D, H, W) and (N, D, H, W).
     split_ids, split_meta : mapping split -> list
         Per-image names and metadata dicts, in image order.
     info : dict
@@ -134,7 +159,7 @@ class SegmentationData:
         return check_choice("split", split, self.splits)
 
     def images(self, split: str) -> torch.Tensor:
-        """Images of `split`, float32 (N, C, H, W) in [0, 1].
+        """Images of `split`, float32 (N, C, H, W) in [0, 1] ((N, C, D, H, W) for volumes).
 
         Parameters
         ----------
@@ -145,7 +170,7 @@ class SegmentationData:
         return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
     def masks(self, split: str) -> torch.Tensor:
-        """Masks of `split`, bool (N, H, W).
+        """Masks of `split`, bool (N, H, W) ((N, D, H, W) for volumes).
 
         Parameters
         ----------
@@ -208,8 +233,7 @@ class SegmentationData:
         sizes = ", ".join(f"{s}={len(self.split_ids[s])}" for s in self.splits)
         shape = ""
         if self.splits:
-            c, h, w = self.arrays[self.splits[0]][0].shape[1:]
-            shape = f", images {c}x{h}x{w}"
+            shape = ", images " + "x".join(str(n) for n in self.arrays[self.splits[0]][0].shape[1:])
         return f"SegmentationData({self.name!r}: {sizes}{shape})"
 
 

@@ -43,7 +43,7 @@ def plot_samples(
     """
     import matplotlib.pyplot as plt
 
-    names = list(names or list_datasets())
+    names = list(names or list_datasets(ndim=2))  # a gallery of 2-D images; volumes have their own views
     fig, axes = plt.subplots(2 * len(names), n, figsize=(1.9 * n, 3.9 * len(names)), squeeze=False)
     for k_name, name in enumerate(names):
         data = load(name, size=size, seed=seed)

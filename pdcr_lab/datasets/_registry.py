@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checks import check_choice, check_int
-from . import _brain, _lesions, _vessels
+from . import _brain, _brain3d, _lesions, _vessels, _vessels3d
 from ._cache import cached_arrays
 from ._data import SegmentationData, from_arrays
 from ._synth import generate_stack
@@ -22,6 +22,8 @@ class _Spec:
     split_sizes: Callable[[dict[str, Any]], dict[str, int]]
     description: str
     generator: str
+    ndim: int = 2  # spatial dimensions: 2 (images) or 3 (volumes)
+    size: int = 96  # working size, the default side of `load`
 
 
 # Fixed split sizes of the generated sets: 320 images to cut the bank from (and to train small
@@ -63,27 +65,63 @@ _SPECS: dict[str, _Spec] = {
         description=_brain.DESCRIPTION,
         generator="pdcr_lab.datasets._brain.slices (nilearn MNI152 template)",
     ),
+    "brain3d": _Spec(
+        make=_brain3d.cubes,
+        version=_brain3d.VERSION,
+        split_sizes=_brain3d.split_sizes,
+        description=_brain3d.DESCRIPTION,
+        generator="pdcr_lab.datasets._brain3d.cubes (nilearn MNI152 template, 2 mm)",
+        ndim=3,
+        size=32,
+    ),
+    "vessels3d": _Spec(
+        make=_vessels3d.generate,
+        version=_vessels3d.VERSION,
+        split_sizes=_vessels3d.split_sizes,
+        description=_vessels3d.DESCRIPTION,
+        generator="pdcr_lab.datasets._vessels3d.generate",
+        ndim=3,
+        size=32,
+    ),
 }
 
 
-def list_datasets() -> list[str]:
-    """Names accepted by :func:`load`."""
-    return list(_SPECS)
+def list_datasets(ndim: int | None = None) -> list[str]:
+    """Names accepted by :func:`load`.
+
+    Parameters
+    ----------
+    ndim : {None, 2, 3}
+        Only the image (2) or volume (3) sets; default: all.
+
+    Examples
+    --------
+    >>> list_datasets(ndim=3)
+    ['brain3d', 'vessels3d']
+    """
+    if ndim is not None:
+        ndim = check_choice("ndim", ndim, (2, 3))
+    return [name for name, spec in _SPECS.items() if ndim in (None, spec.ndim)]
 
 
-def load(name: str, *, size: int = 96, seed: int = 0, cache: bool = True) -> SegmentationData:
+def load(name: str, *, size: int | None = None, seed: int = 0, cache: bool = True) -> SegmentationData:
     """Load an embedded dataset (no download), generating and caching it on first use.
 
     Parameters
     ----------
-    name : {"lesions", "vessels", "brain"}
+    name : {"lesions", "vessels", "brain", "brain3d", "vessels3d"}
         ``"lesions"``: dermoscopy-like, ``"vessels"``: fundus-like (both generated, 3 channels,
         splits train/val/test = 320/48/48); ``"brain"``: axial slices of nilearn's MNI152 template
         with a grey-matter mask (1 channel; splits are disjoint slice ranges of one averaged brain).
-    size : int
-        Image side in pixels (the project's working size is 96; tests use 32 or 48).
+        Volumes (1 channel, (N, 1, D, H, W)): ``"brain3d"``: cubes of the MNI152 template with a
+        grey-matter mask (splits are disjoint regions of one averaged brain); ``"vessels3d"``:
+        generated vessel trees in a noisy volume (splits 160/24/24).
+    size : int, optional
+        Image side in pixels, or volume side in voxels; default: the set's working size, 96 for
+        images and 32 for volumes (tests use 32 or 48 for images, 16 for volumes).
     seed : int
-        Seed of the generated images (the brain slices do not depend on it) and of the bank draw.
+        Seed of the generated images (the brain slices and cubes do not depend on it) and of the
+        bank draw.
     cache : bool
         Read/write the cache in ``$PDCR_LAB_CACHE`` (default ``~/.cache/pdcr_lab``), one file per
         name, generator version, size and seed; an unreadable cache file is regenerated.
@@ -92,7 +130,8 @@ def load(name: str, *, size: int = 96, seed: int = 0, cache: bool = True) -> Seg
     -------
     SegmentationData
         Images, masks, ids and metadata per split; ``.bank`` is cut from the train split only
-        (block ``size // 12``, 8 at 96), ``.info`` describes the generator.
+        (block ``size // 12``, 8 at 96; cubes of side ``size // 8`` for volumes, 4 at 32),
+        ``.info`` describes the generator (``"ndim"``: 2 or 3).
 
     Examples
     --------
@@ -101,7 +140,7 @@ def load(name: str, *, size: int = 96, seed: int = 0, cache: bool = True) -> Seg
     (('train', 'val', 'test'), (48, 3, 48, 48))
     """
     spec = _SPECS[check_choice("name", name, _SPECS)]
-    size = check_int("size", size, minimum=16)
+    size = check_int("size", spec.size if size is None else size, minimum=16)
     seed = check_int("seed", seed, minimum=0)
     key = f"{name}-v{spec.version}-size{size}-seed{seed}"
     arrays = cached_arrays(key, lambda: spec.make(size, seed), cache=bool(cache))
@@ -113,6 +152,7 @@ def load(name: str, *, size: int = 96, seed: int = 0, cache: bool = True) -> Seg
         "seed": seed,
         "size": size,
         "channels": int(arrays["images"].shape[1]),
+        "ndim": spec.ndim,
         "splits": split_sizes,
         "description": spec.description,
     }
