@@ -13,6 +13,9 @@ it (ATE > 0), white = irrelevant, green outline = the RoI. Scales are symmetric 
   loads the JavaScript inline, no CDN): :func:`map_image`, :func:`overlay`, :func:`side_by_side`,
   :func:`radial_profile`, :func:`composition`, :func:`histogram`, :func:`component_heatmap`,
   :func:`deletion_curves`, :func:`method_maps`. holoviews is imported only when one is drawn;
+* views of 3-D (volumetric) maps: :func:`orthoslices` (three planes with a slider per axis),
+  :func:`max_projection` and :func:`signed_max_projection` (signed maximum-intensity projections),
+  :func:`volume_figure` (paper figure) and :func:`niivue_view` (3-D viewer, optional ``ipyniivue``);
 * a page that opens without internet (every script and stylesheet inline): :func:`standalone_html`.
 """
 
@@ -35,7 +38,16 @@ from ._holoviews import (
 )
 from ._maps import split_maps
 from ._offline import standalone_html
-from ._paper import PAGE_HEIGHT, PAPER_RC, PAPER_WIDTHS, components_figure, curves_figure, maps_figure, paper_style, save_figure
+from ._paper import (
+    PAGE_HEIGHT,
+    PAPER_RC,
+    PAPER_WIDTHS,
+    components_figure,
+    curves_figure,
+    maps_figure,
+    paper_style,
+    save_figure,
+)
 from ._static import (
     EFFECT_CMAP,
     OVERLAY_ALPHA,
@@ -46,6 +58,13 @@ from ._static import (
     symmetric_limit,
 )
 from ._strategies import STRATEGY_COLOURS, strategies_figure
+from ._volumes import (
+    max_projection,
+    niivue_view,
+    orthoslices,
+    signed_max_projection,
+    volume_figure,
+)
 
 __all__ = [
     "EFFECT_CMAP",
@@ -54,32 +73,37 @@ __all__ = [
     "PAPER_RC",
     "PAPER_WIDTHS",
     "SIGN_COLOURS",
-    "VIEW_WIDTH",
     "STRATEGY_COLOURS",
+    "VIEW_WIDTH",
     "as_display_image",
-    "effect_rgba",
-    "settings_caption",
     "component_heatmap",
     "components_figure",
     "composition",
     "curves_figure",
     "deletion_curves",
+    "effect_rgba",
     "extension",
     "histogram",
     "holoviews_backend",
     "image_plot",
     "map_image",
     "maps_figure",
+    "max_projection",
     "method_maps",
+    "niivue_view",
+    "orthoslices",
     "overlay",
     "overlay_figure",
     "paper_style",
     "radial_profile",
     "roi_outline",
     "save_figure",
+    "settings_caption",
     "side_by_side",
+    "signed_max_projection",
     "split_maps",
     "standalone_html",
     "strategies_figure",
     "symmetric_limit",
+    "volume_figure",
 ]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from ..schema import to_pixels, validate
+from ..schema import BOX_VARS, block_shape, to_pixels, validate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -97,11 +97,15 @@ def settings_caption(ds: xr.Dataset) -> str:
     ...                                    model="unet")
     >>> settings_caption(ds)
     'pdcr, natural blocks of 8 px, S = 3, N = 50, tau = 0.02, outcome dice, seed 0; model unet; RoI (0, 0, 0, 0)'
+    >>> settings_caption(pdcr_lab.schema.empty_effects(grid=(2, 2, 2), block=4, intervention="zero"))
+    'pdcr, zero blocks of 4 x 4 x 4 voxels, outcome dice, seed 0; RoI (z, y, x, d, h, w) (0, 0, 0, 0, 0, 0)'
     """
     a = ds.attrs
     parts = [str(a.get("method", "pdcr"))]
+    volume = "block_z" in ds.dims
     if "intervention" in a:
-        parts[0] += f", {a['intervention']} blocks of {a.get('block')} px"
+        size = " x ".join(map(str, block_shape(ds))) + " voxels" if volume else f"{a.get('block')} px"
+        parts[0] += f", {a['intervention']} blocks of {size}"
     if "coarse" in a and "fine" in a:
         parts.append(f"S = {a['coarse']}, N = {a['fine']}" + (f" ({a['mode']})" if a.get("mode") not in (None, "paper") else ""))
     if "tau" in a:
@@ -110,9 +114,10 @@ def settings_caption(ds: xr.Dataset) -> str:
     where = [f"{key} {a[key]}" for key in ("model", "dataset") if key in a]
     if "image_id" in a:
         where.append(f"image {a['image_id']}")
-    box = tuple(int(ds[k]) for k in ("roi_row", "roi_col", "roi_height", "roi_width") if k in ds)
-    if len(box) == 4:
-        where.append(f"RoI {box}")
+    names = BOX_VARS[3 if volume else 2]
+    box = tuple(int(ds[k]) for k in names if k in ds and ds[k].ndim == 0)
+    if len(box) == len(names):
+        where.append(f"RoI (z, y, x, d, h, w) {box}" if volume else f"RoI {box}")
     return ", ".join(parts) + "; " + "; ".join(where) if where else ", ".join(parts)
 
 
