@@ -2,7 +2,8 @@
 
 * :func:`descriptors`: how the effect mass of each map lies around its RoI (radial profile and d50,
   spread, anisotropy, support/harm balance, alignment with image structure, the path leading away
-  from the RoI), vectorised over the stack dims.
+  from the RoI), vectorised over the stack dims, for maps of images (block_y, block_x) and of
+  volumes (block_z, block_y, block_x) alike (distances in blocks in 3-D, 26-neighbour paths).
 * :func:`classify`: a label per map (``local``, ``global``, ``sequential``, ``mixed`` or
   ``no effect``) with a confidence, by the documented :class:`StrategyThresholds`.
 * :func:`path_task`, :class:`ConnectivityModel`, :class:`GlobalContrastModel`: a generated task and

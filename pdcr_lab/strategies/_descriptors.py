@@ -3,33 +3,58 @@
 Every descriptor is computed from the raw, signed map ``ate`` (outcome units, docs/method.md section 4),
 the RoI blocks, and optionally a structure mask, for every map of a dataset at once: the leading
 stack dims (``model``, ``dataset``, ``image``, ``roi``, ``method``, ...) are carried through by
-:func:`xarray.apply_ufunc` and the numpy kernels work on ``(..., block_y, block_x)`` arrays, so no
-Python loop runs over maps. Notation, for one map on a grid of blocks p = (row, col):
+:func:`xarray.apply_ufunc` and the numpy kernels work on ``(..., block_y, block_x)`` arrays of images
+and ``(..., block_z, block_y, block_x)`` arrays of volumes alike (every kernel is written for n
+spatial axes), so no Python loop runs over maps. Notation, for one map on a grid of blocks
+p = (row, col), or p = (z, row, col) for a volume (n = 2 or 3 grid axes):
 
 * w(p) = |ATE(p)| outside the RoI (RoI blocks are 0 by the schema), W = sum_p w(p): the effect mass.
 * C = the candidate (non-RoI) blocks, n_C = |C|.
 * d(p) = min over RoI blocks q of ||p - q||_2, the distance in blocks between block centres
-  (1 for an edge neighbour of the RoI, sqrt(2) for a diagonal one, 0 inside the RoI).
-* Connectivity is 8-neighbour connectivity on the block grid; a set is "connected to the RoI" when
-  it is reached from the RoI blocks by steps between 8-neighbours inside the set.
+  (1 for an edge neighbour of the RoI, sqrt(2) for a diagonal one, 0 inside the RoI; in a volume
+  1 for a face neighbour, sqrt(2) for an edge one and sqrt(3) for a corner one). Distances count
+  *blocks along each axis*, whatever the block's sides in pixels (voxels): with the cuboid blocks of
+  a volume (``attrs["block_shape"]``, e.g. 2 x 4 x 4 voxels) one step along z counts 1 like one step
+  along y or x. The block is PdCR's unit of intervention and the thresholds (the near radius) are in
+  blocks; measuring in voxels would make them depend on the block's shape, and the schema records
+  no voxel spacing in mm to measure physical distance anyway.
+* Connectivity is 8-neighbour connectivity on a 2-D block grid and 26-neighbour connectivity on a
+  3-D one (the 3^n - 1 blocks sharing an edge or a corner, in 3-D a face, an edge or a corner); a
+  set is "connected to the RoI" when it is reached from the RoI blocks by steps between such
+  neighbours inside the set.
 * Strong blocks: w(p) > 0 and w(p) >= path_level * max_q w(q). The *path component* K is the set of
-  blocks connected to the RoI inside the 3 x 3 morphological closing of (strong blocks + RoI): the
-  closing bridges gaps of one or two blocks, which PdCR leaves in a chain wherever the structure is
-  redundant (a thick vessel straddling two block rows survives the replacement of either block).
+  blocks connected to the RoI inside the 3 x 3 (3 x 3 x 3 in a volume) morphological closing of
+  (strong blocks + RoI): the closing bridges gaps of one or two blocks, which PdCR leaves in a chain
+  wherever the structure is redundant (a thick vessel straddling two block rows survives the
+  replacement of either block).
+* The mass's second moment M = sum_p w(p) (p - c)(p - c)^T around the RoI's centre c is n x n (2 x 2
+  or 3 x 3); anisotropy = 1 - l_min / l_max of its eigenvalues. In 3-D mass on one plane through c
+  is as degenerate as mass on one line (l_min = 0, anisotropy 1); 0 needs mass spread in every
+  direction (a shell or a ball around the RoI).
+* Radial rings k - 1 < d <= k, k = 1 .. ceil(grid diagonal), are shells in 3-D.
+
+A volume of one slice of blocks (block_z = 1) has the descriptors of the same 2-D map: on one slice
+26- and 8-neighbours, the 3 x 3 x 3 and 3 x 3 closings, distances and rings coincide. The one
+exception is ``anisotropy``: the slice's mass has no spread along z (l_min = 0), so it is 1, as for
+a 2-D map on a grid of one row.
 
 Only ratios of masses (shares, entropies, balances) are scale-free; masses are kept in outcome units.
-Maps without any effect (W = 0) get NaN for every scale-free descriptor.
+Maps without any effect (W = 0) get NaN for every scale-free descriptor. Images and volumes cannot
+be described in one call (a ValueError says so): their distances and shares do not compare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from functools import reduce
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from ..schema import GRID_DIMS, PIXEL_DIMS, STACK_DIMS, stack, validate
+from ..schema import BOX_VARS, GRID_DIMS, GRID_DIMS_3D, STACK_DIMS, block_shape, grid_dims, stack, validate
 
 __all__ = ["DESCRIPTORS", "descriptors", "effect_grid", "structure_blocks"]
 
@@ -67,6 +92,10 @@ DESCRIPTORS: dict[str, tuple[str, str]] = {
     "path_on_structure": ("fraction of that component's blocks on structure connected to the RoI", "1"),
 }
 
+#: ``long_name`` of the descriptors whose wording changes on a volume's grid (26-neighbour steps).
+_LONG_NAMES_3D = {"path_steps": DESCRIPTORS["path_steps"][0].replace("8-neighbour", "26-neighbour")}
+
+
 # -- input checks ---------------------------------------------------------------------------------
 def _label_of(da: xr.DataArray, index: tuple[int, ...]) -> str:
     """Human-readable position of one map in the stack dims, for error messages."""
@@ -84,6 +113,16 @@ def _bad_maps(flags: xr.DataArray, limit: int = 4) -> str:
     return ", ".join(names) + more
 
 
+def _times(values: Iterable[Any]) -> str:
+    """``6x6x6`` from (6, 6, 6)."""
+    return "x".join(str(v) for v in values)
+
+
+def _rank_of(item: xr.Dataset) -> tuple[str, ...]:
+    """Grid dims of one map, without validating it yet (a map off the grid gets the 2-D dims)."""
+    return GRID_DIMS_3D if "ate" in item and "block_z" in item["ate"].dims else GRID_DIMS
+
+
 def _as_dataset(effects: Any, dim: str) -> xr.Dataset:
     """A Dataset of maps; a sequence or mapping of results must share one grid, then is stacked."""
     if isinstance(effects, xr.Dataset):
@@ -97,9 +136,25 @@ def _as_dataset(effects: Any, dim: str) -> xr.Dataset:
         raise TypeError(f"effects must be an effects Dataset or a list/dict of them, got {type(effects).__name__}")
     if not items or not all(isinstance(item, xr.Dataset) for item in items):
         raise TypeError("effects must be a non-empty list/dict of effects Datasets")
-    grids = [(item.sizes.get("block_y"), item.sizes.get("block_x"), item.attrs.get("block")) for item in items]
+    ranks = sorted({len(_rank_of(item)) for item in items})
+    if len(ranks) > 1:
+        raise ValueError(
+            "maps of different rank were mixed in one call: 2-D maps on (block_y, block_x) and 3-D maps "
+            "on (block_z, block_y, block_x); describe images and volumes separately (distances and "
+            "shares in blocks do not compare between them)"
+        )
+    unit = "px" if ranks == [2] else "voxels"
+    grids = []
+    for item in items:
+        sides = item.attrs.get("block")
+        if ranks == [3]:
+            try:
+                sides = _times(block_shape(item))
+            except (ValueError, TypeError, KeyError):  # validate() says what is wrong with the map
+                pass
+        grids.append((tuple(item.sizes.get(d) for d in _rank_of(item)), str(sides)))
     if len(set(grids)) > 1:
-        described = sorted({f"{gy}x{gx} blocks of {b} px" for gy, gx, b in grids})
+        described = sorted({f"{_times(g)} blocks of {b} {unit}" for g, b in grids})
         raise ValueError(
             f"maps of different grids were mixed in one call: {described}; "
             "describe each grid separately (descriptors compare distances in blocks)"
@@ -107,9 +162,9 @@ def _as_dataset(effects: Any, dim: str) -> xr.Dataset:
     return stack(items, dim=dim, labels=labels)
 
 
-def _check_grid(ds: xr.Dataset) -> None:
+def _check_grid(ds: xr.Dataset, dims: tuple[str, ...]) -> None:
     """Refuse stacks of maps that do not share one block grid."""
-    for key in ("block", "image_height", "image_width"):
+    for key in ("block", "block_shape", "image_depth", "image_height", "image_width"):
         if key in ds.coords and ds.coords[key].ndim > 0 and np.unique(np.asarray(ds.coords[key])).size > 1:
             values = sorted({str(v) for v in np.asarray(ds.coords[key]).ravel()})
             raise ValueError(
@@ -118,35 +173,43 @@ def _check_grid(ds: xr.Dataset) -> None:
             )
     missing = ds["ate"].isnull()
     if bool(missing.any()):
-        bad = missing.any(GRID_DIMS)
+        bad = missing.any(dims)
         raise ValueError(
             f"'ate' has NaN blocks in the maps {_bad_maps(bad)}: maps of different grids were mixed "
             "(stacking pads the smaller grid with NaN) or a map is incomplete; describe each grid separately"
         )
 
 
-def _roi_blocks(ds: xr.Dataset) -> xr.DataArray:
+def _start(dim: str) -> str:
+    """Coordinate of a grid dim's first pixel: ``block_y`` -> ``y_start``."""
+    return dim.removeprefix("block_") + "_start"
+
+
+def _roi_blocks(ds: xr.Dataset, dims: tuple[str, ...]) -> xr.DataArray:
     """The RoI on the block grid: ``roi_block``, else the blocks overlapping the recorded RoI box."""
+    box = BOX_VARS[len(dims)]
     if "roi_block" in ds:
         roi = ds["roi_block"].astype(bool)
-    elif all(k in ds for k in ("roi_row", "roi_col", "roi_height", "roi_width")):
-        b = int(ds.attrs["block"])
-        ys, xs = ds["y_start"], ds["x_start"]
-        r, c, h, w = (ds[k] for k in ("roi_row", "roi_col", "roi_height", "roi_width"))
-        roi = (ys < r + h) & (ys + b > r) & (xs < c + w) & (xs + b > c) & (h > 0) & (w > 0)
+    elif all(k in ds for k in box):
+        n = len(dims)
+        overlaps = []
+        for dim, side, first, size in zip(dims, block_shape(ds), box[:n], box[n:]):
+            pos, a, length = ds[_start(dim)], ds[first], ds[size]
+            overlaps += [(pos < a + length) & (pos + side > a), length > 0]
+        roi = reduce(lambda x, y: x & y, overlaps)
     else:
         raise ValueError(
-            "the effects have no recorded RoI: neither 'roi_block' nor the RoI box "
-            "(roi_row, roi_col, roi_height, roi_width); strategies are defined relative to the RoI"
+            f"the effects have no recorded RoI: neither 'roi_block' nor the RoI box "
+            f"({', '.join(box)}); strategies are defined relative to the RoI"
         )
     roi = roi.broadcast_like(ds["ate"]).transpose(*ds["ate"].dims)
-    empty = ~roi.any(GRID_DIMS)
+    empty = ~roi.any(dims)
     if bool(empty.any()):
         raise ValueError(
             f"no RoI is recorded for the maps {_bad_maps(empty)} (roi_block is all False); "
             "strategies are defined relative to the RoI"
         )
-    if bool(roi.all(GRID_DIMS).any()):
+    if bool(roi.all(dims).any()):
         raise ValueError("the RoI covers the whole grid in some maps: there is no block outside it to describe")
     return roi
 
@@ -157,27 +220,32 @@ def effect_grid(effects: Any, *, dim: str = "image") -> tuple[xr.DataArray, xr.D
     Parameters
     ----------
     effects : effects Dataset, or a list/dict of them
-        Maps in the schema; a list or dict is stacked along `dim` after checking that the maps
-        share one grid.
+        Maps in the schema, on a 2-D grid (block_y, block_x) or a volume's 3-D grid (block_z,
+        block_y, block_x); a list or dict is stacked along `dim` after checking that the maps share
+        one grid (images and volumes are never mixed).
     dim : str
         Stack dimension of a list/dict of maps (one of :data:`pdcr_lab.schema.STACK_DIMS`).
 
     Raises
     ------
     ValueError
-        maps without a recorded RoI, maps of different grids, or component (``layer``) effects.
+        maps without a recorded RoI, maps of different grids or ranks, or component (``layer``) effects.
     """
     ds = _as_dataset(effects, dim)
     if "ate" in ds and set(GRID_DIMS) <= set(ds["ate"].dims):
-        _check_grid(ds)  # before validate: padding a smaller grid also breaks the schema's dtypes
+        _check_grid(ds, grid_dims(ds["ate"]))  # before validate: padding a smaller grid also breaks the dtypes
     validate(ds)
     if not all(d in ds["ate"].dims for d in GRID_DIMS):
         raise ValueError(
-            f"strategies need maps on the block grid {GRID_DIMS}; got 'ate' with dims {ds['ate'].dims} "
-            "(component effects have no spatial layout)"
+            f"strategies need maps on the block grid {GRID_DIMS} (or {GRID_DIMS_3D} for a volume); got 'ate' "
+            f"with dims {ds['ate'].dims} (component effects have no spatial layout)"
         )
-    roi = _roi_blocks(ds)
+    roi = _roi_blocks(ds, grid_dims(ds["ate"]))
     return ds["ate"], roi, ds
+
+
+def _dims_text(dims: Sequence[str]) -> str:
+    return "(" + ", ".join(dims) + ")"
 
 
 def structure_blocks(structure: Any, effects: xr.Dataset, *, min_fraction: float = 0.0) -> xr.DataArray:
@@ -186,11 +254,13 @@ def structure_blocks(structure: Any, effects: xr.Dataset, *, min_fraction: float
     Parameters
     ----------
     structure : DataArray or array
-        Boolean pixels with dims ``(..., y, x)`` or blocks with dims ``(..., block_y, block_x)``;
+        Boolean pixels with dims ``(..., y, x)`` or blocks with dims ``(..., block_y, block_x)``
+        (for volumes voxels ``(..., z, y, x)`` or blocks ``(..., block_z, block_y, block_x)``);
         leading dims must be stack dims of `effects` (e.g. ``image``) and broadcast against them.
-        A plain (H, W) or (block_y, block_x) array applies to every map.
+        A plain (H, W) or (block_y, block_x) array ((D, H, W) or (block_z, block_y, block_x) for a
+        volume) applies to every map.
     effects : xarray.Dataset
-        The effects (they give the grid and the block size).
+        The effects (they give the grid and the block's sides).
     min_fraction : float
         A block is structure when the fraction of its pixels on the mask exceeds this (default 0:
         any pixel, so thin vessels one or two pixels wide still mark their blocks).
@@ -203,62 +273,89 @@ def structure_blocks(structure: Any, effects: xr.Dataset, *, min_fraction: float
     >>> structure_blocks(mask, ds).values
     array([[False,  True],
            [False, False]])
+    >>> volume = pdcr_lab.schema.empty_effects(grid=(2, 1, 1), block=(2, 4, 4))
+    >>> voxels = np.zeros((4, 4, 4), bool)
+    >>> voxels[3, 0, 0] = True                              # one voxel in the second slice of blocks
+    >>> structure_blocks(voxels, volume).values.ravel()
+    array([False,  True])
     """
-    b = int(effects.attrs["block"])
-    gy, gx = effects.sizes["block_y"], effects.sizes["block_x"]
+    dims = grid_dims(effects)
+    n = len(dims)
+    pixel_dims = tuple(d.removeprefix("block_") for d in dims)
+    sides = block_shape(effects)
+    grid = tuple(effects.sizes[d] for d in dims)
+    pixels = "voxels" if n == 3 else "pixels"
     if not isinstance(structure, xr.DataArray):
         array = np.asarray(structure)
-        if array.ndim != 2:
+        if array.ndim != n:
+            names = ("(H, W)", "(block_y, block_x)", "(..., y, x)") if n == 2 else (
+                "(D, H, W)", "(block_z, block_y, block_x)", "(..., z, y, x)")
             raise ValueError(
-                f"structure must be an (H, W) or (block_y, block_x) array, or a DataArray with dims "
-                f"(..., y, x); got an array of shape {array.shape}"
+                f"structure must be an {names[0]} or {names[1]} array, or a DataArray with dims "
+                f"{names[2]}; got an array of shape {array.shape}"
             )
-        dims = GRID_DIMS if array.shape == (gy, gx) else PIXEL_DIMS
-        structure = xr.DataArray(array, dims=dims)
-    unknown = [d for d in structure.dims if d not in (*STACK_DIMS, *GRID_DIMS, *PIXEL_DIMS)]
+        structure = xr.DataArray(array, dims=dims if array.shape == grid else pixel_dims)
+    if n == 2 and ("z" in structure.dims or "block_z" in structure.dims):
+        raise ValueError(f"structure is a volume's mask (dims {structure.dims}) but the maps are 2-D")
+    unknown = [d for d in structure.dims if d not in (*STACK_DIMS, *dims, *pixel_dims)]
     if unknown:
-        raise ValueError(f"structure has unknown dims {unknown}; expected stack dims and (y, x) or (block_y, block_x)")
-    if set(PIXEL_DIMS) <= set(structure.dims):
-        h, w = structure.sizes["y"], structure.sizes["x"]
-        if (h, w) != (gy * b, gx * b):
-            raise ValueError(f"structure is {h}x{w} pixels but the maps' grid covers {gy * b}x{gx * b} pixels")
-        lead = [d for d in structure.dims if d not in PIXEL_DIMS]
-        values = np.asarray(structure.transpose(*lead, *PIXEL_DIMS), dtype=float)
-        blocks = values.reshape(*values.shape[:-2], gy, b, gx, b).mean(axis=(-3, -1)) > min_fraction
+        raise ValueError(
+            f"structure has unknown dims {unknown}; expected stack dims and {_dims_text(pixel_dims)} "
+            f"or {_dims_text(dims)}"
+        )
+    if set(pixel_dims) <= set(structure.dims):
+        size = tuple(structure.sizes[d] for d in pixel_dims)
+        covered = tuple(g * b for g, b in zip(grid, sides))
+        if size != covered:
+            raise ValueError(
+                f"structure is {_times(size)} {pixels} but the maps' grid covers {_times(covered)} {pixels}"
+            )
+        lead = [d for d in structure.dims if d not in pixel_dims]
+        values = np.asarray(structure.transpose(*lead, *pixel_dims), dtype=float)
+        split = [v for g, b in zip(grid, sides) for v in (g, b)]  # (g0, b0, g1, b1, ...): average each block
+        blocks = values.reshape(*values.shape[:-n], *split).mean(axis=tuple(range(1 - 2 * n, 0, 2))) > min_fraction
         coords = {d: structure[d] for d in lead if d in structure.coords}
-        return xr.DataArray(blocks, dims=(*lead, *GRID_DIMS), coords=coords)
-    if set(GRID_DIMS) <= set(structure.dims):
-        got = (structure.sizes["block_y"], structure.sizes["block_x"])
-        if got != (gy, gx):
-            raise ValueError(f"structure has a {got[0]}x{got[1]} block grid, the maps {gy}x{gx}")
-        grid_coords = [c for c in ("block_y", "block_x", "y_start", "x_start") if c in structure.coords]
+        return xr.DataArray(blocks, dims=(*lead, *dims), coords=coords)
+    if set(dims) <= set(structure.dims):
+        got = tuple(structure.sizes[d] for d in dims)
+        if got != grid:
+            raise ValueError(f"structure has a {_times(got)} block grid, the maps {_times(grid)}")
+        grid_coords = [c for c in (*dims, *map(_start, dims)) if c in structure.coords]
         return structure.astype(bool).drop_vars(grid_coords)
-    raise ValueError(f"structure must have dims (..., y, x) or (..., block_y, block_x), got {structure.dims}")
+    raise ValueError(
+        f"structure must have dims (..., {', '.join(pixel_dims)}) or (..., {', '.join(dims)}), got {structure.dims}"
+    )
 
 
-# -- numpy kernels on (..., gy, gx) ------------------------------------------------------------------
-def _dilate(mask: np.ndarray, erode: bool = False) -> np.ndarray:
-    """8-neighbour (3 x 3) binary dilation over the last two axes (or erosion, the grid's outside
-    counting as set so that the border does not erode)."""
-    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)], constant_values=erode)
-    gy, gx = mask.shape[-2:]
+# -- numpy kernels on (..., *grid), n = 2 or 3 grid axes ---------------------------------------------
+def _axes(n: int) -> tuple[int, ...]:
+    """The last `n` axes: the block grid of the kernels' arrays."""
+    return tuple(range(-n, 0))
+
+
+def _dilate(mask: np.ndarray, n: int, erode: bool = False) -> np.ndarray:
+    """Binary dilation by the 3^n cube (8-neighbours in 2-D, 26 in 3-D) over the last `n` axes (or
+    erosion, the grid's outside counting as set so that the border does not erode)."""
+    padded = np.pad(mask, [(0, 0)] * (mask.ndim - n) + [(1, 1)] * n, constant_values=erode)
+    shape = mask.shape[-n:]
     out = np.ones_like(mask) if erode else np.zeros_like(mask)
-    for dy in range(3):
-        for dx in range(3):
-            if erode:
-                out &= padded[..., dy : dy + gy, dx : dx + gx]
-            else:
-                out |= padded[..., dy : dy + gy, dx : dx + gx]
+    for offset in itertools.product(range(3), repeat=n):
+        window = padded[(..., *(slice(o, o + s) for o, s in zip(offset, shape)))]
+        if erode:
+            out &= window
+        else:
+            out |= window
     return out
 
 
-def _close(mask: np.ndarray) -> np.ndarray:
-    """3 x 3 morphological closing: bridges gaps of up to two blocks in a chain of blocks."""
-    return _dilate(_dilate(mask), erode=True) | mask
+def _close(mask: np.ndarray, n: int) -> np.ndarray:
+    """3 x 3 (x 3) morphological closing: bridges gaps of up to two blocks in a chain of blocks."""
+    return _dilate(_dilate(mask, n), n, erode=True) | mask
 
 
-def _grow(seed: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blocks of `allowed` connected to `seed`, and their number of 8-neighbour steps from it.
+def _grow(seed: np.ndarray, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of `allowed` connected to `seed`, and their number of neighbour steps from it
+    (8-neighbours in 2-D, 26 in 3-D).
 
     One vectorised breadth-first search for all maps at once: each loop iteration is one step.
     Unreached blocks get step -1.
@@ -269,10 +366,26 @@ def _grow(seed: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray
     k = 0
     while front.any():
         k += 1
-        front = _dilate(front) & allowed & ~reached
+        front = _dilate(front, n) & allowed & ~reached
         steps[front] = k
         reached |= front
     return reached, steps
+
+
+def _distance(roi: np.ndarray, n: int) -> np.ndarray:
+    """d(p): Euclidean distance in blocks from each block centre to the nearest RoI block (last `n` axes).
+
+    The squared distance is separable, min_q sum_i (p_i - q_i)^2 taken one axis at a time (exact in
+    integers, memory (..., G, side) instead of a G x G table of pairs); its square root is rounded
+    to float32 like the distances the 2-D descriptors always had (so their values do not move).
+    """
+    sq = np.where(roi, 0.0, np.inf)
+    for axis in _axes(n):
+        side = np.arange(roi.shape[axis])
+        cost = ((side[:, None] - side[None, :]) ** 2).astype(float)  # (to, from)
+        along = np.moveaxis(sq, axis, -1)
+        sq = np.moveaxis((along[..., None, :] + cost).min(-1), -1, axis)
+    return np.sqrt(sq).astype(np.float32).astype(float)
 
 
 def _mass_quantile(w: np.ndarray, d: np.ndarray, q: float) -> np.ndarray:
@@ -292,69 +405,68 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _kernel(
-    ate: np.ndarray, roi: np.ndarray, structure: np.ndarray, near: float, level: float
+    ate: np.ndarray, roi: np.ndarray, structure: np.ndarray, near: float, level: float, n: int
 ) -> tuple[np.ndarray, ...]:
-    """All descriptors of maps ``ate`` (..., gy, gx); returns them in the order of ``DESCRIPTORS``."""
+    """All descriptors of maps ``ate`` (..., *grid) with `n` grid axes; in the order of ``DESCRIPTORS``."""
     ate, roi, structure = np.broadcast_arrays(ate, roi.astype(bool), structure.astype(bool))
-    gy, gx = ate.shape[-2:]
-    lead = ate.shape[:-2]
+    shape, lead, grid = ate.shape[-n:], ate.shape[:-n], _axes(n)
+    size = int(np.prod(shape))
     cand = ~roi
     w = np.where(cand, np.abs(ate), 0.0)
-    flat = lambda a: a.reshape(*lead, gy * gx)  # noqa: E731
-    yy, xx = np.meshgrid(np.arange(gy, dtype=float), np.arange(gx, dtype=float), indexing="ij")
-    pos = np.stack([yy.ravel(), xx.ravel()], axis=-1)  # (G, 2)
-    pair = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)).astype(np.float32)  # (G, G)
-    d = np.where(flat(roi)[..., None, :], pair, np.inf).min(-1).astype(float)  # (..., G)
-    d = d.reshape(*lead, gy, gx)
+    flat = lambda a: a.reshape(*lead, size)  # noqa: E731
+    axes = np.meshgrid(*(np.arange(g, dtype=float) for g in shape), indexing="ij")
+    pos = np.stack([a.ravel() for a in axes], axis=-1)  # (G, n)
+    d = _distance(roi, n)
 
-    mass = w.sum((-2, -1))
-    support = np.where(ate < 0, -ate, 0.0).sum((-2, -1))
-    harm = np.where(ate > 0, ate, 0.0).sum((-2, -1))
+    mass = w.sum(grid)
+    support = np.where(ate < 0, -ate, 0.0).sum(grid)
+    harm = np.where(ate > 0, ate, 0.0).sum(grid)
     balance = _safe_div(support - harm, support + harm)
 
-    rings = int(np.ceil(pair.max()))
+    diagonal = np.float32(np.sqrt(float(sum((g - 1) ** 2 for g in shape))))  # the largest d on the grid
+    rings = int(np.ceil(diagonal))
     ring = np.where(cand, np.ceil(d - 1e-9), 0).astype(int)
     radial = (flat(w)[..., None] * (flat(ring)[..., None] == np.arange(1, rings + 1))).sum(-2)
 
     d50 = _mass_quantile(flat(w), flat(d), 0.5)
     d50_uniform = _mass_quantile(flat(cand).astype(float), flat(d), 0.5)
-    mean_distance = _safe_div((w * d).sum((-2, -1)), mass)
-    near_share = _safe_div(np.where(d <= near, w, 0.0).sum((-2, -1)), mass)
+    mean_distance = _safe_div((w * d).sum(grid), mass)
+    near_share = _safe_div(np.where(d <= near, w, 0.0).sum(grid), mass)
 
-    n_cand = cand.sum((-2, -1))
-    nonzero_fraction = ((ate != 0) & cand).sum((-2, -1)) / n_cand
+    n_cand = cand.sum(grid)
+    nonzero_fraction = ((ate != 0) & cand).sum(grid) / n_cand
     p = flat(w) / np.where(mass > 0, mass, 1)[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0.0).sum(-1)
     n_eff = np.where(mass > 0, np.exp(entropy), np.nan)
     n_eff_fraction = n_eff / n_cand
 
-    centre = (flat(roi)[..., None] * pos).sum(-2) / flat(roi).sum(-1)[..., None]  # (..., 2)
-    off = pos - centre[..., None, :]  # (..., G, 2)
-    moment = np.einsum("...g,...gi,...gj->...ij", flat(w), off, off)
+    centre = (flat(roi)[..., None] * pos).sum(-2) / flat(roi).sum(-1)[..., None]  # (..., n)
+    off = pos - centre[..., None, :]  # (..., G, n)
+    moment = np.einsum("...g,...gi,...gj->...ij", flat(w), off, off)  # (..., n, n)
     eig = np.linalg.eigvalsh(moment)  # ascending
-    anisotropy = np.where(mass > 0, 1 - _safe_div(eig[..., 0], eig[..., 1]), np.nan)
+    anisotropy = np.where(mass > 0, 1 - _safe_div(eig[..., 0], eig[..., -1]), np.nan)
 
-    conn, _ = _grow(roi, structure | roi)
+    conn, _ = _grow(roi, structure | roi, n)
     conn &= cand
-    structure_share = _safe_div(np.where(conn, w, 0.0).sum((-2, -1)), mass)
-    structure_chance = conn.sum((-2, -1)) / n_cand
+    structure_share = _safe_div(np.where(conn, w, 0.0).sum(grid), mass)
+    structure_chance = conn.sum(grid) / n_cand
 
-    peak = w.max((-2, -1), keepdims=True)
+    peak = w.max(grid, keepdims=True)
     strong = (w > 0) & (w >= level * peak)
     # Thick structures are redundant (a vessel straddling two block rows survives the replacement of
     # either block), so a chain of strong blocks has gaps: close them before following the chain.
-    comp, steps = _grow(roi, _close(strong | roi))
+    comp, steps = _grow(roi, _close(strong | roi, n), n)
     comp &= cand
-    path_mass = _safe_div(np.where(comp, w, 0.0).sum((-2, -1)), mass)
-    path_near_share = _safe_div(np.where(comp & (d <= near), w, 0.0).sum((-2, -1)), mass)
-    path_blocks = comp.sum((-2, -1))
-    path_extent = np.where(comp & (w > 0), d, 0.0).max((-2, -1))  # bridged gaps carry no mass
+    path_mass = _safe_div(np.where(comp, w, 0.0).sum(grid), mass)
+    path_near_share = _safe_div(np.where(comp & (d <= near), w, 0.0).sum(grid), mass)
+    path_blocks = comp.sum(grid)
+    path_extent = np.where(comp & (w > 0), d, 0.0).max(grid)  # bridged gaps carry no mass
     on_path = np.where(comp, w, 0.0)
-    path_far_share = _safe_div(np.where(d > near, on_path, 0.0).sum((-2, -1)), on_path.sum((-2, -1)))
-    path_steps = np.where(comp, steps, 0).max((-2, -1))
+    path_far_share = _safe_div(np.where(d > near, on_path, 0.0).sum(grid), on_path.sum(grid))
+    path_steps = np.where(comp, steps, 0).max(grid)
     path_linearity = _safe_div(path_steps.astype(float), path_blocks.astype(float))
-    path_on_structure = _safe_div((comp & conn).sum((-2, -1)).astype(float), path_blocks.astype(float))
+    path_on_structure = _safe_div((comp & conn).sum(grid).astype(float), path_blocks.astype(float))
 
     values = {
         "mass": mass, "support": support, "harm": harm, "balance": balance, "radial_mass": radial,
@@ -384,8 +496,9 @@ def descriptors(
     Parameters
     ----------
     effects : xarray.Dataset (or a list/dict of them on one grid, stacked along `dim`)
-        Effects in the schema of :mod:`pdcr_lab.schema` with ``ate`` over (block_y, block_x) and a
-        recorded RoI (``roi_block`` or the RoI box). Raw signed effects; nothing is normalised.
+        Effects in the schema of :mod:`pdcr_lab.schema` with ``ate`` over (block_y, block_x), or
+        over (block_z, block_y, block_x) for a volume, and a recorded RoI (``roi_block`` or the RoI
+        box). Raw signed effects; nothing is normalised.
     structure : DataArray or array, optional
         Foreground/structure mask (pixels or blocks, see :func:`structure_blocks`), e.g. the ground
         truth or the prediction; may carry stack dims such as ``image``. Without it the
@@ -403,7 +516,9 @@ def descriptors(
     -------
     xarray.Dataset
         One variable per descriptor, over the stack dims of `effects` (``radial_mass`` also over
-        ``ring``, k = 1..ceil(grid diagonal)). Definitions (w, W, C, d as in the module docstring):
+        ``ring``, k = 1..ceil(grid diagonal)). Definitions (w, W, C, d as in the module docstring;
+        on a volume's grid p, c are 3-vectors, distances are in blocks along each axis and
+        neighbours are the 26 blocks around a block):
 
         * ``mass`` :math:`W = \sum_p w(p)`; ``support`` :math:`S = \sum_{ATE<0} |ATE|`;
           ``harm`` :math:`H = \sum_{ATE>0} ATE`; ``balance`` :math:`(S-H)/(S+H)` in [-1, 1].
@@ -416,26 +531,30 @@ def descriptors(
           a flat map); ``n_eff_fraction`` :math:`n_{eff} / n_C`.
         * ``anisotropy`` :math:`1 - \lambda_{min}/\lambda_{max}` of
           :math:`M = \sum_p w(p) (p - c)(p - c)^T` with c the mean position of the RoI blocks: 0 for
-          mass spread evenly around the RoI, 1 for mass on one line through c (or one side of it).
+          mass spread evenly around the RoI, 1 for mass on one line through c (or one side of it;
+          in 3-D also for mass on one plane through c).
         * ``structure_share`` :math:`\sum_{p \in T} w / W` with T the structure blocks connected to
-          the RoI (8-neighbour component of structure blocks reached from the RoI);
-          ``structure_chance`` :math:`|T| / n_C`, the share a map spread evenly would get.
+          the RoI (8-neighbour, in 3-D 26-neighbour, component of structure blocks reached from the
+          RoI); ``structure_chance`` :math:`|T| / n_C`, the share a map spread evenly would get.
         * ``path_*``: K = the path component (module docstring: strong blocks and the gaps the
           closing bridges, connected to the RoI). ``path_mass`` :math:`\sum_K w / W`;
           ``path_near_share`` :math:`\sum_{K, d \le near} w / W`; ``path_far_share``
           :math:`\sum_{K, d > near} w / \sum_K w` (how much of the path's own mass lies beyond the
           near radius); ``path_blocks`` |K|; ``path_extent`` :math:`\max_{K, w > 0} d`;
-          ``path_steps`` the largest number of 8-neighbour steps from the RoI to a block of K inside
-          K; ``path_linearity`` ``path_steps / path_blocks`` (1 for a one-block-wide chain leading
-          away, 1/2 for a two-wide band, about 1/(pi r) for a filled disc of radius r);
-          ``path_on_structure`` :math:`|K \cap T| / |K|`.
+          ``path_steps`` the largest number of 8-neighbour (3-D: 26-neighbour) steps from the RoI to
+          a block of K inside K; ``path_linearity`` ``path_steps / path_blocks`` (1 for a one-block-wide
+          chain leading away, 1/2 for a two-wide band, about 1/(pi r) for a filled disc of radius r;
+          in 3-D 1/4 for a tube two blocks wide in both transverse axes, about 3/(4 pi r^2) for a
+          filled ball); ``path_on_structure`` :math:`|K \cap T| / |K|`.
 
-        Scale-free descriptors are NaN for maps without any effect (W = 0).
+        Scale-free descriptors are NaN for maps without any effect (W = 0). Attrs: the settings,
+        ``block`` and ``grid`` (e.g. ``"12x12"``, ``"6x6x6"``; a volume adds ``block_shape``).
 
     Raises
     ------
     ValueError
-        maps with no recorded RoI, maps of different grids mixed in one call.
+        maps with no recorded RoI, maps of different grids or of different rank (images and
+        volumes) mixed in one call.
 
     Examples
     --------
@@ -446,8 +565,18 @@ def descriptors(
     >>> out = pdcr_lab.strategies.descriptors(ds)
     >>> float(out.d50), float(out.balance)
     (2.0, 1.0)
+
+    A volume: one block 3 blocks down in z and 4 across in y from a one-block RoI is 5 blocks away.
+
+    >>> vol = pdcr_lab.schema.empty_effects(grid=(6, 6, 6), block=4)
+    >>> vol["roi_block"][0, 0, 0] = True
+    >>> vol["ate"][3, 4, 0] = -1.0
+    >>> out = pdcr_lab.strategies.descriptors(vol)
+    >>> float(out.d50), out.attrs["grid"]
+    (5.0, '6x6x6')
     """
     ate, roi, ds = effect_grid(effects, dim=dim)
+    dims = grid_dims(ate)
     if structure is None:
         struct = xr.zeros_like(roi, dtype=bool)
         has_structure = False
@@ -460,8 +589,8 @@ def descriptors(
         ate.astype(float),
         roi,
         struct,
-        kwargs={"near": float(near), "level": float(path_level)},
-        input_core_dims=[list(GRID_DIMS)] * 3,
+        kwargs={"near": float(near), "level": float(path_level), "n": len(dims)},
+        input_core_dims=[list(dims)] * 3,
         output_core_dims=[["ring"] if k == "radial_mass" else [] for k in names],
         dask="forbidden",
     )
@@ -469,18 +598,22 @@ def descriptors(
     out = xr.Dataset()
     for name, values in zip(names, outputs):
         long_name, unit = DESCRIPTORS[name]
+        if len(dims) == 3:
+            long_name = _LONG_NAMES_3D.get(name, long_name)
         if not has_structure and name in ("structure_share", "structure_chance", "path_on_structure"):
             values = xr.full_like(values, np.nan)
         out[name] = values.assign_attrs(long_name=long_name, units=units if unit == "outcome" else unit)
     out = out.assign_coords(ring=np.arange(1, out.sizes["ring"] + 1))
     out["ring"].attrs = {"long_name": "distance ring k: k - 1 < d <= k", "units": "blocks"}
-    out = out.drop_vars([c for c in ("y_start", "x_start", "block_y", "block_x") if c in out.coords])
+    out = out.drop_vars([c for c in (*map(_start, dims), *dims) if c in out.coords])
     out.attrs = {
         "near": float(near),
         "path_level": float(path_level),
         "structure": "given" if has_structure else "none",
         "block": int(ds.attrs["block"]),
-        "grid": f"{ds.sizes['block_y']}x{ds.sizes['block_x']}",
+        "grid": _times(ds.sizes[d] for d in dims),
         "units": units,
     }
+    if len(dims) == 3:
+        out.attrs["block_shape"] = json.dumps(list(block_shape(ds)))
     return out
