@@ -19,7 +19,7 @@ from ._brain import _GM_MIN, mni152
 
 __all__ = ["DESCRIPTION", "SIDE", "VERSION", "cubes", "split_sizes"]
 
-VERSION = 1
+VERSION = 2  # 2: the grey-matter mask restricted to the brain mask (caches of version 1 may predate it)
 SIDE = 32  # cube side in template voxels (2 mm): 64 mm, about a third of the brain's length
 _STRIDE = 8  # largest grid step of the cubes in an octant (16 mm): neighbours overlap by >= 75%
 _GAP = 1  # voxels left out on each side of a cut plane

@@ -118,6 +118,9 @@ def patch_unet(dims: Sequence[int], block: Callable[[int], nn.Module], *, patch:
 
 #: Per-channel normalisation of a :class:`ZooModel` built without ``mean`` / ``std``.
 DEFAULT_MEAN, DEFAULT_STD = 0.5, 0.25
+#: What every spatial side of a :class:`ZooModel`'s input must be divisible by, by spatial dimensions:
+#: the 2-D architectures downsample up to 32x; the 3-D ones 8x (16 leaves room for one more level).
+MULTIPLES = {2: 32, 3: 16}
 
 
 class ZooModel(nn.Module):
@@ -127,7 +130,8 @@ class ZooModel(nn.Module):
     ----------
     net : nn.Module
         The architecture, kept as ``self.net``; it maps a normalised (B, C, H, W) image to
-        (B, 1, H, W) logits.
+        (B, 1, H, W) logits, or with ``net.spatial_dims == 3`` a (B, C, D, H, W) volume to
+        (B, 1, D, H, W) logits.
     name : str
         Registry name of the architecture.
     mean, std : sequence of C floats, optional
@@ -141,7 +145,8 @@ class ZooModel(nn.Module):
     Notes
     -----
     ``forward`` returns probabilities (sigmoid applied), so PdCR thresholds them at 0.5 like the
-    paper. Input height and width must be divisible by 32.
+    paper. Input height and width must be divisible by 32; a 3-D model's depth, height and width
+    by 16 (:data:`MULTIPLES`). ``spatial_dims`` (2 or 3) says which rank a model takes.
 
     Examples
     --------
@@ -161,6 +166,15 @@ class ZooModel(nn.Module):
     Traceback (most recent call last):
     ...
     ValueError: gray: input must be a (B, 1, H, W) tensor, got (2, 3, 32, 32) (this model takes 1 channel)
+    >>> cube = torch.nn.Conv3d(1, 1, 1)
+    >>> cube.spatial_dims = 3
+    >>> volume = ZooModel(cube, name="cube", channels=1)
+    >>> volume.spatial_dims, tuple(volume(torch.rand(2, 1, 16, 32, 16)).shape)
+    (3, (2, 1, 16, 32, 16))
+    >>> volume(torch.rand(2, 1, 32, 32))
+    Traceback (most recent call last):
+    ...
+    ValueError: cube: input must be a (B, 1, D, H, W) tensor, got (2, 1, 32, 32) (this model takes 1 channel)
     """
 
     multiple = 32
@@ -170,9 +184,15 @@ class ZooModel(nn.Module):
         super().__init__()
         self.net = net
         self.name = name
+        self.spatial_dims = int(getattr(net, "spatial_dims", 2))
+        if self.spatial_dims not in MULTIPLES:
+            raise ValueError(f"{name}: net.spatial_dims={self.spatial_dims} is not valid; expected 2 or 3")
+        self.multiple = MULTIPLES[self.spatial_dims]
+        # the buffers broadcast over the spatial axes (a 2-D model's keep their (1, C, 1, 1) shape)
+        shape = (1, -1) + (1,) * self.spatial_dims
         mean_t, std_t = _normalisation(mean, std, channels)
-        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
-        self.register_buffer("std", std_t.view(1, -1, 1, 1))
+        self.register_buffer("mean", mean_t.view(shape))
+        self.register_buffer("std", std_t.view(shape))
         self._stages: dict[str, str] | None = None
 
     @property
@@ -181,34 +201,35 @@ class ZooModel(nn.Module):
         return self.mean.shape[1]
 
     def _check(self, x: torch.Tensor) -> None:
-        c = self.channels
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != c:
+        c, volume = self.channels, self.spatial_dims == 3
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 + self.spatial_dims or x.shape[1] != c:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{self.name}: input must be a (B, {c}, H, W) tensor, got {shape} "
+            raise ValueError(f"{self.name}: input must be a (B, {c}, {'D, ' if volume else ''}H, W) tensor, got {shape} "
                              f"(this model takes {c} channel{'s' if c > 1 else ''})")
-        h, w = x.shape[-2:]
-        if h % self.multiple or w % self.multiple:
-            raise ValueError(f"{self.name}: input height and width must be divisible by {self.multiple}, "
-                             f"got {h}x{w}")
+        sides = x.shape[2:]
+        if any(side % self.multiple for side in sides):
+            names = "depth, height and width" if volume else "height and width"
+            raise ValueError(f"{self.name}: input {names} must be divisible by {self.multiple}, "
+                             f"got {'x'.join(map(str, sides))}")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) image in [0, 1] -> (B, 1, H, W) logits.
+        """(B, C, H, W) image in [0, 1] -> (B, 1, H, W) logits ((B, C, D, H, W) for a 3-D model).
 
         Parameters
         ----------
-        x : Tensor (B, C, H, W)
-            Images in [0, 1]; H and W divisible by :attr:`multiple`.
+        x : Tensor (B, C, H, W) or (B, C, D, H, W)
+            Images in [0, 1]; every spatial side divisible by :attr:`multiple`.
         """
         self._check(x)
         return self.net((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities.
+        """(B, C, H, W) image in [0, 1] -> (B, 1, H, W) foreground probabilities ((B, C, D, H, W) in 3-D).
 
         Parameters
         ----------
-        x : Tensor (B, C, H, W)
-            Images in [0, 1]; H and W divisible by :attr:`multiple`.
+        x : Tensor (B, C, H, W) or (B, C, D, H, W)
+            Images in [0, 1]; every spatial side divisible by :attr:`multiple`.
         """
         return torch.sigmoid(self.logits(x))
 
@@ -264,6 +285,10 @@ def _role(module: nn.Module) -> str | None:
     return own or next((r for cls, r in LIBRARY_ROLES.items() if isinstance(module, cls)), None)
 
 
+#: Side of the dummy input that orders the stages (a 64^3 volume would cost more than it tells).
+_PROBE = {2: 64, 3: 32}
+
+
 def _ordered_stages(model: ZooModel) -> dict[str, str]:
     roles = {f"net.{k}": v for k, v in model.net.stage_roles().items()}
     for path, module in model.net.named_modules():
@@ -277,7 +302,7 @@ def _ordered_stages(model: ZooModel) -> dict[str, str]:
         model.eval()
         with torch.no_grad():
             # on the model's own device and dtype, so stages() works wherever the model lives
-            model(model.mean.new_zeros(1, model.channels, 64, 64))
+            model(model.mean.new_zeros(1, model.channels, *(_PROBE[model.spatial_dims],) * model.spatial_dims))
     finally:
         for h in hooks:
             h.remove()

@@ -12,8 +12,14 @@ from torch import nn
 
 from . import _cnn, _mlp, _monai, _ssm, _transformers
 
-#: Datasets the zoo is trained on (``pdcr_lab.datasets.load`` names).
+#: Datasets the 2-D zoo is trained on (``pdcr_lab.datasets.load`` names).
 DATASETS = ("lesions", "vessels")
+#: Datasets the 3-D (volumetric) zoo is trained on.
+DATASETS_3D = ("brain3d", "vessels3d")
+#: Every dataset of the zoo, 2-D then 3-D.
+ALL_DATASETS = DATASETS + DATASETS_3D
+#: The zoo's datasets by the spatial dimensions of their images.
+DATASETS_BY_DIMS: Mapping[int, tuple[str, ...]] = MappingProxyType({2: DATASETS, 3: DATASETS_3D})
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Recipe:
     >>> recipe = RECIPES["segnet"]
     >>> recipe.family, recipe.training_for("lesions").epochs, recipe.as_dict("lesions")["builder"]
     ('cnn', 20, 'pdcr_lab.zoo._cnn.SegNet')
+    >>> recipe.spatial_dims, recipe.datasets, RECIPES["unet3d"].datasets
+    (2, ('lesions', 'vessels'), ('brain3d', 'vessels3d'))
     """
 
     name: str  #: registry name (``zoo.load(name, dataset)``)
@@ -60,13 +68,23 @@ class Recipe:
     training: Training = Training()  #: default training hyper-parameters
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  #: per dataset
 
+    @property
+    def spatial_dims(self) -> int:
+        """2 for an image model, 3 for a volume model (its ``spatial_dims`` build option, default 2)."""
+        return int(self.kwargs.get("spatial_dims", 2))
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The zoo datasets this architecture is trained on (those of its :attr:`spatial_dims`)."""
+        return DATASETS_BY_DIMS[self.spatial_dims]
+
     def training_for(self, dataset: str) -> Training:
         """The training hyper-parameters for ``dataset`` (defaults plus that dataset's overrides).
 
         Parameters
         ----------
         dataset : str
-            A name of :data:`DATASETS`.
+            A name of :attr:`datasets`.
         """
         return dataclasses.replace(self.training, **self.overrides.get(dataset, {}))
 
@@ -94,6 +112,10 @@ def _recipe(name: str, family: str, paper: str, builder: Callable[..., nn.Module
     return Recipe(name, family, paper, builder, MappingProxyType(kwargs), bias, training,
                   MappingProxyType(dict(overrides or {})))
 
+
+#: Training of the volume recipes: the 3-D sets have 94 to 160 training volumes, so an epoch repeats
+#: them to at least 256 (enough optimiser steps); 8 volumes of 32^3 a step keep a step near 0.1 s.
+VOLUME_TRAINING = Training(epochs=40, patience=10, batch_size=8, min_epoch_images=256)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _recipe("unet", "cnn", "U-Net (MONAI UNet)", _monai.UNet,
@@ -137,4 +159,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _recipe("vm_unet", "state-space", "VM-UNet", _ssm.vm_unet,
             "visual state-space blocks: selective scans run token by token along 4 directions",
             Training(lr=2e-3, grad_clip=1.0), dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), d_state=4, patch=4),
+    # volumes: one channel, small widths so that a PdCR map's thousands of forwards stay cheap on a CPU
+    _recipe("unet3d", "cnn", "3-D U-Net (MONAI UNet)", _monai.UNet,
+            "local 3x3x3 convolutions, 3 strided downsamplings, concatenated skips; instance norm "
+            "(whole-volume statistics)", VOLUME_TRAINING,
+            channels=(8, 16, 32, 64), num_res_units=1, in_channels=1, spatial_dims=3),
+    _recipe("segresnet3d", "deep-cnn", "3-D SegResNet (MONAI SegResNet)", _monai.SegResNet,
+            "deep residual encoder with group norm (whole-volume statistics), light decoder with additive skips",
+            VOLUME_TRAINING, init_filters=4, blocks_down=(1, 2, 2, 2), norm_groups=4, in_channels=1, spatial_dims=3),
 ]}

@@ -9,7 +9,8 @@ architecture is built, its recipe is bounded (:func:`check_recipe_size`): every 
 list of them at most :data:`MAX_RECIPE_LENGTH` long, and the parameters, counted on PyTorch's
 ``meta`` device (no memory is allocated), at most :data:`MAX_PARAMETERS`. The zoo's own models have
 under a million parameters; the limits only stop damaged or hostile files from allocating the memory
-of the machine. Images are not part of a recipe: a zoo model takes any H x W divisible by 32.
+of the machine. Images are not part of a recipe: a zoo model takes any H x W divisible by 32, a
+3-D (volume) model any D x H x W divisible by 16.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from ..atomic import write_bytes, write_text
 from ._base import ZooModel
-from ._registry import DATASETS, RECIPES, Recipe
+from ._registry import ALL_DATASETS, DATASETS, DATASETS_3D, RECIPES, Recipe
 from ._training import SegmentationSplits, evaluate, fit, num_threads, throughput
 
 #: Environment variable that points the zoo to another checkpoint folder.
@@ -129,22 +130,56 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def check_dataset(dataset: str) -> str:
-    """`dataset` if the zoo is trained on it, else a ``ValueError`` listing :data:`DATASETS`.
+def check_dataset(dataset: str, name: str | None = None) -> str:
+    """`dataset` if the zoo is trained on it (and trains architecture `name` on it), else a
+    ``ValueError`` that says which datasets and models exist.
 
     Parameters
     ----------
     dataset : str
-        A dataset name.
+        A dataset name, one of :data:`DATASETS` (2-D) or :data:`DATASETS_3D`.
+    name : str, optional
+        An architecture; a 2-D one trains on the 2-D datasets only, a 3-D one on the 3-D ones.
+
+    Examples
+    --------
+    >>> check_dataset("brain3d", "unet3d")
+    'brain3d'
+    >>> check_dataset("brain3d", "unet")
+    Traceback (most recent call last):
+    ...
+    ValueError: zoo model 'unet' is a 2-D architecture, trained on ['lesions', 'vessels'], not on the 3-D dataset 'brain3d'; the 3-D models are ['unet3d', 'segresnet3d']
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown zoo dataset={dataset!r}; the zoo is trained on: {builtins.list(DATASETS)}")
+    if not isinstance(dataset, str) or dataset not in ALL_DATASETS:
+        raise ValueError(f"unknown zoo dataset={dataset!r}; the zoo is trained on: {builtins.list(DATASETS)} (2-D) "
+                         f"and {builtins.list(DATASETS_3D)} (3-D)")
+    r = None if name is None else recipe(name)
+    if r is not None and dataset not in r.datasets:
+        dims = 5 - r.spatial_dims  # the other one: 2 <-> 3
+        raise ValueError(f"zoo model {name!r} is a {r.spatial_dims}-D architecture, trained on {builtins.list(r.datasets)}, "
+                         f"not on the {dims}-D dataset {dataset!r}; the {dims}-D models are {list_models(dims)}")
     return dataset
 
 
-def list_models() -> builtins.list[str]:
-    """Names of the registered architectures, in registry order."""
-    return builtins.list(RECIPES)
+def list_models(spatial_dims: int | None = 2) -> builtins.list[str]:
+    """Names of the registered architectures, in registry order.
+
+    Parameters
+    ----------
+    spatial_dims : {2, 3, None}
+        2 (default): the image models, which every 2-D caller iterates over; 3: the volume models;
+        None: all of them.
+
+    Examples
+    --------
+    >>> list_models(3)
+    ['unet3d', 'segresnet3d']
+    >>> len(list_models(None)) == len(list_models()) + len(list_models(3))
+    True
+    """
+    if spatial_dims not in (2, 3, None):
+        raise ValueError(f"spatial_dims={spatial_dims!r} is not valid; expected 2, 3 or None (all)")
+    return [n for n, r in RECIPES.items() if spatial_dims in (None, r.spatial_dims)]
 
 
 def trained(dataset: str, *, root: str | os.PathLike[str] | None = None) -> builtins.list[str]:
@@ -153,23 +188,24 @@ def trained(dataset: str, *, root: str | os.PathLike[str] | None = None) -> buil
     Parameters
     ----------
     dataset : str
-        An embedded dataset name (``"lesions"``, ``"vessels"``).
+        An embedded dataset name (``"lesions"``, ``"vessels"``, or the 3-D ``"brain3d"``, ``"vessels3d"``).
     root : path, optional
         The zoo folder (default: the shipped zoo, or ``$PDCR_LAB_ZOO``).
 
     Examples
     --------
     >>> from pdcr_lab import zoo
-    >>> "unet" in zoo.trained("lesions")
-    True
+    >>> "unet" in zoo.trained("lesions"), "unet3d" in zoo.trained("brain3d")
+    (True, True)
     """
     dataset = check_dataset(dataset)
     models = read_manifest(root)["models"]
-    return [name for name in list_models() if f"{dataset}/{name}" in models]
+    return [name for name in list_models(None) if f"{dataset}/{name}" in models]
 
 
 def info(name: str) -> dict[str, Any]:
-    """Family, paper, inductive bias, build options and training recipe of one architecture.
+    """Family, paper, inductive bias, spatial dimensions, datasets, build options and training recipe
+    of one architecture.
 
     Parameters
     ----------
@@ -184,8 +220,9 @@ def info(name: str) -> dict[str, Any]:
     """
     r = recipe(name)
     return {"name": name, "family": r.family, "paper": r.paper, "bias": r.bias,
-            "kwargs": r.as_dict(DATASETS[0])["kwargs"],
-            "training": {d: dataclasses.asdict(r.training_for(d)) for d in DATASETS}}
+            "spatial_dims": r.spatial_dims, "datasets": builtins.list(r.datasets),
+            "kwargs": r.as_dict(r.datasets[0])["kwargs"],
+            "training": {d: dataclasses.asdict(r.training_for(d)) for d in r.datasets}}
 
 
 def build(name: str, **kwargs: Any) -> ZooModel:
@@ -382,15 +419,17 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     name : str
         Architecture name, one of :func:`list`.
     dataset : str
-        The dataset it was trained on: ``"lesions"`` or ``"vessels"`` in the shipped zoo, any name
-        a :func:`train` run used in another zoo folder.
+        The dataset it was trained on: ``"lesions"`` or ``"vessels"`` in the shipped zoo
+        (``"brain3d"`` or ``"vessels3d"`` for a 3-D model), any name a :func:`train` run used in
+        another zoo folder.
     root : path, optional
         Checkpoint folder (default: ``$PDCR_LAB_ZOO`` or the repository's ``data/zoo``).
 
     Returns
     -------
     model : ZooModel
-        (B, C, H, W) image in [0, 1] -> (B, 1, H, W) foreground probability; H, W divisible by 32.
+        (B, C, H, W) image in [0, 1] -> (B, 1, H, W) foreground probability; H, W divisible by 32
+        (a 3-D model: (B, C, D, H, W) -> (B, 1, D, H, W), sides divisible by 16).
     metadata : dict
         Family, paper, parameter count, recipe, seed, epochs, validation and test Dice, test IoU,
         per-image test Dice of the first 4 test images, sha256, throughput (images/s), and for
@@ -405,7 +444,8 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     Raises
     ------
     ValueError
-        Unknown name or dataset (the message lists the known ones).
+        Unknown name or dataset (the message lists the known ones), or a 2-D model asked for on a
+        3-D dataset and vice versa.
     FileNotFoundError
         No checkpoint for this pair in the manifest, or the file is missing.
     ChecksumError
@@ -420,6 +460,8 @@ def load(name: str, dataset: str, *, root: str | os.PathLike[str] | None = None)
     entry = models.get(key)
     if entry is None:
         known = sorted({k.split("/")[0] for k in models})
+        if dataset in ALL_DATASETS:  # a 2-D model asked for on a 3-D dataset (or back) says so in any folder
+            check_dataset(dataset, name)
         if folder.resolve() == shipped_zoo().resolve() or not known:
             check_dataset(dataset)
         elif dataset not in known:
@@ -533,7 +575,8 @@ def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
     name : str
         Architecture (see :func:`list`).
     dataset : str
-        ``"lesions"`` or ``"vessels"`` (loaded here), or the name under which `data` is stored.
+        ``"lesions"`` or ``"vessels"`` (``"brain3d"`` or ``"vessels3d"`` for a 3-D architecture),
+        loaded here, or the name under which `data` is stored.
     seed : int
         Seeds the initialisation (``torch.manual_seed``), the data order and the flips.
     epochs : int, optional
@@ -547,8 +590,9 @@ def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
         ``torch.set_num_threads`` during training (restored afterwards).
     data : object with ``images(split)`` and ``masks(split)``, optional
         Train on these splits (``train``, ``val``; ``test`` is scored when it has images) instead
-        of ``pdcr_lab.datasets.load(dataset)``; any channel count. Its ``info`` (provenance,
-        normalisation) is stored in the checkpoint's metadata as ``data``.
+        of ``pdcr_lab.datasets.load(dataset)``; any channel count; (N, C, D, H, W) volumes for a
+        3-D architecture. Its ``info`` (provenance, normalisation) is stored in the checkpoint's
+        metadata as ``data``.
     save : bool
         Write the checkpoint and manifest entry.
     into_shipped : bool
@@ -564,31 +608,39 @@ def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
     -----
     Early stopping and model selection use the validation split only. The weights are stored in
     float16; the recorded scores are computed after that rounding, so they are what :func:`load`
-    gives back. The recipe records ``in_channels``.
+    gives back. The recipe records ``in_channels``. ``images_per_s`` in the manifest counts
+    volumes for a 3-D architecture.
     """
     r = recipe(name)
     if data is None:
         from pdcr_lab import datasets
 
-        data = datasets.load(check_dataset(dataset))
+        data = datasets.load(check_dataset(dataset, name))
     elif not isinstance(dataset, str) or not _DATASET_NAME.fullmatch(dataset):
         raise ValueError(f"dataset={dataset!r} names the checkpoint's folder: letters, digits, '_', '.', '-'")
+    elif dataset in ALL_DATASETS:
+        check_dataset(dataset, name)  # an embedded name must not label the other kind of model
     folder = output_dir(out_dir, into_shipped=into_shipped) if save else None
     training = r.training_for(dataset)
-    if dataset not in DATASETS and not training.min_epoch_images:  # own data: as many steps as the embedded sets
+    if dataset not in ALL_DATASETS and not training.min_epoch_images:  # own data: as many steps as the embedded sets
         training = dataclasses.replace(training, min_epoch_images=FOLDER_EPOCH_IMAGES)
     if epochs is not None:
         training = dataclasses.replace(training, epochs=epochs)
     train_images = data.images("train").float()
+    if train_images.ndim != 2 + r.spatial_dims:
+        kind = "(N, C, D, H, W) volumes" if r.spatial_dims == 3 else "(N, C, H, W) images"
+        raise ValueError(f"{name!r} is a {r.spatial_dims}-D architecture: it trains on {kind}, but the training split "
+                         f"of {dataset!r} has shape {tuple(train_images.shape)}")
     channels = int(train_images.shape[1])
-    kwargs = dict(r.kwargs) | ({"in_channels": channels} if channels != 3 else {})
+    kwargs = dict(r.kwargs) | {"in_channels": channels}
     recipe_dict = r.as_dict(dataset) | {"in_channels": channels}
-    if channels != 3:  # 3-channel builds stay identical to the registry's (the shipped checkpoints)
+    if channels != r.kwargs.get("in_channels", 3):  # the recipe's own channels stay as the registry has them
         recipe_dict["kwargs"]["in_channels"] = channels
     with num_threads(threads):
         torch.manual_seed(seed)
-        std = train_images.std((0, 2, 3)).clamp(min=1e-3)  # a constant channel must not divide by zero
-        model = ZooModel(r.builder(**kwargs), name=name, mean=train_images.mean((0, 2, 3)).tolist(), std=std.tolist())
+        axes = (0, *range(2, train_images.ndim))  # per channel, over images (volumes) and space
+        std = train_images.std(axes).clamp(min=1e-3)  # a constant channel must not divide by zero
+        model = ZooModel(r.builder(**kwargs), name=name, mean=train_images.mean(axes).tolist(), std=std.tolist())
         history = fit(model, data, training, seed=seed, progress=progress, desc=f"{name}/{dataset}")
         model.load_state_dict(_float(_half(model.state_dict())))  # score what is stored
         val = evaluate(model, data.images("val"), data.masks("val"))
@@ -597,7 +649,7 @@ def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
     metadata = {
         "name": name, "dataset": dataset, "family": r.family, "paper": r.paper, "bias": r.bias,
         "params": sum(p.numel() for p in model.parameters()), "in_channels": channels,
-        "image_size": list(train_images.shape[-2:]),
+        "image_size": list(train_images.shape[2:]),
         "recipe": recipe_dict | {"training": dataclasses.asdict(training)},
         "seed": seed, "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
         "val_dice": val["dice"], "test_dice": test["dice"] if test else None, "test_iou": test["iou"] if test else None,
@@ -626,8 +678,9 @@ def train(name: str, dataset: str, *, seed: int = 0, epochs: int | None = None,
 def benchmark(names: builtins.list[str] | None = None, datasets: builtins.list[str] | None = None, *,
               root: str | os.PathLike[str] | None = None, threads: int = 2, batch: int = 32,
               update: bool = True) -> dict[str, float]:
-    """Re-measure the forward throughput (images/s at ``batch`` x 3 x 96 x 96, ``threads`` CPU threads)
-    of the manifest's checkpoints and (by default) write it back to the manifest.
+    """Re-measure the forward throughput (images/s at ``batch`` x C x 96 x 96, ``threads`` CPU threads;
+    volumes/s at ``batch`` x C x 32 x 32 x 32 for 3-D models) of the manifest's checkpoints and (by
+    default) write it back to the manifest.
 
     Parameters
     ----------

@@ -23,7 +23,7 @@ class SegmentationSplits(Protocol):
     """What training needs from a dataset (``pdcr_lab.datasets.load`` returns one)."""
 
     def images(self, split: str) -> torch.Tensor:
-        """(N, C, H, W) float32 images in [0, 1].
+        """(N, C, H, W) float32 images in [0, 1] ((N, C, D, H, W) volumes for a 3-D model).
 
         Parameters
         ----------
@@ -33,7 +33,7 @@ class SegmentationSplits(Protocol):
         ...
 
     def masks(self, split: str) -> torch.Tensor:
-        """(N, H, W) bool masks.
+        """(N, H, W) bool masks ((N, D, H, W) for volumes).
 
         Parameters
         ----------
@@ -70,15 +70,15 @@ def num_threads(threads: int) -> Iterator[None]:
 
 
 def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU of boolean masks of shape (N, H, W).
+    """Per-image Dice and IoU of boolean masks of shape (N, H, W) (or per volume, (N, D, H, W)).
 
     An image where both the prediction and the ground truth are empty scores 1 (perfect agreement).
 
     Parameters
     ----------
-    pred : bool Tensor (N, H, W)
+    pred : bool Tensor (N, H, W) or (N, D, H, W)
         Predicted masks.
-    target : bool Tensor (N, H, W)
+    target : bool Tensor, same shape
         Ground truth.
 
     Examples
@@ -100,14 +100,14 @@ def dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def predict(model: ZooModel, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Foreground probabilities (N, H, W) of an eval-mode ``model``.
+    """Foreground probabilities (N, H, W) (or (N, D, H, W)) of an eval-mode ``model``.
 
     Parameters
     ----------
     model : ZooModel
         Run in eval mode; its train/eval mode is restored afterwards.
-    images : Tensor (N, C, H, W)
-        Images in [0, 1].
+    images : Tensor (N, C, H, W) or (N, C, D, H, W)
+        Images (or volumes) in [0, 1].
     batch_size : int
         Images per forward pass.
     """
@@ -126,9 +126,9 @@ def evaluate(model: ZooModel, images: torch.Tensor, masks: torch.Tensor) -> dict
     ----------
     model : ZooModel
         The model to score.
-    images : Tensor (N, C, H, W)
-        Images in [0, 1].
-    masks : bool Tensor (N, H, W)
+    images : Tensor (N, C, H, W) or (N, C, D, H, W)
+        Images (or volumes) in [0, 1].
+    masks : bool Tensor (N, H, W) or (N, D, H, W)
         Their ground truth.
 
     Returns
@@ -145,9 +145,9 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, training: Training) -> t
 
     Parameters
     ----------
-    logits : Tensor (B, 1, H, W)
+    logits : Tensor (B, 1, H, W) or (B, 1, D, H, W)
         The model's pre-sigmoid scores.
-    target : Tensor (B, 1, H, W)
+    target : Tensor, same shape
         Ground truth as float 0/1.
     training : Training
         Gives the two weights.
@@ -166,11 +166,11 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, training: Training) -> t
 
 
 def _flip(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal and vertical flips, drawn per image from ``gen``."""
-    for dim in (-1, -2):
-        pick = torch.rand(len(x), generator=gen) < 0.5
-        x = torch.where(pick[:, None, None, None], x.flip(dim), x)
-        y = torch.where(pick[:, None, None, None], y.flip(dim), y)
+    """Random flips along every spatial axis (x, y, then z for volumes), drawn per image from ``gen``."""
+    for dim in range(-1, 1 - x.ndim, -1):  # (-1, -2) for images: the 2-D draws stay as they were
+        pick = (torch.rand(len(x), generator=gen) < 0.5).view(-1, *(1,) * (x.ndim - 1))
+        x = torch.where(pick, x.flip(dim), x)
+        y = torch.where(pick, y.flip(dim), y)
     return x, y
 
 
@@ -254,9 +254,15 @@ def fit(model: ZooModel, data: SegmentationSplits, training: Training, *, seed: 
             "history": history, "train_seconds": time.perf_counter() - start}
 
 
+#: Side of the images (or volumes) :func:`throughput` times by default, by spatial dimensions.
+THROUGHPUT_SIZE = {2: 96, 3: 32}
+
+
 @torch.no_grad()
-def throughput(model: ZooModel, *, batch: int = 32, size: int = 96, threads: int = 2, repeats: int = 5) -> float:
-    """Forward throughput in images/s (median of ``repeats`` timed batches, after one warm-up).
+def throughput(model: ZooModel, *, batch: int = 32, size: int | None = None, threads: int = 2,
+               repeats: int = 5) -> float:
+    """Forward throughput in images/s (volumes/s for a 3-D model): median of ``repeats`` timed
+    batches, after one warm-up.
 
     Parameters
     ----------
@@ -264,14 +270,17 @@ def throughput(model: ZooModel, *, batch: int = 32, size: int = 96, threads: int
         The model (put in eval mode).
     batch : int
         Images per timed forward pass.
-    size : int
-        Image side in pixels.
+    size : int, optional
+        Side in pixels (voxels) of the square images or cubic volumes (default: 96 for images,
+        32 for volumes, :data:`THROUGHPUT_SIZE`).
     threads : int
         CPU threads during the measurement.
     repeats : int
         Timed batches.
     """
-    x = torch.rand(batch, getattr(model, "channels", 3), size, size, generator=torch.Generator().manual_seed(0))
+    dims = getattr(model, "spatial_dims", 2)
+    side = THROUGHPUT_SIZE[dims] if size is None else size
+    x = torch.rand(batch, getattr(model, "channels", 3), *(side,) * dims, generator=torch.Generator().manual_seed(0))
     model.eval()
     times = []
     with num_threads(threads):

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._registry import DATASETS, RECIPES
-from ._store import USER_ZOO, benchmark, output_dir, read_manifest, train, zoo_dir
+from ._registry import ALL_DATASETS, DATASETS_BY_DIMS, RECIPES
+from ._store import USER_ZOO, benchmark, list_models, output_dir, read_manifest, train, zoo_dir
 
 NORMALIZE = ("dtype", "range", "percentile")
 
@@ -86,18 +86,23 @@ def folder_data(args: argparse.Namespace) -> Any:
     return data
 
 
-def markdown_table(models: dict[str, Any]) -> str:
+def markdown_table(models: dict[str, Any], spatial_dims: int = 2) -> str:
     """README table: one row per architecture, test Dice / IoU per dataset, parameters, images/s.
 
     Parameters
     ----------
     models : dict
         The manifest's ``models`` entries (``read_manifest()["models"]``).
+    spatial_dims : {2, 3}
+        The image models on the 2-D datasets, or the volume models on the 3-D ones (their
+        throughput counts volumes).
     """
-    head = ["model", "family", "paper"] + [f"{d} Dice / IoU" for d in DATASETS] + ["params", "images/s"]
+    datasets, unit = DATASETS_BY_DIMS[spatial_dims], "images/s" if spatial_dims == 2 else "volumes/s"
+    head = ["model", "family", "paper"] + [f"{d} Dice / IoU" for d in datasets] + ["params", unit]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in RECIPES.items():
-        entries = [models.get(f"{d}/{name}") for d in DATASETS]
+    for name in list_models(spatial_dims):
+        r = RECIPES[name]
+        entries = [models.get(f"{d}/{name}") for d in datasets]
         scores = [f"{e['test_dice']:.3f} / {e['test_iou']:.3f}" if e else "-" for e in entries]
         known = [e for e in entries if e]
         params = f"{known[0]['params'] / 1000:.0f}k" if known else "-"
@@ -108,16 +113,18 @@ def markdown_table(models: dict[str, Any]) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     models = read_manifest(args.root)["models"]
-    if args.markdown:
-        print(markdown_table(models))
+    if args.markdown:  # the 2-D table as before, then the volume models' own table
+        print("\n\n".join(markdown_table(models, dims) for dims in DATASETS_BY_DIMS))
         return 0
-    print(f"{'name':15s} {'family':12s} {'paper':40s} " + " ".join(f"{d:>14s}" for d in DATASETS))
-    for name, r in RECIPES.items():
-        cells = []
-        for d in DATASETS:
-            e = models.get(f"{d}/{name}")
-            cells.append(f"{'Dice ' + format(e['test_dice'], '.3f') if e else 'untrained':>14s}")
-        print(f"{name:15s} {r.family:12s} {r.paper:40s} " + " ".join(cells))
+    for dims, datasets in DATASETS_BY_DIMS.items():
+        print(f"{'name':15s} {'family':12s} {'paper':40s} " + " ".join(f"{d:>14s}" for d in datasets))
+        for name in list_models(dims):
+            r = RECIPES[name]
+            cells = []
+            for d in datasets:
+                e = models.get(f"{d}/{name}")
+                cells.append(f"{'Dice ' + format(e['test_dice'], '.3f') if e else 'untrained':>14s}")
+            print(f"{name:15s} {r.family:12s} {r.paper:40s} " + " ".join(cells))
     return 0
 
 
@@ -144,8 +151,10 @@ def _train(args: argparse.Namespace) -> int:
 def _train_all(args: argparse.Namespace) -> int:
     done = read_manifest(args.out)["models"]
     names = args.names or list(RECIPES)
-    for dataset in args.datasets or DATASETS:
+    for dataset in args.datasets or ALL_DATASETS:
         for name in names:
+            if dataset not in RECIPES[name].datasets:  # a 2-D model is not trained on volumes, nor back
+                continue
             if f"{dataset}/{name}" in done and not args.force:
                 print(f"{dataset}/{name}: already in the manifest (use --force to retrain)", flush=True)
                 continue
@@ -192,7 +201,8 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
                        "your images and masks (--images DIR --masks DIR; any channel count, 8/16-bit PNG or TIFF).")
     p.add_argument("name", choices=list(RECIPES))
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=DATASETS, help="an embedded dataset")
+    source.add_argument("--dataset", choices=ALL_DATASETS,
+                        help="an embedded dataset (brain3d and vessels3d for the 3-D models)")
     source.add_argument("--images", type=Path, help="your folder of images")
     p.add_argument("--masks", type=Path, help="the folder of their masks (same file stems)")
     p.add_argument("--data-name", default=None, help="name of your data in the zoo folder (default: from the folder)")
@@ -205,16 +215,17 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     training_options(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("train-all", help="train every architecture on every dataset (skips trained ones)")
+    p = sub.add_parser("train-all", help="train every architecture on every dataset of its kind, 2-D or 3-D "
+                                         "(skips trained ones)")
     p.add_argument("--names", nargs="+", choices=list(RECIPES), default=None)
-    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
+    p.add_argument("--datasets", nargs="+", choices=ALL_DATASETS, default=None)
     p.add_argument("--force", action="store_true", help="retrain pairs already in the manifest")
     training_options(p)
     p.set_defaults(func=_train_all)
 
     p = sub.add_parser("benchmark", help="re-measure forward throughput (images/s) into the manifest")
     p.add_argument("--names", nargs="+", choices=list(RECIPES), default=None)
-    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
+    p.add_argument("--datasets", nargs="+", choices=ALL_DATASETS, default=None)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--root", default=None, help="checkpoint folder")
