@@ -34,12 +34,12 @@ from pdcr_lab.testing import dice_points
 class RoiDice(torch.nn.Module):
     """Segmentation model -> (B, 1) RoI Dice in DSC points: the scalar 'classifier' both libraries need."""
 
-    def __init__(self, model: torch.nn.Module, target: torch.Tensor, roi: tuple[int, int, int, int]) -> None:
+    def __init__(self, model: torch.nn.Module, target: torch.Tensor, roi: tuple[int, ...]) -> None:
         super().__init__()
         self.model = model
-        r, c, h, w = roi
+        k = target.dim()  # (row, col, height, width), or a volume's (z, row, col, depth, height, width)
         mask = torch.zeros_like(target, dtype=torch.float32)
-        mask[r : r + h, c : c + w] = 1
+        mask[tuple(slice(s, s + e) for s, e in zip(roi[:k], roi[k:]))] = 1
         self.register_buffer("roi", mask)
         self.register_buffer("target", target.float())
 

@@ -135,6 +135,11 @@ def test_notebook_in_jupyterlab(name, lab, browser, tmp_path):
 
     if name in NEEDS_ZOO and "unet" not in _zoo_names("lesions"):
         pytest.skip("the zoo has no trained unet on lesions (data/zoo)")
+    if name == "08_volumes.ipynb":
+        from test_notebooks import _zoo_3d
+
+        if not _zoo_3d():
+            pytest.skip("the zoo has no 3-D checkpoints (data/zoo)")
     url, root = lab
     page = browser.new_page()
     errors: list[str] = []
@@ -165,6 +170,9 @@ def test_notebook_in_jupyterlab(name, lab, browser, tmp_path):
             assert shown >= 6, f"06 shows {shown} figures inline, expected its 6"
         if name == "05_teaching.ipynb":
             _check_lesson(page)
+        if name == "08_volumes.ipynb":  # NiiVue draws on a canvas of its own (WebGL2, bundled: no CDN)
+            canvases = page.locator(f"{NOTEBOOK} .jp-OutputArea-output canvas").count()
+            assert canvases >= 1, "08: the NiiVue view drew no canvas"
         _screenshot(page, name, tmp_path)
     finally:
         page.close()

@@ -30,8 +30,19 @@ NEEDS_ZOO = {"01_quickstart.ipynb", "02_compare_architectures.ipynb", "03_compon
              "04_faithfulness.ipynb", "06_paper_figures.ipynb"}
 #: The notebook on a user's own data: it generates its folder and trains its own model (no zoo needed).
 OWN_DATA = "07_your_own_data.ipynb"
+#: The volumes notebook: it needs the zoo's 3-D checkpoints.
+VOLUMES = "08_volumes.ipynb"
 
 pytestmark = pytest.mark.slow
+
+
+def _zoo_3d() -> bool:
+    from pdcr_lab import zoo
+
+    try:
+        return all({"unet3d", "segresnet3d"} <= set(zoo.trained(d)) for d in ("brain3d", "vessels3d"))
+    except Exception:  # noqa: BLE001 - an older zoo without 3-D datasets
+        return False
 
 
 def _zoo_has(name: str, dataset: str) -> bool:
@@ -74,7 +85,7 @@ def _text(notebook: nbformat.NotebookNode) -> str:
 def test_every_notebook_states_its_needs_and_scale():
     assert ALL == ["01_quickstart.ipynb", "02_compare_architectures.ipynb", "03_components.ipynb",
                    "04_faithfulness.ipynb", "05_teaching.ipynb", "06_paper_figures.ipynb",
-                   "07_your_own_data.ipynb"]
+                   "07_your_own_data.ipynb", "08_volumes.ipynb"]
     for name in ALL:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         intro, first_code = notebook.cells[0], next(c for c in notebook.cells if c.cell_type == "code")
@@ -127,6 +138,8 @@ def _shell_commands(notebook: nbformat.NotebookNode) -> list[str]:
 def test_notebook_runs(name, folders, tmp_path, monkeypatch):
     if name in NEEDS_ZOO and not _zoo_has("unet", "lesions"):
         pytest.skip("the zoo has no trained unet on lesions (data/zoo)")
+    if name == VOLUMES and not _zoo_3d():
+        pytest.skip("the zoo has no trained unet3d / segresnet3d on brain3d and vessels3d (data/zoo)")
     if name == OWN_DATA:  # an empty zoo: the notebook must not need the shipped checkpoints
         monkeypatch.setenv("PDCR_LAB_ZOO", str(tmp_path / "empty_zoo"))
     before = (_new_files(), _tree(NOTEBOOKS)) if name == OWN_DATA else None
@@ -156,6 +169,11 @@ def test_notebook_runs(name, folders, tmp_path, monkeypatch):
     if name == "05_teaching.ipynb":  # answers hidden, empty student cells told so, nothing says nan
         assert not re.search(r"\bnan\b", text, flags=re.I)
         assert "Answer to exercise" not in text and text.count("Not answered yet") == 4
+    if name == VOLUMES:  # four maps described and labelled, the figure written, nothing says nan
+        assert not re.search(r"\bnan\b", text, flags=re.I), text
+        assert "'block_z': 8, 'block_y': 8, 'block_x': 8" in text
+        assert {p.suffix for p in (folders / "figures").glob("fig_volume_unet3d_brain3d.*")} == {".pdf", ".svg", ".png"}
+        assert len(list((folders / "results" / "notebooks" / "08_volumes").glob("*.nc"))) == 4
     if name == "06_paper_figures.ipynb":
         figures = folders / "figures"
         stems = {p.stem for p in figures.iterdir()}

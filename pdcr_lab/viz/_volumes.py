@@ -528,7 +528,7 @@ def volume_figure(ds: xr.Dataset, image: Any | None = None, *, at: tuple[int, in
     title = _wrap(title, width - 0.1, PAPER_RC["figure.titlesize"]) if title else None
     text = _wrap(settings_caption(ds), width - 0.3, _SMALL) if caption else None
     height = (2 * (scale * max(vertical) + title_room) + _colourbar_height(bar_label, width)
-              + _titles_height(title, text) + 0.15)
+              + _titles_height(title, text) + 0.35)  # room above the first row of titles
     start = {"z": box[0], "y": box[1], "x": box[2]}
     size = {"z": box[3], "y": box[4], "x": box[5]}
     with paper_style():
