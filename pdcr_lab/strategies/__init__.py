@@ -9,6 +9,11 @@
 * :func:`path_task`, :class:`ConnectivityModel`, :class:`GlobalContrastModel`: a generated task and
   hand-built models whose strategy is known by construction; they validate the labels
   (``tests/test_strategies.py``).
+* :func:`family_members`, :class:`FamilyModel`, :func:`run_family`, :func:`summarize_family`,
+  :func:`write_family_report`: a systematic family of hand-built models (local windows, global
+  statistics, chains of every shape, width, range and strength, and their mixtures) whose strategy
+  is known by construction, and the measured accuracy of the labels on it before and after the
+  rule of issue 17 (``docs/strategy_family.md``; :func:`legacy_classify` is the rule before).
 * :func:`label_maps`, :func:`summarize`, :func:`format_table`: labels of a stack of maps, shares
   and descriptors with bootstrap intervals per architecture and dataset, the shift between
   datasets, and the Markdown report. The study that explains the zoo for them (``pdcr-lab
@@ -27,11 +32,30 @@ Examples
 
 from ._classify import LABELS, STRATEGIES, THRESHOLDS, StrategyThresholds, classify
 from ._descriptors import DESCRIPTORS, descriptors, effect_grid, structure_blocks
+from ._family import (
+    FAMILIES,
+    FamilyMember,
+    FamilyModel,
+    FamilyScene,
+    family_bank,
+    family_members,
+    family_scene,
+    format_family_report,
+    legacy_classify,
+    run_family,
+    summarize_family,
+    wilson_interval,
+    write_family_report,
+)
 from ._report import MAP_VARIABLES, SHIFT_DESCRIPTORS, SUMMARY_DESCRIPTORS, format_table, label_maps, summarize
 from ._tasks import ConnectivityModel, GlobalContrastModel, PathTask, path_task
 
 __all__ = [
     "DESCRIPTORS",
+    "FAMILIES",
+    "FamilyMember",
+    "FamilyModel",
+    "FamilyScene",
     "LABELS",
     "MAP_VARIABLES",
     "SHIFT_DESCRIPTORS",
@@ -45,9 +69,18 @@ __all__ = [
     "classify",
     "descriptors",
     "effect_grid",
+    "family_bank",
+    "family_members",
+    "family_scene",
+    "format_family_report",
     "format_table",
+    "legacy_classify",
     "label_maps",
     "path_task",
+    "run_family",
     "structure_blocks",
     "summarize",
+    "summarize_family",
+    "wilson_interval",
+    "write_family_report",
 ]

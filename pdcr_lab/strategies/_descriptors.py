@@ -32,6 +32,24 @@ p = (row, col), or p = (z, row, col) for a volume (n = 2 or 3 grid axes):
   is as degenerate as mass on one line (l_min = 0, anisotropy 1); 0 needs mass spread in every
   direction (a shell or a ball around the RoI).
 * Radial rings k - 1 < d <= k, k = 1 .. ceil(grid diagonal), are shells in 3-D.
+* **The mass by its geometry** (the shares :func:`~pdcr_lab.strategies.classify` labels with). The
+  *spread level* f = the median of w over the candidate blocks beyond the near radius (d > near):
+  the effect every block has when the model pools the whole image (0 unless more than half of the
+  far blocks carry an effect). The *ring level* b(p) = the median of w over the candidate blocks of
+  p's half-block ring (round(2 d) equal; rings of fewer than ``ring_blocks`` candidates fall back to
+  f), raised to f: what an effect depending on the distance alone would give p. Every block's
+  w(p) then splits into a spread part min(w, f), a ring part min(w, b) - min(w, f) and an excess
+  e(p) = max(w - b, 0): what singles the block out among those at its distance.
+* **The chain** leading away from the RoI lies on the excess: chain blocks support the RoI
+  (ATE < 0) with e(p) > 0 and e(p) >= path_level * (the largest excess of a supporting block
+  beyond the near radius), so that a weak chain next to a strong neighbourhood is still seen (the
+  strong neighbourhood's ring levels take its own mass out). The chain component C is the set of
+  blocks connected to the RoI inside the closing of (chain blocks + RoI), as for the path component;
+  its far part C_far = C beyond the near radius, its *route* = the blocks of C within the near
+  radius on a shortest path (inside C) from the RoI to the first blocks of C_far, and their
+  neighbours in C (the width of the chain). ``chain_*``
+  describe C_far (extent, steps spanned from its first to its last block, blocks, linearity) and
+  the shares of the mass it and its route hold above the ring levels.
 
 A volume of one slice of blocks (block_z = 1) has the descriptors of the same 2-D map: on one slice
 26- and 8-neighbours, the 3 x 3 x 3 and 3 x 3 closings, distances and rings coincide. The one
@@ -47,6 +65,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from functools import reduce
 from typing import Any
@@ -59,10 +78,12 @@ from ..schema import BOX_VARS, GRID_DIMS, GRID_DIMS_3D, STACK_DIMS, block_shape,
 __all__ = ["DESCRIPTORS", "descriptors", "effect_grid", "structure_blocks"]
 
 #: Defaults of :func:`descriptors`, shared with :class:`~pdcr_lab.strategies.StrategyThresholds`
-#: (which documents why): the near radius in blocks, and the fraction of the map's largest |ATE| a
-#: block needs to be *strong* (to join the RoI's path component).
+#: (which documents why): the near radius in blocks, the fraction of the reference peak a block
+#: needs to be *strong* (to join the RoI's path component, or its chain), and the fewest candidate
+#: blocks of a ring whose median is its ring level.
 DEFAULT_NEAR = 2.5
 DEFAULT_PATH_LEVEL = 0.1
+DEFAULT_RING_BLOCKS = 4
 
 #: Descriptor name -> (long name, units). ``"DSC points"`` is replaced by the map's own units.
 DESCRIPTORS: dict[str, tuple[str, str]] = {
@@ -90,10 +111,28 @@ DESCRIPTORS: dict[str, tuple[str, str]] = {
     "path_steps": ("largest number of 8-neighbour steps from the RoI inside that component", "blocks"),
     "path_linearity": ("path_steps / path_blocks: 1 for a thin chain, ~1/(pi r) for a blob of radius r", "1"),
     "path_on_structure": ("fraction of that component's blocks on structure connected to the RoI", "1"),
+    "floor": ("spread level f: median |ATE| of the candidate blocks beyond the near radius", "outcome"),
+    "spread_share": ("share of the mass under the spread level: sum min(w, f) / W", "1"),
+    "ring_near_share": ("share of the mass within the near radius explained by its ring level above f", "1"),
+    "ring_far_share": ("share of the mass beyond the near radius explained by its ring level above f", "1"),
+    "excess_near_share": ("share of the mass within the near radius above its ring level, off the chain's route",
+                          "1"),
+    "excess_far_share": ("share of the mass beyond the near radius above its ring level, off the chain", "1"),
+    "chain_share": ("share of the mass above the ring levels on the chain beyond the near radius", "1"),
+    "chain_route_share": ("share of the mass above the ring levels on the chain's route within the near radius",
+                          "1"),
+    "chain_blocks": ("number of blocks of the chain beyond the near radius", "blocks"),
+    "chain_steps": ("8-neighbour steps spanned by the chain beyond the near radius (last - first + 1)", "blocks"),
+    "chain_linearity": ("chain_steps / chain_blocks: 1 for a thin chain, 1/2 for a band two blocks wide", "1"),
+    "chain_extent": ("largest distance d from the RoI of a chain block with an effect", "blocks"),
+    "chain_on_structure": ("fraction of the chain's blocks (far part and route) on structure connected to the RoI",
+                           "1"),
 }
 
 #: ``long_name`` of the descriptors whose wording changes on a volume's grid (26-neighbour steps).
-_LONG_NAMES_3D = {"path_steps": DESCRIPTORS["path_steps"][0].replace("8-neighbour", "26-neighbour")}
+_LONG_NAMES_3D = {
+    name: DESCRIPTORS[name][0].replace("8-neighbour", "26-neighbour") for name in ("path_steps", "chain_steps")
+}
 
 
 # -- input checks ---------------------------------------------------------------------------------
@@ -404,8 +443,85 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN; NaN (no warning) where every value is NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(values, axis=-1)
+
+
+def _ring_levels(w: np.ndarray, ring: np.ndarray, cand: np.ndarray, min_blocks: int) -> np.ndarray:
+    """Median of w over the candidates of each ring, on every block of the ring (flattened (..., G));
+    NaN on rings of fewer than `min_blocks` candidates and off the candidates."""
+    out = np.full(w.shape, np.nan)
+    for value in np.unique(ring[cand]):
+        member = (ring == value) & cand
+        median = _nanmedian(np.where(member, w, np.nan))
+        median = np.where(member.sum(-1) >= min_blocks, median, np.nan)
+        out = np.where(member, median[..., None], out)
+    return out
+
+
+def _chain(
+    ate: np.ndarray, w: np.ndarray, roi: np.ndarray, cand: np.ndarray, d: np.ndarray, conn: np.ndarray,
+    near: float, level: float, ring_blocks: int, n: int,
+) -> dict[str, np.ndarray]:
+    """The mass split by its geometry (spread, ring, excess) and the chain on the excess (module docstring)."""
+    grid = _axes(n)
+    lead, shape = w.shape[:-n], w.shape[-n:]
+    size = int(np.prod(shape))
+    flat = lambda a: a.reshape(*lead, size)  # noqa: E731
+    far = cand & (d > near)
+    floor = np.nan_to_num(_nanmedian(np.where(flat(far), flat(w), np.nan)), nan=0.0)
+    ring = np.rint(2 * d).astype(int)
+    levels = _ring_levels(flat(w), flat(np.broadcast_to(ring, w.shape)), flat(cand), ring_blocks)
+    f = floor[(...,) + (None,) * n]
+    b = np.maximum(np.where(np.isnan(levels), f.reshape(*lead, 1), levels).reshape(w.shape), f)
+    spread = np.minimum(w, f)
+    ring_part = np.minimum(w, b) - spread
+    excess = w - np.minimum(w, b)
+    support = (ate < 0) & cand
+    peak = np.where(far & support, excess, 0.0).max(grid, keepdims=True)
+    strong = support & (excess > 0) & (excess >= level * peak)
+    closed = _close(strong | roi, n)
+    comp, steps = _grow(roi, closed, n)
+    comp &= cand
+    comp_far = comp & far
+    big = np.iinfo(steps.dtype).max
+    entry_steps = np.where(comp_far, steps, big).min(grid, keepdims=True)
+    last_steps = np.where(comp_far, steps, -1).max(grid, keepdims=True)
+    has = comp_far.any(grid, keepdims=True)
+    entry = comp_far & (steps == entry_steps)
+    _, back = _grow(entry, closed, n)
+    # The route: the near blocks of C on a shortest path from the RoI to C_far's first blocks, and
+    # their neighbours in C (a chain two blocks wide, or a staircase, is more than one shortest path).
+    geodesic = comp & ~far & (back >= 0) & (steps + back == entry_steps)
+    route = _dilate(geodesic, n) & comp & ~far
+    mass = w.sum(grid)
+    near_c = cand & ~far
+    chain_blocks = comp_far.sum(grid)
+    chain_steps = np.where(has, last_steps - entry_steps + 1, 0).reshape(lead)
+    on = comp_far | route
+    return {
+        "floor": floor,
+        "spread_share": _safe_div(spread.sum(grid), mass),
+        "ring_near_share": _safe_div(np.where(near_c, ring_part, 0.0).sum(grid), mass),
+        "ring_far_share": _safe_div(np.where(far, ring_part, 0.0).sum(grid), mass),
+        "excess_near_share": _safe_div(np.where(near_c & ~route, excess, 0.0).sum(grid), mass),
+        "excess_far_share": _safe_div(np.where(far & ~comp_far, excess, 0.0).sum(grid), mass),
+        "chain_share": _safe_div(np.where(comp_far, excess, 0.0).sum(grid), mass),
+        "chain_route_share": _safe_div(np.where(route, excess, 0.0).sum(grid), mass),
+        "chain_blocks": chain_blocks,
+        "chain_steps": chain_steps,
+        "chain_linearity": _safe_div(chain_steps.astype(float), chain_blocks.astype(float)),
+        "chain_extent": np.where(comp_far & (w > 0), d, 0.0).max(grid),
+        "chain_on_structure": _safe_div((on & conn).sum(grid).astype(float), on.sum(grid).astype(float)),
+    }
+
+
 def _kernel(
-    ate: np.ndarray, roi: np.ndarray, structure: np.ndarray, near: float, level: float, n: int
+    ate: np.ndarray, roi: np.ndarray, structure: np.ndarray, near: float, level: float, n: int,
+    ring_blocks: int = DEFAULT_RING_BLOCKS,
 ) -> tuple[np.ndarray, ...]:
     """All descriptors of maps ``ate`` (..., *grid) with `n` grid axes; in the order of ``DESCRIPTORS``."""
     ate, roi, structure = np.broadcast_arrays(ate, roi.astype(bool), structure.astype(bool))
@@ -478,6 +594,7 @@ def _kernel(
         "path_extent": path_extent, "path_far_share": path_far_share, "path_steps": path_steps,
         "path_linearity": path_linearity,
         "path_on_structure": path_on_structure,
+        **_chain(ate, w, roi, cand, d, conn, near, level, ring_blocks, n),
     }
     return tuple(np.asarray(values[k], dtype=float) for k in DESCRIPTORS)
 
@@ -490,6 +607,7 @@ def descriptors(
     path_level: float = DEFAULT_PATH_LEVEL,
     structure_fraction: float = 0.0,
     dim: str = "image",
+    ring_blocks: int = DEFAULT_RING_BLOCKS,
 ) -> xr.Dataset:
     r"""Spatial descriptors of every effect map, vectorised over the stack dims.
 
@@ -506,11 +624,16 @@ def descriptors(
     near : float
         Radius (blocks) of the RoI's neighbourhood for ``near_share``.
     path_level : float
-        A block is *strong* when w(p) > 0 and w(p) >= path_level * max_q w(q).
+        A block is *strong* when w(p) > 0 and w(p) >= path_level * max_q w(q); a block joins the
+        chain when its excess is at least path_level times the largest excess of a supporting
+        block beyond the near radius (module docstring).
     structure_fraction : float
         See :func:`structure_blocks`.
     dim : str
         Stack dimension of a list/dict of maps (default ``"image"``).
+    ring_blocks : int
+        Fewest candidate blocks of a half-block ring whose median is its ring level (module
+        docstring); smaller rings take the spread level.
 
     Returns
     -------
@@ -546,6 +669,16 @@ def descriptors(
           chain leading away, 1/2 for a two-wide band, about 1/(pi r) for a filled disc of radius r;
           in 3-D 1/4 for a tube two blocks wide in both transverse axes, about 3/(4 pi r^2) for a
           filled ball); ``path_on_structure`` :math:`|K \cap T| / |K|`.
+        * The mass by its geometry (module docstring: spread level f, ring level b(p), excess
+          e(p)): ``floor`` f; ``spread_share`` :math:`\sum_p \min(w, f) / W`; ``ring_near_share`` and
+          ``ring_far_share`` :math:`\sum (\min(w, b) - \min(w, f)) / W` within and beyond the near
+          radius; ``excess_near_share`` the excess within the near radius off the chain's route,
+          ``excess_far_share`` beyond it off the chain; ``chain_share`` and ``chain_route_share`` the
+          excess on the chain's far part and on its route. These seven shares sum to 1.
+        * ``chain_*``: C_far, the chain component beyond the near radius: ``chain_blocks`` |C_far|,
+          ``chain_steps`` the neighbour steps from the RoI of its last block minus those of its first
+          plus 1, ``chain_linearity`` their ratio, ``chain_extent`` :math:`\max_{C_{far}, w > 0} d`,
+          ``chain_on_structure`` the fraction of C_far and the route on T.
 
         Scale-free descriptors are NaN for maps without any effect (W = 0). Attrs: the settings,
         ``block`` and ``grid`` (e.g. ``"12x12"``, ``"6x6x6"``; a volume adds ``block_shape``).
@@ -589,7 +722,7 @@ def descriptors(
         ate.astype(float),
         roi,
         struct,
-        kwargs={"near": float(near), "level": float(path_level), "n": len(dims)},
+        kwargs={"near": float(near), "level": float(path_level), "n": len(dims), "ring_blocks": int(ring_blocks)},
         input_core_dims=[list(dims)] * 3,
         output_core_dims=[["ring"] if k == "radial_mass" else [] for k in names],
         dask="forbidden",
@@ -600,7 +733,8 @@ def descriptors(
         long_name, unit = DESCRIPTORS[name]
         if len(dims) == 3:
             long_name = _LONG_NAMES_3D.get(name, long_name)
-        if not has_structure and name in ("structure_share", "structure_chance", "path_on_structure"):
+        if not has_structure and name in ("structure_share", "structure_chance", "path_on_structure",
+                                          "chain_on_structure"):
             values = xr.full_like(values, np.nan)
         out[name] = values.assign_attrs(long_name=long_name, units=units if unit == "outcome" else unit)
     out = out.assign_coords(ring=np.arange(1, out.sizes["ring"] + 1))
@@ -609,6 +743,7 @@ def descriptors(
     out.attrs = {
         "near": float(near),
         "path_level": float(path_level),
+        "ring_blocks": int(ring_blocks),
         "structure": "given" if has_structure else "none",
         "block": int(ds.attrs["block"]),
         "grid": _times(ds.sizes[d] for d in dims),

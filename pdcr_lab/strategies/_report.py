@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -207,7 +208,8 @@ def _header(summary: xr.Dataset, result: xr.Dataset, command: str, seconds: floa
     took = f" in {seconds / 60:.1f} min" if seconds is not None else ""
     if "explain_seconds" in result:
         took += f" (explaining all the pairs took {float(result['explain_seconds'].sum()) / 60:.1f} min of wall time)"
-    keys = ("near", "dominance", "min_linearity", "min_path_far", "path_level", "min_on_structure")
+    # every threshold the result records, in the table's order (StrategyThresholds)
+    keys = [f.name for f in fields(StrategyThresholds)]
     thresholds = ", ".join(f"{k} = {a[f'threshold_{k}']:g}" for k in keys if f"threshold_{k}" in a)
     if "threshold_min_linearity_grid" in a:
         thresholds += f"; min_linearity applied as {a['threshold_min_linearity_grid']:g} on the 3-D grid"
