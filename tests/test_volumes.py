@@ -60,11 +60,12 @@ def test_many_block_bank_equals_naive_3d_loop_with_same_draws(net3d, volume, cub
     assert_effects_equal(ds, expected, variables=REFERENCE_VARS, rtol=0, atol=1e-4)
 
 
-def test_a_planted_far_voxel_cube_is_found():
+@pytest.mark.parametrize("side", [1, 4], ids=["one voxel", "a cube"])
+def test_a_planted_far_voxel_is_found(side):
     volume = torch.zeros(1, 16, 16, 16)
-    volume[:, 8:, 8:, 8:] = 1.0   # the object around the RoI
-    volume[:, :4, :4, :4] = 1.0   # the marker: the far corner cube gates every segmentation
-    model = PlantedCauseModel(marker=(0, 0, 0, 4))
+    volume[:, 8:, 8:, 8:] = 1.0          # the object around the RoI
+    volume[:, :side, :side, :side] = 1.0  # the marker in the far corner gates every segmentation
+    model = PlantedCauseModel(marker=(0, 0, 0, side))
     ds = explain(model, volume, roi=(8, 8, 8, 4, 4, 4), intervention="zero", block=4)
     ate = ds.ate.values
     assert ate[0, 0, 0] == pytest.approx(-100.0)
