@@ -80,7 +80,8 @@ def auto_batch_size(image_shape: tuple[int, int, int], device: torch.device) -> 
 
 
 @contextlib.contextmanager
-def evaluation(model: nn.Module, device: torch.device | None, *, channels_last: bool = False) -> Iterator[None]:
+def evaluation(model: nn.Module, device: torch.device | None, *, channels_last: bool = False,
+               volume: bool = False) -> Iterator[None]:
     """The context a model is explained in: eval mode, the requested device and layout, no autograd.
 
     Everything is restored on exit, also after an error or a KeyboardInterrupt: the mode of every
@@ -95,6 +96,8 @@ def evaluation(model: nn.Module, device: torch.device | None, *, channels_last: 
         Where to run; None: where the model is.
     channels_last : bool
         Convert the model to channels-last layout for the call.
+    volume : bool
+        The model takes volumes: channels-last means ``torch.channels_last_3d``.
 
     Examples
     --------
@@ -112,15 +115,16 @@ def evaluation(model: nn.Module, device: torch.device | None, *, channels_last: 
     first = next(iter([*model.parameters(), *model.buffers()]), None)
     original = first.device if first is not None else None
     # Only convert back what we converted: a model that already was channels-last stays so.
+    rank = 5 if volume else 4
     restore_layout = channels_last and not any(
-        p.ndim == 4 and not p.is_contiguous() for p in model.parameters()
+        p.ndim == rank and not p.is_contiguous() for p in model.parameters()
     )
     try:
         model.eval()
         if device is not None and original is not None and original != device:
             model.to(device)
         if channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last_3d if volume else torch.channels_last)
         with torch.inference_mode():
             yield
     finally:

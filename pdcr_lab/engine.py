@@ -262,6 +262,8 @@ class _Forwards:
         self.model, self.call, self.run = model, call, run
         self.runner = _compiled(model) if run.compile else None
         self.image = call.image.to(call.device)
+        #: memory layout of the perturbed batches (a volume's channels-last is the 3-D one)
+        self.layout = torch.channels_last_3d if run.channels_last and call.ndim == 3 else run.layout
         self.cap = run.batch_size or auto_batch_size(call.shape, call.device)
         self.plan: IncrementalPlan | None = None
         self.path_reason = "incremental='off'"
@@ -356,7 +358,7 @@ class _Forwards:
 
     def factual(self) -> tuple[RoiOutcome, int | None]:
         """The outcome state (M0 from the fast path's own factual output) and one image's activation bytes."""
-        factual_in = self.image.unsqueeze(0).contiguous(memory_format=self.run.layout)
+        factual_in = self.image.unsqueeze(0).contiguous(memory_format=self.layout)
         hooks, footprint = _activation_bytes(self.model)
         try:
             state = RoiOutcome(self.call)  # plain float32 eager: checks the output, sets the reference
@@ -367,7 +369,7 @@ class _Forwards:
             # The fast path's own factual output, so M0 and the perturbed outcomes share numerics;
             # compiled: a full batch, so it runs the very graph the perturbed batches run.
             batch = factual_in if self.runner is None else \
-                factual_in.expand(self.cap, *self.call.shape).clone(memory_format=self.run.layout)
+                factual_in.expand(self.cap, *self.call.shape).clone(memory_format=self.layout)
             try:
                 crop = self.outputs(batch)[:1]
             except Exception as exc:  # noqa: BLE001 - compile failures come in many types
@@ -383,7 +385,7 @@ class _Forwards:
 
     def evaluator(self, state: RoiOutcome, treatment: Any) -> Callable[..., torch.Tensor]:
         """evaluate(cells, draws) -> (B, R) outcomes of the perturbed images, composed on the device."""
-        device, block, layout = self.call.device, self.call.sides, self.run.layout
+        device, block, layout = self.call.device, self.call.sides, self.layout
 
         def evaluate(cells: torch.Tensor, draws: torch.Tensor, fast: bool = True,
                      reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -604,7 +606,8 @@ def explain(
     bank = call.bank
     treatment = make_intervention(intervention, call.image, call.sides, bank=bank, seed=call.seed,
                                   n_draws=settings.table, prefix=settings.coarse + settings.fine)
-    with reporting(progress) as callback, evaluation(model, call.device, channels_last=run.channels_last):
+    with reporting(progress) as callback, evaluation(model, call.device, channels_last=run.channels_last,
+                                                      volume=call.ndim == 3):
         passes = _Forwards(model, call, run)
         cuda_base = _reset_peak(call.device) if runtime is not None else 0
         state, item_bytes = passes.factual()

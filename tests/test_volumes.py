@@ -230,3 +230,24 @@ def test_cells_of_a_3d_model_are_refused_clearly(net3d, volume):
 
     with pytest.raises(ValueError, match=r"image must have shape \(C, H, W\)"):
         explain_components(net3d, volume, roi=ROI, unit="cells", intervention="zero", block=4)
+
+
+def test_fast_paths_on_a_volume(net3d, volume):
+    plain = explain(net3d, volume, roi=ROI, intervention="zero", block=4, outcome="soft_dice")
+    weights = {name: p.clone() for name, p in net3d.named_parameters()}
+    layout = explain(net3d, volume, roi=ROI, intervention="zero", block=4, outcome="soft_dice", channels_last=True)
+    np.testing.assert_allclose(layout.ate_raw.values, plain.ate_raw.values, atol=1e-3)
+    assert all(p.is_contiguous() and torch.equal(p, weights[n]) for n, p in net3d.named_parameters())
+    low = explain(net3d, volume, roi=ROI, intervention="zero", block=4, outcome="soft_dice", precision="bfloat16",
+                  check_precision=True, precision_tolerance=100.0)
+    assert low.attrs["precision_ok"] == 1
+
+
+def test_uint8_and_value_range_volumes_read_like_unit_floats(net3d, volume):
+    plain = explain(net3d, volume, roi=ROI, intervention="zero", block=4, outcome="soft_dice")
+    scaled = explain(net3d, volume * 1000, roi=ROI, intervention="zero", block=4, outcome="soft_dice",
+                     value_range=(0, 1000))
+    np.testing.assert_allclose(scaled.ate_raw.values, plain.ate_raw.values, atol=1e-3)
+    as_bytes = explain(net3d, (volume * 255).round().to(torch.uint8), roi=ROI, intervention="zero", block=4,
+                       outcome="soft_dice")
+    assert as_bytes.attrs["value_conversion"] == "uint8 / 255"
