@@ -491,9 +491,8 @@ def explain(
         Natural blocks; required for ``intervention="natural"``; ``"mean"`` uses its mean colour.
     intervention : {"natural", "zero", "mean", "blur"}
         What replaces a block (:mod:`pdcr_lab.interventions`).
-    block : int, or (bz, by, bx) for a volume
-        Block side b in pixels. It must divide H and W (padding would show the model an image it
-        was never shown); in a volume, each side must divide its axis (an int is a cube).
+    block : int, or (bz, by, bx) for a volume (an int is a cube)
+        Block side b in pixels; it must divide H and W (and D): padding would show the model an image it was never shown.
     coarse, fine : int
         S screening draws and N fresh estimation draws per block (paper: 3 and 50).
     tau : float

@@ -277,7 +277,9 @@ def test_niivue_view_loads_the_image_and_the_signed_map(effects, volume):
     image, ate, roi = widget.volumes
     assert (image.name, ate.name, roi.name) == ("image", "ate", "roi")
     assert (ate.colormap, ate.colormap_negative) == ("afni_blues_inv", "afni_reds_inv")  # harm blue, support red
-    assert ate.cal_max == pytest.approx(0.6) and 0 < ate.cal_min < 1e-6  # one symmetric scale, 0 transparent
+    assert ate.cal_max == pytest.approx(0.6) and ate.cal_min == pytest.approx(0.06)  # the weakest tenth left out
+    every = niivue_view(effects, threshold=0.0).volumes[1]
+    assert every.cal_max == pytest.approx(0.6) and 0 < every.cal_min < 1e-6  # one symmetric scale, 0 transparent
     assert ate.cal_min_neg is None and ate.cal_max_neg is None  # the negative side mirrors the positive one
     with pytest.raises(ValueError, match="threshold=0.7 must be in"):
         niivue_view(effects, threshold=0.7)

@@ -579,14 +579,16 @@ def _nifti_bytes(volume: np.ndarray) -> bytes:
 
 
 def niivue_view(ds: xr.Dataset, image: Any | None = None, *, var: str = "ate", vmax: float | None = None,
-                channel: int = 0, height: int = 420, threshold: float = 0.0) -> Any:
+                channel: int = 0, height: int = 420, threshold: float | None = None) -> Any:
     """The volume with the 3-D map as an overlay in NiiVue (``ipyniivue``): three planes and a 3-D rendering.
 
     Needs the optional ``ipyniivue`` package (an anywidget that bundles NiiVue's JavaScript: it works
     offline, no CDN). The map is drawn at voxel resolution over the image: negative effects (support)
     from yellow (weak) to red (|ATE| >= `vmax`), positive ones (harm) from cyan to blue, one
     symmetric scale with a colour bar per sign; effects whose size is at most `threshold` (and
-    irrelevant blocks, ATE = 0) are transparent. Without `image` the map is drawn over an empty
+    irrelevant blocks, ATE = 0) are transparent. NiiVue draws an overlay at one opacity, so a weak
+    effect would show as strongly as a strong one's hue suggests; by default the weakest tenth of the
+    scale is left out, as the 2-D views' fading leaves it nearly invisible. Without `image` the map is drawn over an empty
     volume. Row 0 and slice 0 are at the top, as in :func:`orthoslices`.
 
     Parameters
@@ -603,8 +605,9 @@ def niivue_view(ds: xr.Dataset, image: Any | None = None, *, var: str = "ate", v
         Channel of a multi-channel `image`.
     height : int
         Height of the widget in screen pixels.
-    threshold : float
-        Effects with |value| <= threshold are not drawn (in the map's units).
+    threshold : float, optional
+        Effects with |value| <= threshold are not drawn (in the map's units); default a tenth of the
+        colour limit (0 draws every non-zero effect).
 
     Returns
     -------
@@ -623,6 +626,7 @@ def niivue_view(ds: xr.Dataset, image: Any | None = None, *, var: str = "ate", v
     shape, sides = _voxel_shape(ds), block_shape(ds)
     volume = _volume_image(image, ds, "niivue_view", channel) if image is not None else np.zeros(shape)
     limit = _limit(ds, var, vmax)
+    threshold = 0.1 * limit if threshold is None else threshold
     if not 0 <= threshold < limit:
         raise ValueError(f"niivue_view: threshold={threshold!r} must be in [0, {limit:g}) (the colour limit)")
     effects = np.nan_to_num(_blocks(ds, var))
