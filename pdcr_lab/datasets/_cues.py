@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ._synth import grid, smooth_noise, smoothstep, stamp_discs
+from ._synth import generate_stack, grid, smooth_noise, smoothstep, stamp_discs
 
 __all__ = [
     "CUES",
@@ -319,15 +319,7 @@ def generate(size: int = 128, seed: int = 0, n: Mapping[str, int] | None = None)
     >>> out["images"].shape, out["images"].dtype, out["ids"][-1]
     ((4, 3, 32, 32), dtype('uint8'), 'cues_0003')
     """
-    total = sum((n or SPLITS).values())
-    images = np.empty((total, 3, size, size), dtype=np.uint8)
-    masks = np.empty((total, size, size), dtype=bool)
-    meta = []
-    for k, child in enumerate(np.random.SeedSequence(seed).spawn(total)):
-        image, masks[k], info = draw_cues(np.random.default_rng(child), size)
-        images[k] = np.round(image * 255.0)
-        meta.append(info)
-    return {"images": images, "masks": masks, "ids": [f"cues_{k:04d}" for k in range(total)], "meta": meta}
+    return generate_stack("cues", draw_cues, sum((n or SPLITS).values()), size, seed, channels_first=True)
 
 
 def split_sizes(arrays: dict[str, Any]) -> dict[str, int]:

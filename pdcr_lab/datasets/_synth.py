@@ -125,14 +125,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     >>> to_uint8(np.array([[[0.0, 0.5, 2.0]]]))[:, 0, 0]
     array([  0, 128, 255], dtype=uint8)
     """
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(2, 0, 1)
+    return _quantised(image).transpose(2, 0, 1)
+
+
+def _quantised(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 Drawn = tuple[np.ndarray, np.ndarray, dict[str, Any]]
 
 
 def generate_stack(
-    name: str, draw: Callable[[np.random.Generator, int], Drawn], n: int, size: int, seed: int
+    name: str, draw: Callable[[np.random.Generator, int], Drawn], n: int, size: int, seed: int, *,
+    channels_first: bool = False,
 ) -> dict[str, Any]:
     """Draw `n` images with independent per-image generators spawned from `seed`.
 
@@ -150,11 +155,13 @@ def generate_stack(
         Image side in pixels.
     seed : int
         Seed the per-image streams are spawned from.
+    channels_first : bool
+        `draw` returns (C, ...) images (volumes (C, D, H, W) included) instead of (H, W, C).
 
     Returns
     -------
     dict
-        ``images`` (uint8 N, C, H, W), ``masks`` (bool N, H, W), ``ids`` and ``meta``.
+        ``images`` (uint8 N, C, H, W or N, C, D, H, W), ``masks`` (bool N, ...), ``ids`` and ``meta``.
 
     Examples
     --------
@@ -167,7 +174,7 @@ def generate_stack(
     images, masks, meta = [], [], []
     for child in np.random.SeedSequence(seed).spawn(n):
         image, mask, info = draw(np.random.default_rng(child), size)
-        images.append(to_uint8(image))
+        images.append(_quantised(image) if channels_first else to_uint8(image))
         masks.append(mask)
         meta.append(info)
     ids = [f"{name}_{k:04d}" for k in range(n)]

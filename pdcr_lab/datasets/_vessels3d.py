@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ._synth import generate_stack
+
 __all__ = ["DESCRIPTION", "SPLITS", "VERSION", "draw_tree", "draw_volume", "generate", "split_sizes", "stamp_tubes"]
 
 VERSION = 1
@@ -220,15 +222,11 @@ def generate(size: int, seed: int) -> dict[str, Any]:
         ``images`` (uint8 N, 1, size, size, size), ``masks`` (bool N, size, size, size), ``ids``
         and ``meta``.
     """
-    n = sum(SPLITS.values())
-    images = np.empty((n, 1) + (size,) * 3, dtype=np.uint8)
-    masks = np.empty((n,) + (size,) * 3, dtype=bool)
-    meta = []
-    for k, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        image, masks[k], info = draw_volume(np.random.default_rng(child), size)
-        images[k, 0] = np.round(image * 255.0)
-        meta.append(info)
-    return {"images": images, "masks": masks, "ids": [f"vessels3d_{k:04d}" for k in range(n)], "meta": meta}
+    def draw(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        volume, mask, info = draw_volume(rng, side)
+        return volume[None], mask, info  # one channel
+
+    return generate_stack("vessels3d", draw, sum(SPLITS.values()), size, seed, channels_first=True)
 
 
 def split_sizes(arrays: dict[str, Any]) -> dict[str, int]:
