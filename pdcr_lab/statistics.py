@@ -20,7 +20,7 @@ from .checks import check_float, check_int
 from .defaults import HISTOGRAM_EDGES
 from .schema import grid_dims, validate
 
-__all__ = ["statistics", "histogram_labels", "bootstrap_interval", "effect_interval"]
+__all__ = ["statistics", "histogram_labels", "bootstrap_interval", "effect_interval", "holm", "permutation_p"]
 
 
 def histogram_labels(edges: np.ndarray = HISTOGRAM_EDGES) -> list[str]:
@@ -230,3 +230,48 @@ def bootstrap_interval(
                                  confidence_level=level, method="percentile", rng=rng)
     interval = result.confidence_interval
     return np.stack([estimate, np.asarray(interval.low), np.asarray(interval.high)], axis=-1)
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's step-down adjustment of p-values (family-wise error); NaN entries are left out.
+
+    Parameters
+    ----------
+    pvalues : array-like
+        One family of p-values (any shape); NaN marks a test that was not run.
+
+    Examples
+    --------
+    >>> holm([0.01, 0.04, 0.03, np.nan]).round(3).tolist()
+    [0.03, 0.06, 0.06, nan]
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat, out = p.ravel(), np.full(p.size, np.nan)
+    finite = np.flatnonzero(np.isfinite(flat))
+    if finite.size:
+        order = finite[np.argsort(flat[finite], kind="stable")]
+        scaled = flat[order] * (finite.size - np.arange(finite.size))
+        out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return out.reshape(p.shape)
+
+
+def permutation_p(observed: Any, permuted: Any) -> np.ndarray:
+    """One-sided permutation p-value ``(1 + #{permuted >= observed}) / (1 + n_perm)``.
+
+    Parameters
+    ----------
+    observed : array-like
+        The statistic on the data (any shape; large values are evidence against the null).
+    permuted : array-like
+        The statistic under `n_perm` permutations, on a leading axis.
+
+    Examples
+    --------
+    >>> float(permutation_p(5.0, np.arange(10.0)))
+    0.5454545454545454
+    """
+    observed, permuted = np.asarray(observed, dtype=np.float64), np.asarray(permuted, dtype=np.float64)
+    # a relative tolerance so that ties with the observed value count, whatever float error
+    tolerance = np.where(np.isfinite(observed), 1e-12 * np.abs(observed), 0.0)
+    hits = (permuted >= observed - tolerance).sum(axis=0)
+    return (1.0 + hits) / (1.0 + permuted.shape[0])

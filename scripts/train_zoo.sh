@@ -10,6 +10,10 @@ mkdir -p outputs
 $PY -m pdcr_lab.zoo.cli zoo train-all --names unet --datasets lesions --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
 $PY -m pdcr_lab.zoo.cli zoo train-all --datasets lesions --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
 $PY -m pdcr_lab.zoo.cli zoo train-all --datasets vessels --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
+# the real MRI slices and the cue-controlled sets (128 x 128, at most 20 epochs)
+for dataset in brain cues cues_global cues_sequential; do
+  $PY -m pdcr_lab.zoo.cli zoo train-all --datasets "$dataset" --out data/zoo --into-shipped-zoo --quiet "$@" | tee -a outputs/zoo_train.log
+done
 # forward throughput at batch 32, 96 x 96, 2 CPU threads, written to data/zoo/manifest.json
 $PY -m pdcr_lab.zoo.cli zoo benchmark --threads 2
 $PY -m pdcr_lab.zoo.cli zoo list --markdown

@@ -133,6 +133,7 @@ def test_brain_slices():
     images = data.images("test")
     assert images.shape[1:] == (1, 48, 48) and images.dtype == torch.float32
     assert len(data.images("train")) + len(data.images("val")) + len(images) >= 100
+    assert len(images) >= 32  # the strategies study explains 32 test images per model
     slices = {s: {m["slice"] for m in data.metadata(s)} for s in data.splits}
     assert not (slices["train"] & slices["test"]) and not (slices["val"] & slices["test"])
     # No two neighbouring slices sit in different splits (a gap slice is dropped between them).

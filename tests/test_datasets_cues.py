@@ -20,81 +20,7 @@ def drawn():
     return np.stack(images), np.stack(masks), list(metas)
 
 
-# ---------------------------------------------------------------- oracle predictors, one cue each
-
-def _channels(images):
-    rgb = images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
-    return rgb, rgb.mean(1)
-
-
-def _disc(rgb, luma):
-    """The green source disc, dilated over its soft edge."""
-    green = (rgb[1] - 0.5 * (rgb[0] + rgb[2])) > 0.3 * luma
-    return ndimage.binary_dilation(green & (luma > 0.15), EIGHT, iterations=1)
-
-
-def _parts(rgb, luma):
-    """Structure pixels and their 8-connected parts: brighter than the background and not the disc,
-    then cut at each part's half level (between the background and the part's luminance), so that
-    soft and sharp edges give the same extent."""
-    candidates = (luma > 0.11) & ~_disc(rgb, luma)
-    labels, n = ndimage.label(candidates, structure=EIGHT)
-    if n == 0:
-        return labels, n
-    smooth = ndimage.uniform_filter(luma, 3)
-    peak = np.asarray(ndimage.labeled_comprehension(smooth, labels, np.arange(1, n + 1),
-                                                    lambda v: np.percentile(v, 80), float, 0.0))
-    half = np.concatenate([[np.inf], (_cues.BACKGROUND + peak) / 2])
-    return ndimage.label(candidates & (luma > half[labels]), structure=EIGHT)
-
-
-def _keep(labels, n, decide):
-    keep = np.zeros(n + 1, bool)
-    for k in range(1, n + 1):
-        keep[k] = decide(labels == k)
-    return keep[labels]
-
-
-def oracle_local(images):
-    """Foreground = parts with a pixel-scale checker texture (a 2 x 2 diagonal filter)."""
-    out = []
-    for image in images:
-        rgb, luma = _channels(image[None])
-        rgb, luma = rgb[0], luma[0]
-        response = np.abs(luma[:-1, :-1] - luma[1:, :-1] - luma[:-1, 1:] + luma[1:, 1:]) / 4
-        response = np.pad(response, ((0, 1), (0, 1)))
-        labels, n = _parts(rgb, luma)
-        out.append(_keep(labels, n, lambda part: np.median(response[part]) > 0.02))
-    return np.stack(out)
-
-
-def oracle_global(images):
-    """Foreground = parts whose luminance is above the level decoded from the image-mean cast."""
-    out = []
-    for image in images:
-        level = _cues.decode_level(image)
-        level = float(np.mean(_cues.LEVEL_RANGE)) if np.isnan(level) else level
-        rgb, luma = _channels(image[None])
-        rgb, luma = rgb[0], luma[0]
-        smooth = ndimage.uniform_filter(luma, 3)
-        labels, n = _parts(rgb, luma)
-        out.append(_keep(labels, n, lambda part: np.percentile(smooth[part], 80) > level))
-    return np.stack(out)
-
-
-def oracle_sequential(images):
-    """Foreground = parts connected (bridging 1 px) to the source disc."""
-    out = []
-    for image in images:
-        rgb, luma = _channels(image[None])
-        rgb, luma = rgb[0], luma[0]
-        disc = ndimage.binary_dilation(_disc(rgb, luma), EIGHT, iterations=1)
-        labels, n = _parts(rgb, luma)
-        out.append(_keep(labels, n, lambda part: bool((part & disc).any())))
-    return np.stack(out)
-
-
-ORACLES = {"local": oracle_local, "global": oracle_global, "sequential": oracle_sequential}
+ORACLES = _cues.ORACLES
 
 
 # ---------------------------------------------------------------- generation
@@ -182,7 +108,7 @@ def test_sequential_cue_connectivity(drawn):
     images, masks, metas = drawn
     for image, mask, meta in zip(images, masks, metas, strict=True):
         rgb = image.astype(np.float64)
-        assert _disc(rgb, rgb.mean(0)).any()
+        assert _cues._disc(rgb, rgb.mean(0)).any()
         # foreground touches the source disc; every distractor is at least `clearance` away
         y, x = np.mgrid[:SIZE, :SIZE] + 0.5
         source = np.hypot(y - meta["source"][0] * SIZE, x - meta["source"][1] * SIZE)
@@ -190,7 +116,7 @@ def test_sequential_cue_connectivity(drawn):
         labels, n = ndimage.label(mask, structure=EIGHT)
         assert set(np.unique(labels[near & mask])) >= set(range(1, n + 1))
         absent = _cues.ablate(image, meta, "sequential", "absent").astype(np.float64)
-        assert not _disc(absent, absent.mean(0)).any()
+        assert not _cues._disc(absent, absent.mean(0)).any()
         moved = _cues.ablate(image, meta, "sequential", "contradicted").astype(np.float64)
         green = (moved[1] - 0.5 * (moved[0] + moved[2])) > 0.3 * moved.mean(0)
         assert green.any() and ndimage.distance_transform_edt(~green)[mask].min() >= meta["clearance_px"] - 1.5
@@ -239,3 +165,54 @@ def test_generation_time_at_working_size():
     start = time.perf_counter()
     _cues.generate(128, seed=0, n={"t": 8})
     assert (time.perf_counter() - start) / 8 < 0.1  # 432 images well under a minute
+
+
+# ---------------------------------------------------------------- regimes and the registered sets
+
+def test_training_cue_mixture_and_regimes():
+    modes = _cues.training_controls(3000, seed=5)
+    absent = np.array([list(m.values()).count("absent") for m in modes])
+    for k, p in _cues.TRAIN_ABSENT.items():
+        assert abs((absent == k).mean() - p) < 0.03
+    assert absent.max() <= 2
+    # every cue is missing from some training images, about equally often
+    share = {c: np.mean([m[c] == "absent" for m in modes]) for c in _cues.CUES}
+    assert max(share.values()) - min(share.values()) < 0.04 and min(share.values()) > 0.2
+    n = {"train": 6, "val": 2, "test": 3}
+    mixed = _cues.generate(SIZE, seed=2, n=n)
+    assert all(m["controls"] == dict.fromkeys(_cues.CUES, "present") for m in mixed["meta"][8:])
+    for regime in ("global", "sequential"):
+        single = _cues.generate(SIZE, seed=2, n=n, regime=regime)
+        assert np.array_equal(single["masks"], mixed["masks"])        # same geometry, same masks
+        assert all(m["controls"] == {c: "present" if c == regime else "absent" for c in _cues.CUES}
+                   for m in single["meta"])
+    with pytest.raises(ValueError, match="regime='colour' is not supported"):
+        _cues.generate(SIZE, n=n, regime="colour")
+
+
+def test_far_from_source_region(drawn):
+    _, masks, metas = drawn
+    region = _cues.far_from_source(metas, SIZE, far=0.3)
+    y, x = np.mgrid[:SIZE, :SIZE] + 0.5
+    for k, meta in enumerate(metas):
+        distance = np.hypot(y / SIZE - meta["source"][0], x / SIZE - meta["source"][1])
+        assert np.array_equal(region[k], distance >= 0.3)
+        assert (masks[k] & region[k]).any()          # chains reach beyond it
+
+
+def test_registered_cue_sets():
+    from pdcr_lab import datasets
+
+    assert {"cues", "cues_global", "cues_sequential"} <= set(datasets.list_datasets(ndim=2))
+    data = datasets.load("cues", size=32)
+    assert data.info["splits"] == _cues.SPLITS and data.images("test").shape[1:] == (3, 32, 32)
+    assert data.metadata("test")[0]["controls"] == dict.fromkeys(_cues.CUES, "present")
+    train_modes = [m["controls"] for m in data.metadata("train")]
+    assert any("absent" in m.values() for m in train_modes) and any("absent" not in m.values() for m in train_modes)
+    glob = datasets.load("cues_global", size=32)
+    assert torch_equal(glob.masks("test"), data.masks("test"))
+    assert "global cue alone" in glob.info["description"]
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

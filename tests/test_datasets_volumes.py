@@ -51,7 +51,7 @@ def _check_arrays(data, size):
 def test_list_datasets_and_ndim():
     assert {"brain3d", "vessels3d"} <= set(datasets.list_datasets())
     assert datasets.list_datasets(ndim=3) == ["brain3d", "vessels3d"]
-    assert set(datasets.list_datasets(ndim=2)) == {"lesions", "vessels", "brain"}
+    assert set(datasets.list_datasets(ndim=2)) == {"lesions", "vessels", "brain", "cues", "cues_global", "cues_sequential"}
     assert datasets.load("lesions", size=32).info["ndim"] == 2
     with pytest.raises(ValueError, match=r"ndim=4 is not supported"):
         datasets.list_datasets(ndim=4)

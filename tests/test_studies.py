@@ -132,7 +132,8 @@ def test_cli_registers_the_studies_commands():
     assert args.models == ["unet"] and args.images == 1 and str(args.out).endswith("components.nc")
     assert args.fine == ComponentsSettings().fine and args.roi_size == pdcr_lab.defaults.WORKING.roi_size
     args = build_parser().parse_args(["strategies", "--resume"])
-    assert args.resume and args.fine == 8 and args.bootstrap == 2000
+    assert args.resume and args.fine == 50 and args.images == 32 and args.bootstrap == 2000
+    assert args.datasets == ["lesions", "vessels", "brain"] and args.permutations == 9999
     args = build_parser().parse_args(["benchmark", "faithfulness", "--images", "0", "3"])
     assert args.images == [0, 3] and args.fine == 5 and args.min_images_per_s == 5.0
 
@@ -142,12 +143,12 @@ def test_strategies_study_end_to_end_with_toy_zoo(monkeypatch, tmp_path):
     from pdcr_lab import zoo
     from pdcr_lab.cli import main
 
-    toys = {"box": 3, "box5": 5}
+    toys = {"box": 3, "box5": 5, "box9": 9}
     monkeypatch.setattr(zoo, "list", lambda: ["box"])
     monkeypatch.setattr(zoo, "load", lambda name, d: (CenterSurroundModel(toys[name], channels=3), {"test_dice": 0.5}))
     settings = StrategiesSettings(images=1, fine=2, n_boot=50)
     cells = tmp_path / "cells"
-    maps, skipped = strategies_study(None, settings=settings, store=CellStore(cells, settings.cell_key()),
+    maps, skipped = strategies_study(None, ("lesions", "vessels"), settings=settings, store=CellStore(cells, settings.cell_key()),
                                      log=lambda line: None)
     assert skipped == {}
     assert maps.ate.dims == ("model", "dataset", "image", "block_y", "block_x")
@@ -163,10 +164,17 @@ def test_strategies_study_end_to_end_with_toy_zoo(monkeypatch, tmp_path):
     pdcr_lab.save(result, out)
     # Resuming reuses the stored cells and explains only the model that is new.
     lines: list[str] = []
-    reused, _ = strategies_study(["box", "box5"], settings=settings,
+    reused, _ = strategies_study(["box", "box5"], ("lesions", "vessels"), settings=settings,
                                  store=CellStore(cells, settings.cell_key(), reuse=True), log=lines.append)
     assert sum("reused" in line for line in lines) == 2 and sum("images in" in line for line in lines) == 2
     xr.testing.assert_equal(reused.ate.sel(model=["box"]), maps.ate)
+    # Combining what is stored computes nothing: the pair without a cell is listed, not explained.
+    lines.clear()
+    combined, missing = strategies_study(["box", "box5", "box9"], ("lesions", "vessels"), settings=settings,
+                                         store=CellStore(cells, settings.cell_key(), stored_only=True), log=lines.append)
+    assert not any("images in" in line for line in lines)
+    assert set(missing) == {("box9", "lesions"), ("box9", "vessels")} and "stored cells only" in missing["box9", "lesions"]
+    assert "box9" not in combined.model.values and bool(combined.explained.sel(model="box5").all())
     assert list(reused.model.values) == ["box", "box5"]
     pdcr_lab.save(label_maps(reused), tmp_path / "again.nc")
     summary = summarize_strategies(result, n_boot=50)
@@ -174,9 +182,13 @@ def test_strategies_study_end_to_end_with_toy_zoo(monkeypatch, tmp_path):
     assert "| box | lesions | 1 |" in table and "TVD" in table
     # The command relabels and summarises a stored result without explaining anything again.
     argv = ["strategies", "--relabel", "--out", str(out), "--table", str(tmp_path / "t.md"),
-            "--figure", str(tmp_path / "f.png"), "--images", "1", "--bootstrap", "50"]
+            "--figure", str(tmp_path / "f.png"), "--images", "1", "--bootstrap", "50", "--permutations", "99"]
     assert main(argv) == 0
     assert (tmp_path / "t.md").read_text().startswith("# Perceptual strategies")
+    assert "## Do strategies differ?" in (tmp_path / "t.md").read_text()
+    stored = pdcr_lab.load(out)   # the tests are stored with the maps, and relabelling replaces them
+    assert stored.attrs["het_n_perm"] == 99 and "het_arch_p" in stored and "het_shift_p_holm" in stored
+    assert main(argv) == 0 and pdcr_lab.load(out)["het_arch_p"].dims == ("dataset", "measure")
     assert (tmp_path / "f.png").stat().st_size > 10_000
 
 
@@ -191,7 +203,7 @@ def test_missing_checkpoints_are_skipped_and_reported(monkeypatch):
     monkeypatch.setattr(zoo, "list", lambda: ["box", "half", "absent"])
     monkeypatch.setattr(zoo, "load", load)
     settings = StrategiesSettings(images=1, fine=2)
-    maps, skipped = strategies_study(None, settings=settings, log=lambda s: None)
+    maps, skipped = strategies_study(None, ("lesions", "vessels"), settings=settings, log=lambda s: None)
     assert list(maps.model.values) == ["box", "half"]
     assert set(skipped) == {("absent", "lesions"), ("absent", "vessels"), ("half", "vessels")}
     assert maps["explained"].values.tolist() == [[True, True], [True, False]]

@@ -19,14 +19,15 @@ SHIPPED_3D = {k: v for k, v in zoo.read_manifest()["models"].items() if k.split(
 def test_volume_recipes_are_registered_apart_from_the_2d_zoo():
     assert VOLUME_NAMES == ["unet3d", "segresnet3d"]
     assert not set(VOLUME_NAMES) & set(zoo.list()) and zoo.list(None) == list(zoo.RECIPES)
-    assert zoo.DATASETS == ("lesions", "vessels") and zoo.DATASETS_3D == ("brain3d", "vessels3d")
+    assert zoo.DATASETS == ("lesions", "vessels", "brain", "cues", "cues_global", "cues_sequential")
+    assert zoo.DATASETS_3D == ("brain3d", "vessels3d")
     assert {zoo.info(n)["family"] for n in VOLUME_NAMES} == {"cnn", "deep-cnn"}
     for name in VOLUME_NAMES:
         facts = zoo.info(name)
         assert facts["spatial_dims"] == 3 and facts["datasets"] == ["brain3d", "vessels3d"]
         assert set(facts["training"]) == {"brain3d", "vessels3d"} and "3-D" in facts["paper"]
         assert zoo.RECIPES[name].spatial_dims == 3
-    assert zoo.info("unet")["spatial_dims"] == 2 and zoo.info("unet")["datasets"] == ["lesions", "vessels"]
+    assert zoo.info("unet")["spatial_dims"] == 2 and zoo.info("unet")["datasets"] == list(zoo.DATASETS)
     with pytest.raises(ValueError, match="spatial_dims=1 is not valid; expected 2, 3 or None"):
         zoo.list(1)
 
@@ -82,13 +83,13 @@ def test_input_checks_in_3d_and_unchanged_in_2d():
 
 
 def test_models_and_datasets_of_the_other_kind_are_refused():
-    with pytest.raises(ValueError, match=r"zoo model 'unet' is a 2-D architecture, trained on \['lesions', 'vessels'\], "
+    with pytest.raises(ValueError, match=r"zoo model 'unet' is a 2-D architecture, trained on \['lesions', 'vessels', 'brain', .*\], "
                                          r"not on the 3-D dataset 'brain3d'; the 3-D models are \['unet3d', 'segresnet3d'\]"):
         zoo.load("unet", "brain3d")
     with pytest.raises(ValueError, match=r"zoo model 'segresnet3d' is a 3-D architecture, .* not on the 2-D dataset "
                                          r"'vessels'; the 2-D models are \['unet', "):
         zoo.load("segresnet3d", "vessels")
-    with pytest.raises(ValueError, match=r"unknown zoo dataset='brain4d'; the zoo is trained on: \['lesions', 'vessels'\] "
+    with pytest.raises(ValueError, match=r"unknown zoo dataset='brain4d'; the zoo is trained on: \['lesions', 'vessels', 'brain', 'cues', 'cues_global', 'cues_sequential'\] "
                                          r"\(2-D\) and \['brain3d', 'vessels3d'\] \(3-D\)"):
         zoo.trained("brain4d")
     with pytest.raises(ValueError, match="zoo model 'unet3d' is a 3-D architecture"):

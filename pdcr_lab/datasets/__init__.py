@@ -1,7 +1,10 @@
 """Datasets: embedded ones that need no download, and loaders for the paper's real datasets.
 
 Embedded (``load(name)``): ``"lesions"`` (dermoscopy-like), ``"vessels"`` (fundus-like), both
-generated from a seed, and ``"brain"`` (real MRI slices of nilearn's MNI152 template); volumes:
+generated from a seed, ``"brain"`` (real MRI slices of nilearn's MNI152 template) and the
+cue-controlled ``"cues"``, ``"cues_global"``, ``"cues_sequential"`` (their cues can be removed or
+contradicted per image: :mod:`pdcr_lab.datasets.cues`, with ``ablate``, ``cue_reliance`` and one
+oracle per cue); volumes:
 ``"brain3d"`` (cubes of the same template) and ``"vessels3d"`` (generated vessel trees). Real data a
 user has: :func:`HAM10000`, :func:`FIVES`, :func:`FolderDataset` (PNG/TIFF/JPEG, 8- or 16-bit,
 normalisation, label masks, tiling), and :func:`read_roi_list` for the paper's explained RoIs. Every
@@ -11,6 +14,7 @@ loader returns a :class:`SegmentationData` whose ``.bank`` is a natural
 folder of other images.
 """
 
+from . import _cues as cues
 from ._cache import cache_dir
 from ._data import SegmentationData
 from ._example import example_folder
@@ -34,6 +38,7 @@ __all__ = [
     "SegmentationData",
     "bank_from_folder",
     "cache_dir",
+    "cues",
     "example_folder",
     "list_datasets",
     "load",

@@ -14,6 +14,14 @@ Each image holds thin bright structures on a dark background. Some structures ar
   green source disc; distractors are separated from them by a gap of at least ``max(3 px, 0.05
   size)``. Many distractors grow from a decoy site (where no disc is drawn) and look like chains.
 
+In the ``"mixed"`` regime (the ``cues`` dataset) the train and val images have their cues mixed per
+image (:data:`TRAIN_ABSENT`: 40% of the images show all three, 45% miss one, 15% miss two, the
+missing cues drawn uniformly), so every cue is needed somewhere in training; the test split shows
+all three, and which one a model relies on is its own choice. In a single-cue regime
+(:data:`REGIMES`: ``"global"``, ``"sequential"``, ``"local"``; the datasets ``cues_global``,
+``cues_sequential``) every image of every split shows that cue alone, so a model that solves the
+task must use it. :func:`ablate` removes or contradicts one cue at a time.
+
 ``controls`` sets each cue to ``"present"``, ``"absent"`` (the cue carries no information) or
 ``"contradicted"`` (the cue points the wrong way), while the geometry, the mask and every other
 cue stay the same: the image is rendered from a per-image ``render_seed`` kept in the metadata,
@@ -37,6 +45,8 @@ __all__ = [
     "CUES",
     "DESCRIPTION",
     "MODES",
+    "ORACLES",
+    "REGIMES",
     "SPLITS",
     "VERSION",
     "ablate",
@@ -45,15 +55,24 @@ __all__ = [
     "decode_level",
     "dice",
     "draw_cues",
+    "far_from_source",
     "generate",
     "render",
     "split_sizes",
+    "training_controls",
 ]
 
-VERSION = 1
+VERSION = 2
 CUES = ("local", "global", "sequential")
 MODES = ("present", "absent", "contradicted")
 SPLITS = {"train": 320, "val": 48, "test": 64}
+#: Cue modes of the train and val images: how many cues are absent, with what probability. Every
+#: cue is missing from some training images, so a model cannot reach a low loss on one cue alone;
+#: which cues it relies on when all are present (the test split) is then its own choice, measured by
+#: ablation. Never more than two absent: an image without any cue has no decidable mask.
+TRAIN_ABSENT = {0: 0.40, 1: 0.45, 2: 0.15}
+#: How the cues are shown: "mixed" (train/val as TRAIN_ABSENT, test all three) or one cue alone.
+REGIMES = ("mixed", "local", "global", "sequential")
 
 LEVEL_RANGE = (0.30, 0.45)  # the image-wide level L
 MARGIN = (0.06, 0.14)  # |structure luminance - L|
@@ -75,7 +94,8 @@ DESCRIPTION = (
     "distractors darker than an image-wide level encoded by the mean red-blue colour cast, hidden "
     "locally by chroma noise), sequential (connection through a chain to the source disc). "
     "mask = the foreground chains. Each cue can be removed or contradicted per image "
-    "(pdcr_lab.datasets._cues.ablate) with the mask unchanged; in the splits every cue is present. "
+    "(pdcr_lab.datasets._cues.ablate) with the mask unchanged. Train and val images miss zero (40%), one (45%) or two (15%) "
+    "cues, drawn per image; test images show all three. "
     f"Splits train/val/test = {SPLITS['train']}/{SPLITS['val']}/{SPLITS['test']} independent images."
 )
 
@@ -296,30 +316,110 @@ def draw_cues(rng: np.random.Generator, size: int, controls: Mapping[str, str] |
     return render(int(rng.integers(2**62)), size, controls)
 
 
-def generate(size: int = 128, seed: int = 0, n: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """All images of the splits (every cue present), each from its own stream spawned from `seed`.
+def generate(size: int = 128, seed: int = 0, n: Mapping[str, int] | None = None, regime: str = "mixed"
+             ) -> dict[str, Any]:
+    """All images of the splits, each from its own stream spawned from `seed`.
+
+    In the ``"mixed"`` regime the first splits (train, val) have their cues mixed per image
+    (:func:`training_controls`) and the last (test) shows every cue; in a single-cue regime every
+    image shows that cue alone (the other two absent).
 
     Parameters
     ----------
     size : int
         Image side in pixels.
     seed : int
-        Seed the per-image streams are spawned from (image k is the same whatever the split sizes).
+        Seed the per-image streams (and the train/val cue modes) are spawned from; image k has the
+        same geometry whatever the split sizes and the regime.
     n : mapping split -> count, optional
-        Split sizes; default :data:`SPLITS`.
+        Split sizes in order; default :data:`SPLITS`.
+    regime : {"mixed", "local", "global", "sequential"}
+        Which cues the images show (:data:`REGIMES`).
 
     Returns
     -------
     dict
-        ``images`` (uint8 N, 3, size, size), ``masks`` (bool N, size, size), ``ids`` and ``meta``.
+        ``images`` (uint8 N, 3, size, size), ``masks`` (bool N, size, size), ``ids`` and ``meta``
+        (``meta[k]["controls"]``: the cue modes of image k).
 
     Examples
     --------
     >>> out = generate(32, seed=1, n={"train": 2, "val": 1, "test": 1})
     >>> out["images"].shape, out["images"].dtype, out["ids"][-1]
     ((4, 3, 32, 32), dtype('uint8'), 'cues_0003')
+    >>> out["meta"][-1]["controls"]
+    {'local': 'present', 'global': 'present', 'sequential': 'present'}
+    >>> generate(32, seed=1, n={"test": 1}, regime="global")["meta"][0]["controls"]
+    {'local': 'absent', 'global': 'present', 'sequential': 'absent'}
     """
-    return generate_stack("cues", draw_cues, sum((n or SPLITS).values()), size, seed, channels_first=True)
+    if regime not in REGIMES:
+        raise ValueError(f"regime={regime!r} is not supported; expected one of {REGIMES}")
+    sizes = list((n or SPLITS).values())
+    out = generate_stack("cues", draw_cues, sum(sizes), size, seed, channels_first=True)
+    if regime == "mixed":
+        mixed = sum(sizes[:-1]) if len(sizes) > 1 else 0
+        controls = training_controls(mixed, seed)
+    else:
+        controls = [{cue: "present" if cue == regime else "absent" for cue in CUES}] * sum(sizes)
+    for k, modes in enumerate(controls):
+        if modes == out["meta"][k]["controls"]:
+            continue
+        image, mask, meta = render(out["meta"][k]["render_seed"], size, modes)
+        out["images"][k] = np.round(image * 255.0).astype(np.uint8)
+        out["meta"][k] = meta
+    return out
+
+
+def training_controls(n: int, seed: int) -> list[dict[str, str]]:
+    """Cue modes of `n` train/val images: :data:`TRAIN_ABSENT` absent cues each, drawn from `seed`.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    seed : int
+        The dataset's seed (its own stream, apart from the images').
+
+    Examples
+    --------
+    >>> modes = training_controls(1000, 0)
+    >>> counts = [sum(list(c.values()).count("absent") == k for c in modes) for k in (0, 1, 2, 3)]
+    >>> [round(c / 1000, 1) for c in counts]
+    [0.4, 0.4, 0.2, 0.0]
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x637565]))
+    counts, probs = list(TRAIN_ABSENT), list(TRAIN_ABSENT.values())
+    out = []
+    for _ in range(int(n)):
+        k = int(rng.choice(counts, p=probs))
+        absent = set(rng.choice(CUES, size=k, replace=False).tolist())
+        out.append({cue: "absent" if cue in absent else "present" for cue in CUES})
+    return out
+
+
+def far_from_source(metas: Sequence[Mapping[str, Any]], size: int, far: float = 0.3) -> np.ndarray:
+    """Bool (N, size, size): the pixels at least ``far * size`` from each image's source disc centre.
+
+    An RoI there sits at the far end of its chain, so the chain's connection to the source crosses
+    several blocks (near the source the sequential cue has no chain to follow).
+
+    Parameters
+    ----------
+    metas : sequence of dict
+        The images' metadata (``source`` in fractions of the side).
+    size : int
+        Image side in pixels.
+    far : float
+        Smallest distance from the source centre, as a fraction of the side.
+
+    Examples
+    --------
+    >>> region = far_from_source([{"source": [0.5, 0.5]}], 32, far=0.25)
+    >>> region.shape, bool(region[0, 16, 16]), bool(region[0, 0, 0])
+    ((1, 32, 32), False, True)
+    """
+    y, x = grid(size)
+    return np.stack([np.hypot(y - m["source"][0], x - m["source"][1]) >= far for m in metas])
 
 
 def split_sizes(arrays: dict[str, Any]) -> dict[str, int]:
@@ -474,3 +574,86 @@ def cue_reliance(
         coords={"cue": list(cues), "image": ids},
         attrs={"mode": mode, "level": level, "n_boot": n_boot},
     )
+
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+# -- oracle predictors: each decides the foreground by one cue alone --------------------------------
+
+def _channels(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rgb = images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
+    return rgb, rgb.mean(1)
+
+
+def _disc(rgb: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """The green source disc, dilated over its soft edge."""
+    green = (rgb[1] - 0.5 * (rgb[0] + rgb[2])) > 0.3 * luma
+    return ndimage.binary_dilation(green & (luma > 0.15), _EIGHT, iterations=1)
+
+
+def _parts(rgb: np.ndarray, luma: np.ndarray) -> tuple[np.ndarray, int]:
+    """Structure pixels and their 8-connected parts: brighter than the background and not the disc,
+    then cut at each part's half level (between the background and the part's luminance), so that
+    soft and sharp edges give the same extent."""
+    candidates = (luma > 0.11) & ~_disc(rgb, luma)
+    labels, n = ndimage.label(candidates, structure=_EIGHT)
+    if n == 0:
+        return labels, n
+    smooth = ndimage.uniform_filter(luma, 3)
+    peak = np.asarray(ndimage.labeled_comprehension(smooth, labels, np.arange(1, n + 1),
+                                                    lambda v: np.percentile(v, 80), float, 0.0))
+    half = np.concatenate([[np.inf], (BACKGROUND + peak) / 2])
+    return ndimage.label(candidates & (luma > half[labels]), structure=_EIGHT)
+
+
+def _keep(labels: np.ndarray, n: int, decide: Callable[[np.ndarray], bool]) -> np.ndarray:
+    keep = np.zeros(n + 1, bool)
+    for k in range(1, n + 1):
+        keep[k] = decide(labels == k)
+    return keep[labels]
+
+
+def oracle_local(images: np.ndarray) -> np.ndarray:
+    """Foreground = parts with a pixel-scale checker texture (a 2 x 2 diagonal filter)."""
+    out = []
+    for image in images:
+        rgb, luma = _channels(image[None])
+        rgb, luma = rgb[0], luma[0]
+        response = np.abs(luma[:-1, :-1] - luma[1:, :-1] - luma[:-1, 1:] + luma[1:, 1:]) / 4
+        response = np.pad(response, ((0, 1), (0, 1)))
+        labels, n = _parts(rgb, luma)
+        out.append(_keep(labels, n, lambda part: np.median(response[part]) > 0.02))
+    return np.stack(out)
+
+
+def oracle_global(images: np.ndarray) -> np.ndarray:
+    """Foreground = parts whose luminance is above the level decoded from the image-mean cast."""
+    out = []
+    for image in images:
+        level = decode_level(image)
+        level = float(np.mean(LEVEL_RANGE)) if np.isnan(level) else level
+        rgb, luma = _channels(image[None])
+        rgb, luma = rgb[0], luma[0]
+        smooth = ndimage.uniform_filter(luma, 3)
+        labels, n = _parts(rgb, luma)
+        out.append(_keep(labels, n, lambda part: np.percentile(smooth[part], 80) > level))
+    return np.stack(out)
+
+
+def oracle_sequential(images: np.ndarray) -> np.ndarray:
+    """Foreground = parts connected (bridging 1 px) to the source disc."""
+    out = []
+    for image in images:
+        rgb, luma = _channels(image[None])
+        rgb, luma = rgb[0], luma[0]
+        disc = ndimage.binary_dilation(_disc(rgb, luma), _EIGHT, iterations=1)
+        labels, n = _parts(rgb, luma)
+        out.append(_keep(labels, n, lambda part: bool((part & disc).any())))
+    return np.stack(out)
+
+
+#: One oracle per cue: ``ORACLES[cue](images (N, 3, H, W)) -> bool masks (N, H, W)``; a model whose
+#: reliance is known by construction (tests, and the ground truth of :func:`cue_reliance`).
+ORACLES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "local": oracle_local, "global": oracle_global, "sequential": oracle_sequential}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checks import check_choice, check_int
-from . import _brain, _brain3d, _lesions, _vessels, _vessels3d
+from . import _brain, _brain3d, _cues, _lesions, _vessels, _vessels3d
 from ._cache import cached_arrays
 from ._data import SegmentationData, from_arrays
 from ._synth import generate_stack
@@ -65,6 +65,26 @@ _SPECS: dict[str, _Spec] = {
         description=_brain.DESCRIPTION,
         generator="pdcr_lab.datasets._brain.slices (nilearn MNI152 template)",
     ),
+    "cues": _Spec(
+        make=lambda size, seed: _cues.generate(size, seed),
+        version=_cues.VERSION,
+        split_sizes=_cues.split_sizes,
+        description=_cues.DESCRIPTION,
+        generator="pdcr_lab.datasets._cues.generate",
+        size=128,
+    ),
+    **{
+        f"cues_{cue}": _Spec(
+            make=lambda size, seed, cue=cue: _cues.generate(size, seed, regime=cue),
+            version=_cues.VERSION,
+            split_sizes=_cues.split_sizes,
+            description=_cues.DESCRIPTION + f" This variant shows the {cue} cue alone in every split "
+            "(the other two absent): a model that solves it must use that cue.",
+            generator=f"pdcr_lab.datasets._cues.generate(regime={cue!r})",
+            size=128,
+        )
+        for cue in ("global", "sequential")
+    },
     "brain3d": _Spec(
         make=_brain3d.cubes,
         version=_brain3d.VERSION,
@@ -109,16 +129,19 @@ def load(name: str, *, size: int | None = None, seed: int = 0, cache: bool = Tru
 
     Parameters
     ----------
-    name : {"lesions", "vessels", "brain", "brain3d", "vessels3d"}
+    name : {"lesions", "vessels", "brain", "cues", "cues_global", "cues_sequential", "brain3d", "vessels3d"}
         ``"lesions"``: dermoscopy-like, ``"vessels"``: fundus-like (both generated, 3 channels,
         splits train/val/test = 320/48/48); ``"brain"``: axial slices of nilearn's MNI152 template
-        with a grey-matter mask (1 channel; splits are disjoint slice ranges of one averaged brain).
+        with a grey-matter mask (1 channel; splits are disjoint slice ranges of one averaged brain);
+        ``"cues"``: generated chains whose foreground three controllable cues decide (3 channels,
+        splits 320/48/64, working size 128; see :mod:`pdcr_lab.datasets._cues`); ``"cues_global"``,
+        ``"cues_sequential"``: the same images showing one cue alone.
         Volumes (1 channel, (N, 1, D, H, W)): ``"brain3d"``: cubes of the MNI152 template with a
         grey-matter mask (splits are disjoint regions of one averaged brain); ``"vessels3d"``:
         generated vessel trees in a noisy volume (splits 160/24/24).
     size : int, optional
         Image side in pixels, or volume side in voxels; default: the set's working size, 96 for
-        images and 32 for volumes (tests use 32 or 48 for images, 16 for volumes).
+        images (128 for ``"cues"``) and 32 for volumes (tests use 32 or 48 for images, 16 for volumes).
     seed : int
         Seed of the generated images (the brain slices and cubes do not depend on it) and of the
         bank draw.

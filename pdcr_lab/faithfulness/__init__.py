@@ -4,6 +4,8 @@
   are replaced (deletion) or restored (insertion), under several replacement policies, batched.
 - :func:`randomization_check`: the map must change when the model's weights are re-initialised.
 - :func:`planted_benchmark`: attribution accuracy (AUROC / AUPRC) against a planted cause.
+- :func:`paired_tests`, :func:`format_paired`: image-paired differences between methods (PdCR
+  minus each baseline, each method minus random) with Wilcoxon p-values, Holm-adjusted.
 - :func:`summarize`, :func:`format_table`, :func:`write_table`: the
   summary and table of the comparison of PdCR with the baselines on the zoo, which
   :func:`pdcr_lab.studies.faithfulness_study` runs (``pdcr-lab benchmark faithfulness``).
@@ -13,6 +15,7 @@ Every definition is written in the docstring of the module that implements it.
 
 from ._benchmark import LOWER_IS_BETTER, format_table, summarize, write_table
 from ._curves import CURVES, POLICIES, curve_auc, deletion_insertion, random_map, ranking, support_scores
+from ._paired import comparisons, format_paired, paired_tests
 from ._planted import (
     TASKS,
     GateOracle,
@@ -39,11 +42,14 @@ __all__ = [
     "attribution_accuracy",
     "auroc",
     "average_precision",
+    "comparisons",
     "curve_auc",
     "deletion_insertion",
+    "format_paired",
     "format_table",
     "load_planted",
     "make_planted",
+    "paired_tests",
     "planted_benchmark",
     "planted_models",
     "random_map",

@@ -199,7 +199,7 @@ def _planted_lines(planted: xr.Dataset, n_boot: int = 2000, seed: int = 0) -> li
 
 
 def format_table(result: xr.Dataset, summary: xr.Dataset, *, planted: xr.Dataset | None = None,
-                 command: str = "") -> str:
+                 command: str = "", paired: xr.Dataset | None = None) -> str:
     """The Markdown table: overall, wins, randomisation check, planted causes, per model.
 
     Parameters
@@ -212,7 +212,12 @@ def format_table(result: xr.Dataset, summary: xr.Dataset, *, planted: xr.Dataset
         Output of :func:`~pdcr_lab.faithfulness.planted_benchmark`.
     command : str
         The command line that produced the result, quoted at the top.
+    paired : xarray.Dataset, optional
+        Output of :func:`~pdcr_lab.faithfulness.paired_tests`: the paired comparisons follow the
+        overall tables.
     """
+    from ._paired import format_paired
+
     lines = _intro(result, command)
     metrics = list(summary["metric"].values)
     methods = list(summary["method"].values)
@@ -226,6 +231,8 @@ def format_table(result: xr.Dataset, summary: xr.Dataset, *, planted: xr.Dataset
                            3 if k != "seconds" else 1) for k in metrics]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    if paired is not None:
+        lines += ["## Paired comparisons (image by image)", "", format_paired(paired)]
     lines += _wins(result, summary, ran, metrics, methods)
     lines += _sanity(result, ran, methods)
     if planted is not None:
@@ -244,14 +251,14 @@ def format_table(result: xr.Dataset, summary: xr.Dataset, *, planted: xr.Dataset
 
 
 def write_table(result: xr.Dataset, summary: xr.Dataset, path: str | os.PathLike, *,
-                planted: xr.Dataset | None = None, command: str = "") -> Path:
+                planted: xr.Dataset | None = None, command: str = "", paired: xr.Dataset | None = None) -> Path:
     """Write :func:`format_table` atomically to `path` and return the path.
 
     Parameters
     ----------
-    result, summary, planted, command
+    result, summary, planted, command, paired
         As in :func:`format_table`.
     path : str or os.PathLike
         The Markdown file (its folder is created).
     """
-    return write_text(path, format_table(result, summary, planted=planted, command=command))
+    return write_text(path, format_table(result, summary, planted=planted, command=command, paired=paired))

@@ -14,6 +14,9 @@
   statistics, chains of every shape, width, range and strength, and their mixtures) whose strategy
   is known by construction, and the measured accuracy of the labels on it before and after the
   rule of issue 17 (``docs/strategy_family.md``; :func:`legacy_classify` is the rule before).
+* :func:`heterogeneity`, :func:`format_heterogeneity`: permutation tests of whether strategies
+  differ across architectures (paired by image) and across datasets per model, with effect sizes
+  and Holm-adjusted p-values.
 * :func:`label_maps`, :func:`summarize`, :func:`format_table`: labels of a stack of maps, shares
   and descriptors with bootstrap intervals per architecture and dataset, the shift between
   datasets, and the Markdown report. The study that explains the zoo for them (``pdcr-lab
@@ -47,6 +50,7 @@ from ._family import (
     wilson_interval,
     write_family_report,
 )
+from ._heterogeneity import HETEROGENEITY_MEASURES, format_heterogeneity, heterogeneity
 from ._report import MAP_VARIABLES, SHIFT_DESCRIPTORS, SUMMARY_DESCRIPTORS, format_table, label_maps, summarize
 from ._tasks import ConnectivityModel, GlobalContrastModel, PathTask, path_task
 
@@ -56,6 +60,7 @@ __all__ = [
     "FamilyMember",
     "FamilyModel",
     "FamilyScene",
+    "HETEROGENEITY_MEASURES",
     "LABELS",
     "MAP_VARIABLES",
     "SHIFT_DESCRIPTORS",
@@ -72,7 +77,9 @@ __all__ = [
     "family_bank",
     "family_members",
     "family_scene",
+    "heterogeneity",
     "format_family_report",
+    "format_heterogeneity",
     "format_table",
     "legacy_classify",
     "label_maps",

@@ -19,7 +19,9 @@ faithfulness``):
 * :func:`components_study` (:class:`ComponentsSettings`): effects of each main stage;
 * :func:`strategies_study` (:class:`StrategiesSettings`): PdCR maps for the strategy labels;
 * :func:`faithfulness_study` (:class:`FaithfulnessSettings`, :class:`Method`): every registered
-  method scored by deletion/insertion curves and the randomisation check.
+  method scored by deletion/insertion curves and the randomisation check;
+* :func:`cue_study` (:class:`CueSettings`): PdCR maps of the models trained on the cue-controlled
+  sets, each model's reliance on each cue by ablation, and the agreement of the labels with it.
 
 Examples
 --------
@@ -29,6 +31,7 @@ Examples
 """
 
 from ._components import COMPONENTS, ComponentsSettings, components_study
+from ._cues import CUE_SETS, CueSettings, cue_agreement, cue_reliance_study, cue_study, cue_truth, format_cues
 from ._faithfulness import METHODS, FaithfulnessSettings, Method, faithfulness_study, study_methods
 from ._loop import (
     UNUSABLE,
@@ -49,9 +52,11 @@ from ._strategies import StrategiesSettings, strategies_study
 
 __all__ = [
     "COMPONENTS",
+    "CUE_SETS",
     "METHODS",
     "UNUSABLE",
     "CellStore",
+    "CueSettings",
     "ComponentsSettings",
     "FaithfulnessSettings",
     "Item",
@@ -62,7 +67,12 @@ __all__ = [
     "View",
     "cells_folder",
     "components_study",
+    "cue_agreement",
+    "cue_reliance_study",
+    "cue_study",
+    "cue_truth",
     "faithfulness_study",
+    "format_cues",
     "fill_value",
     "grid",
     "load_view",

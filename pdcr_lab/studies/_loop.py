@@ -207,6 +207,9 @@ class CellStore:
         JSON-serialisable description of everything a cell depends on besides the checkpoint.
     reuse : bool
         Return matching stored cells (resume) instead of recomputing them.
+    stored_only : bool
+        Compute nothing: a pair without a matching stored cell is skipped and listed (to combine
+        what a long run has finished so far; implies `reuse`).
 
     Examples
     --------
@@ -219,10 +222,12 @@ class CellStore:
     (1.5, True)
     """
 
-    def __init__(self, folder: str | Path, key: Mapping[str, Any], *, reuse: bool = False) -> None:
+    def __init__(self, folder: str | Path, key: Mapping[str, Any], *, reuse: bool = False,
+                 stored_only: bool = False) -> None:
         self.folder = Path(folder)
         self.key = dict(key)
-        self.reuse = bool(reuse)
+        self.stored_only = bool(stored_only)
+        self.reuse = bool(reuse) or self.stored_only
 
     def path(self, model: str, dataset: str) -> Path:
         """File of one cell.
@@ -333,8 +338,12 @@ def pick_rois(masks: Sequence[Any], images: int | Iterable[int], *, roi_size: in
     return [(i, boundary_roi(masks[i], size=roi_size, block=block)) for i in chosen]
 
 
+#: Where a study may place RoIs on a dataset: a bool (N, H, W) region per test image, from the data.
+RoiRegion = Callable[["SegmentationData"], Any]
+
+
 def load_view(name: str, images: int | Iterable[int], *, roi_size: int = WORKING.roi_size,
-              image_size: int = WORKING.image_size) -> View:
+              image_size: int | None = None, roi_region: RoiRegion | None = None) -> View:
     """Load an embedded dataset and choose the images and RoIs a study explains on it.
 
     Parameters
@@ -345,14 +354,18 @@ def load_view(name: str, images: int | Iterable[int], *, roi_size: int = WORKING
         See :func:`pick_rois`.
     roi_size : int
         Side of the boundary RoI in pixels.
-    image_size : int
-        Side the dataset is loaded at.
+    image_size : int, optional
+        Side the dataset is loaded at; default its working size (96, 128 for ``cues``).
+    roi_region : callable data -> bool array (N_test, H, W), optional
+        Where the RoIs may go: each RoI is placed on the boundary of the ground truth inside the
+        image's region (the outcome's reference stays the whole ground truth). Default: anywhere.
     """
     from .. import datasets
 
     data = datasets.load(name, size=image_size)
     test, masks, ids = data.images("test"), data.masks("test"), data.ids("test")
-    picks = pick_rois(masks, images, roi_size=roi_size, block=int(data.bank.block))
+    where = masks if roi_region is None else masks & torch.as_tensor(np.asarray(roi_region(data), bool))
+    picks = pick_rois(where, images, roi_size=roi_size, block=int(data.bank.block))
     items = tuple(Item(k, i, str(ids[i]), test[i], masks[i], roi) for k, (i, roi) in enumerate(picks))
     return View(name, data, items, label_by_index=not isinstance(images, (int, np.integer)))
 
@@ -381,7 +394,8 @@ def run_pairs(
     *,
     images: int | Iterable[int],
     roi_size: int = WORKING.roi_size,
-    image_size: int = WORKING.image_size,
+    image_size: int | None = None,
+    roi_region: RoiRegion | None = None,
     loader: Loader | None = None,
     accept: Callable[[Mapping[str, Any]], str | None] | None = None,
     store: CellStore | None = None,
@@ -400,8 +414,12 @@ def run_pairs(
         explains (or analyses) one image, returning an effects dataset.
     images : int or iterable of int
         Which test images (see :func:`pick_rois`).
-    roi_size, image_size : int
-        RoI side and dataset size in pixels.
+    roi_size : int
+        RoI side in pixels.
+    image_size : int, optional
+        Dataset size in pixels; default each dataset's working size.
+    roi_region : callable, optional
+        Where RoIs may go on each dataset (:func:`load_view`).
     loader : callable (model, dataset) -> (model, metadata), optional
         Default ``pdcr_lab.zoo.load`` (looked up at call time). It raises one of :data:`UNUSABLE`
         for a pair without a usable checkpoint.
@@ -425,7 +443,8 @@ def run_pairs(
         images = tuple(int(i) for i in images)  # iterated once per dataset
     run = PairRun(models=list(models), datasets=list(datasets))
     for dname in run.datasets:
-        view = run.views[dname] = load_view(dname, images, roi_size=roi_size, image_size=image_size)
+        view = run.views[dname] = load_view(dname, images, roi_size=roi_size, image_size=image_size,
+                                            roi_region=roi_region)
         if not view.items:
             raise ValueError(f"no test image of {dname!r} holds both foreground and background to place an RoI on")
         for name in run.models:
@@ -437,6 +456,10 @@ def run_pairs(
                 run.cells[name, dname], run.facts[name, dname] = stored
                 run.reused.append((name, dname))
                 log(f"  {name:16s} {dname:8s} reused from {store.path(name, dname)}")
+                continue
+            if store is not None and store.stored_only:
+                run.skipped[name, dname] = "not computed yet (combined from stored cells only)"
+                log(f"  {name:16s} {dname:8s} skipped: no stored cell")
                 continue
             start = time.perf_counter()
             explain_image = per_pair(pair)

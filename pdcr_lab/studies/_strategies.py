@@ -1,13 +1,12 @@
 """The strategies study: PdCR maps of the zoo on the embedded datasets, for the strategy labels.
 
-Design of the run (:class:`StrategiesSettings`): the first `images` test images of each embedded
-dataset (``lesions``, ``vessels``: 96 x 96, the block of the dataset's bank, a 12 x 12 grid), one
+Design of the run (:class:`StrategiesSettings`): the first `images` test images (32) of each embedded
+dataset (``lesions``, ``vessels``, ``brain``: 96 x 96, the block of the dataset's bank, a 12 x 12 grid), one
 ``roi_size`` x ``roi_size`` RoI per image placed by :func:`pdcr_lab.rois.boundary_roi` on the ground
 truth (the grid-aligned window closest to half foreground, so that the RoI's Dice responds in both
 directions), the ground truth as the outcome's reference and as the structure mask of the alignment
-descriptors, natural blocks from the dataset's bank. PdCR runs with the paper's screening (S, tau)
-and a reduced number of fine draws (the study's N = 8 instead of 50) to keep the run within minutes
-on two CPU cores; the value used is recorded in the result and the table.
+descriptors, natural blocks from the dataset's bank. PdCR runs with the paper's settings (S = 3,
+N = 50, tau); the values used are recorded in the result and the table.
 
 The maps are labelled, summarised and tabulated by :mod:`pdcr_lab.strategies`
 (:func:`~pdcr_lab.strategies.label_maps`, :func:`~pdcr_lab.strategies.summarize`,
@@ -26,7 +25,7 @@ import xarray as xr
 from ..checks import check_float, check_int
 from ..defaults import PAPER, WORKING
 from ..engine import explain
-from ._loop import CellStore, Item, Loader, Pair, PairRun, grid, run_pairs
+from ._loop import CellStore, Item, Loader, Pair, PairRun, RoiRegion, grid, run_pairs
 
 __all__ = ["StrategiesSettings", "strategies_study"]
 
@@ -44,8 +43,7 @@ class StrategiesSettings:
     coarse : int
         S, screening draws (the paper's).
     fine : int
-        N, estimation draws. The study's own value, 8 (paper: 50; working maps: 10): the study
-        explains every image with every zoo model, and 8 keeps it within minutes on two CPU cores.
+        N, estimation draws (the paper's 50).
     tau : float
         Screening / zeroing threshold (the paper's).
     seed : int
@@ -57,14 +55,14 @@ class StrategiesSettings:
 
     Examples
     --------
-    >>> StrategiesSettings().fine, StrategiesSettings().roi_size
-    (8, 16)
+    >>> StrategiesSettings().fine, StrategiesSettings().images, StrategiesSettings().roi_size
+    (50, 32, 16)
     """
 
-    images: int = 4
+    images: int = 32
     roi_size: int = WORKING.roi_size
     coarse: int = PAPER.coarse
-    fine: int = 8
+    fine: int = PAPER.fine
     tau: float = PAPER.tau
     seed: int = WORKING.seed
     n_boot: int = 2000
@@ -118,13 +116,14 @@ def _combine(run: PairRun, settings: StrategiesSettings) -> xr.Dataset:
 
 def strategies_study(
     models: Sequence[str] | None = None,
-    datasets: Sequence[str] = ("lesions", "vessels"),
+    datasets: Sequence[str] = ("lesions", "vessels", "brain"),
     settings: StrategiesSettings = StrategiesSettings(),
     *,
     device: Any = None,
     loader: Loader | None = None,
     store: CellStore | None = None,
     log: Callable[[str], None] = print,
+    roi_region: RoiRegion | None = None,
 ) -> tuple[xr.Dataset, dict[tuple[str, str], str]]:
     """PdCR maps of zoo models on the study's images, stacked over (model, dataset, image).
 
@@ -150,6 +149,9 @@ def strategies_study(
         Where the cells are saved (and reused from).
     log : callable str -> None
         One line per pair.
+    roi_region : callable data -> bool (N_test, H, W), optional
+        Where the RoIs may go (:func:`~pdcr_lab.studies.load_view`); default anywhere on the
+        ground truth's boundary. A store's key must name it (the RoIs change).
 
     Returns
     -------
@@ -161,7 +163,7 @@ def strategies_study(
     skipped : dict (model, dataset) -> why the pair was not explained
     """
     run = run_pairs(models, datasets, _per_pair(settings, device), images=range(settings.images),
-                    roi_size=settings.roi_size, loader=loader, store=store, log=log)
+                    roi_size=settings.roi_size, roi_region=roi_region, loader=loader, store=store, log=log)
     if not run.cells:
         raise RuntimeError(f"no zoo model could be explained; skipped: {run.missing}")
     reasons = {**run.missing, **run.skipped}

@@ -32,7 +32,7 @@ _RESUME = "reuse the (model, dataset) cells already computed beside --out with t
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``components``, ``strategies`` and ``benchmark faithfulness`` sub-commands.
+    """Add the ``components``, ``strategies``, ``cues`` and ``benchmark faithfulness`` sub-commands.
 
     Parameters
     ----------
@@ -41,6 +41,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     """
     _add_components(subparsers)
     _add_strategies(subparsers)
+    _add_cues(subparsers)
     _add_faithfulness(subparsers)
 
 
@@ -110,14 +111,16 @@ def _add_strategies(subparsers: argparse._SubParsersAction) -> None:
         "perceptual strategy, and write the maps (.nc), a Markdown table with bootstrap intervals and a figure.",
     )
     p.add_argument("--models", nargs="+", default=None, help="zoo architectures (default: all of `pdcr-lab zoo list`)")
-    p.add_argument("--datasets", nargs="+", default=DATASETS, help="embedded datasets")
+    p.add_argument("--datasets", nargs="+", default=["lesions", "vessels", "brain"], help="embedded datasets")
     p.add_argument("--images", type=int, default=d.images, help="first N test images of each dataset")
     p.add_argument("--roi-size", type=int, default=d.roi_size, help="RoI side in pixels (on the ground-truth boundary)")
     p.add_argument("--coarse", type=int, default=d.coarse, help="S, screening draws")
-    p.add_argument("--fine", type=int, default=d.fine, help="N, estimation draws (paper: 50; reduced for CPU cost)")
+    p.add_argument("--fine", type=int, default=d.fine, help="N, estimation draws (the paper's 50)")
     p.add_argument("--tau", type=float, default=d.tau)
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the bank draws and of the bootstrap")
     p.add_argument("--bootstrap", type=int, default=d.n_boot, help="bootstrap resamples")
+    p.add_argument("--permutations", type=int, default=9999,
+                   help="permutations of the heterogeneity tests (across architectures, across datasets)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the model's, cpu)")
     p.add_argument("--threads", type=int, default=1, help=_THREADS)
     p.add_argument("--out", type=Path, default=Path("data/results/strategies.nc"), help="maps, descriptors and labels")
@@ -126,6 +129,9 @@ def _add_strategies(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help=_RESUME + "; explain only what is missing")
     p.add_argument("--relabel", action="store_true",
                    help="do not explain: relabel and summarise the maps already in --out")
+    p.add_argument("--stored-only", action="store_true",
+                   help="do not explain: combine the cells a (long, resumable) run has stored so far; the pairs "
+                   "without one are listed as not explained")
     p.set_defaults(func=_run_strategies)
 
 
@@ -135,7 +141,9 @@ def _strategies_command(args: argparse.Namespace) -> str:
         parts += ["--models", *args.models]
     parts += ["--datasets", *args.datasets, "--images", str(args.images), "--roi-size", str(args.roi_size),
               "--coarse", str(args.coarse), "--fine", str(args.fine), "--seed", str(args.seed),
-              "--bootstrap", str(args.bootstrap)]
+              "--bootstrap", str(args.bootstrap), "--permutations", str(args.permutations)]
+    if args.stored_only:
+        parts.append("--stored-only")
     return " ".join(parts)
 
 
@@ -144,7 +152,7 @@ def _run_strategies(args: argparse.Namespace) -> int:
 
     from ..atomic import atomic_path, write_text
     from ..storage import load, save
-    from ..strategies import format_table, label_maps, summarize
+    from ..strategies import format_heterogeneity, format_table, heterogeneity, label_maps, summarize
     from ..viz import strategies_figure
     from ._strategies import strategies_study
 
@@ -161,24 +169,79 @@ def _run_strategies(args: argparse.Namespace) -> int:
         maps = load(args.out)
         print(f"relabelling {args.out}: models {list(map(str, maps.model.values))}")
     else:
-        store = CellStore(cells_folder(args.out), settings.cell_key(), reuse=args.resume)
+        store = CellStore(cells_folder(args.out), settings.cell_key(), reuse=args.resume,
+                          stored_only=args.stored_only)
         print(f"explaining {settings.images} test images per dataset with PdCR (S={settings.coarse}, N={settings.fine})")
         maps, skipped = strategies_study(args.models, args.datasets, settings, store=store,
                                          device=torch.device(args.device) if args.device else None)
     result = label_maps(maps)
+    het = heterogeneity(result, n_perm=args.permutations, seed=settings.seed)
+    result = result.drop_vars([v for v in result.data_vars if str(v).startswith("het_")]).merge(het)
+    result.attrs.update(het.attrs)  # merge keeps the maps' attrs only
     save(result, args.out)
     summary = summarize(result, n_boot=settings.n_boot, seed=settings.seed, level=settings.level)
     seconds = time.perf_counter() - start
     # A resumed or relabelled run's own time says little; the table reports the explaining time per pair.
-    fresh = not (args.relabel or args.resume)
+    fresh = not (args.relabel or args.resume or args.stored_only)
     table = format_table(summary, result, command=_strategies_command(args), skipped=skipped,
                          seconds=seconds if fresh else None)
+    table += "\n## Do strategies differ? (tests stored in the result as het_* variables)\n\n" + format_heterogeneity(het)
     write_text(args.table, table)
     fig = strategies_figure(result, summary, title="PdCR perceptual strategies of the zoo")
     with atomic_path(args.figure) as tmp:
         fig.savefig(tmp, dpi=130, format=args.figure.suffix.lstrip(".") or "png")
     print(table)
     print(f"done in {seconds / 60:.1f} min; wrote {args.out}, {args.table} and {args.figure}")
+    return 0
+
+
+# -- cues ------------------------------------------------------------------------------------------
+def _add_cues(subparsers: argparse._SubParsersAction) -> None:
+    from ._cues import CUE_SETS, CueSettings
+
+    d = CueSettings()
+    p = subparsers.add_parser(
+        "cues",
+        help="validate the strategy labels against cue ablation on the cue-controlled datasets",
+        description="For every zoo model trained on the cue-controlled sets: its reliance on each cue (RoI Dice "
+        "lost when the cue is ablated), the ground-truth strategy that follows, PdCR maps of test images, their "
+        "labels, and the agreement of labels and truth with Wilson intervals.",
+    )
+    p.add_argument("--models", nargs="+", default=None, help="zoo architectures (default: all trained on cues)")
+    p.add_argument("--datasets", nargs="+", default=list(CUE_SETS), help="cue datasets")
+    p.add_argument("--images", type=int, default=d.images, help="test images explained per pair")
+    p.add_argument("--roi-size", type=int, default=d.roi_size)
+    p.add_argument("--coarse", type=int, default=d.coarse)
+    p.add_argument("--fine", type=int, default=d.fine, help="N, estimation draws (the paper's 50)")
+    p.add_argument("--truth-mode", default=d.truth_mode, choices=["contradicted", "absent"])
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=1, help=_THREADS)
+    p.add_argument("--out", type=Path, default=Path("data/results/cues.nc"))
+    p.add_argument("--table", type=Path, default=Path("docs/cues_table.md"))
+    p.add_argument("--resume", action="store_true", help=_RESUME + "; explain only what is missing")
+    p.set_defaults(func=_run_cues)
+
+
+def _run_cues(args: argparse.Namespace) -> int:
+    from ..atomic import write_text
+    from ..storage import save
+    from ._cues import FAR_FROM_SOURCE, CueSettings, cue_study, format_cues
+
+    _set_threads(args.threads)
+    settings = CueSettings(images=args.images, roi_size=args.roi_size, coarse=args.coarse, fine=args.fine,
+                           truth_mode=args.truth_mode, seed=args.seed)
+    key = settings.strategies().cell_key() | {"roi_region": f"far_from_source {FAR_FROM_SOURCE}"}
+    store = CellStore(cells_folder(args.out), key, reuse=args.resume)
+    start = time.perf_counter()
+    result = cue_study(args.models, settings, datasets=args.datasets, store=store)
+    save(result, args.out)
+    command = " ".join(["pdcr-lab cues", *(["--models", *args.models] if args.models else []),
+                        "--datasets", *args.datasets, "--images", str(args.images), "--fine", str(args.fine),
+                        "--truth-mode", args.truth_mode, "--seed", str(args.seed)])
+    table = format_cues(result, command=command)
+    write_text(args.table, table)
+    print(table)
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out} and {args.table}")
     return 0
 
 
@@ -240,7 +303,8 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from ..atomic import atomic_path
-    from ..faithfulness import TASKS, planted_benchmark, save_planted, summarize, train_planted, write_table
+    from ..faithfulness import (TASKS, paired_tests, planted_benchmark, save_planted, summarize, train_planted,
+                                write_table)
     from ._faithfulness import faithfulness_study, study_methods
 
     start = time.perf_counter()
@@ -267,9 +331,10 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
     if settings.planted_images > 0:
         planted = planted_benchmark(methods, n_images=settings.planted_images, seed=settings.seed, progress=say)
     summary = summarize(result, n_boot=settings.n_boot, seed=settings.seed)
+    paired = paired_tests(result, n_boot=settings.n_boot, seed=settings.seed)
     command = _faithfulness_command(args)
-    table = write_table(result, summary, args.table, planted=planted, command=command)
-    merged = xr.merge([result, summary], combine_attrs="override")
+    table = write_table(result, summary, args.table, planted=planted, command=command, paired=paired)
+    merged = xr.merge([result, summary, paired], combine_attrs="override")
     if planted is not None:
         renamed = planted.rename({n: f"planted_{n}" for n in ("task", "model", "image", "method")})
         renamed = renamed.rename_vars({"auroc": "planted_auroc", "auprc": "planted_auprc"})

@@ -3,8 +3,8 @@
 Thirteen architectures: twelve from the families the PdCR paper compares (plain and deep CNNs,
 token-MLP and KAN mixers, transformers with global or windowed attention, and a state-space model),
 plus ``unet_bn``, the U-Net with BatchNorm (the paper's own U-Net normalisation; spatially local at
-inference, unlike the instance norm of ``unet``), each trained on the ``lesions`` and ``vessels``
-datasets. Every model is a :class:`ZooModel`: an image in [0, 1] (RGB, or the channels it was built for) goes in, a foreground
+inference, unlike the instance norm of ``unet``), each trained on the 2-D datasets :data:`DATASETS`
+(``lesions``, ``vessels``, ``brain`` and the cue-controlled ``cues``). Every model is a :class:`ZooModel`: an image in [0, 1] (RGB, or the channels it was built for) goes in, a foreground
 probability comes out.
 
 Two volume architectures, ``unet3d`` and ``segresnet3d`` (MONAI's UNet and SegResNet with
@@ -23,6 +23,7 @@ Examples
 
 from ._base import ROLES, ZooModel
 from ._registry import ALL_DATASETS, DATASETS, DATASETS_3D, RECIPES, Recipe, Training
+from ._training import predict
 from ._store import (
     USER_ZOO,
     MAX_PARAMETERS,
@@ -47,4 +48,4 @@ from ._store import list_models as list  # noqa: A001 - the public verb is zoo.l
 
 __all__ = ["ALL_DATASETS", "ChecksumError", "DATASETS", "DATASETS_3D", "MAX_PARAMETERS", "MAX_RECIPE_INTEGER", "MAX_RECIPE_LENGTH", "ManifestError", "RECIPES",
            "ROLES", "Recipe", "Training", "ZooModel", "benchmark", "build", "check_recipe_size", "info", "list", "load",
-           "load_checkpoint", "output_dir", "read_manifest", "shipped_zoo", "USER_ZOO", "train", "trained", "zoo_dir"]
+           "load_checkpoint", "output_dir", "predict", "read_manifest", "shipped_zoo", "USER_ZOO", "train", "trained", "zoo_dir"]

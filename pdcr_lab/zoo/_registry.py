@@ -13,7 +13,7 @@ from torch import nn
 from . import _cnn, _mlp, _monai, _ssm, _transformers
 
 #: Datasets the 2-D zoo is trained on (``pdcr_lab.datasets.load`` names).
-DATASETS = ("lesions", "vessels")
+DATASETS = ("lesions", "vessels", "brain", "cues", "cues_global", "cues_sequential")
 #: Datasets the 3-D (volumetric) zoo is trained on.
 DATASETS_3D = ("brain3d", "vessels3d")
 #: Every dataset of the zoo, 2-D then 3-D.
@@ -86,7 +86,9 @@ class Recipe:
         dataset : str
             A name of :attr:`datasets`.
         """
-        return dataclasses.replace(self.training, **self.overrides.get(dataset, {}))
+        training = dataclasses.replace(self.training, **DATASET_TRAINING.get(dataset, {}))
+        training = dataclasses.replace(training, epochs=min(training.epochs, EPOCH_CAP.get(dataset, training.epochs)))
+        return dataclasses.replace(training, **self.overrides.get(dataset, {}))
 
     def build(self) -> nn.Module:
         """A freshly initialised architecture (``builder(**kwargs)``)."""
@@ -112,6 +114,13 @@ def _recipe(name: str, family: str, paper: str, builder: Callable[..., nn.Module
     return Recipe(name, family, paper, builder, MappingProxyType(kwargs), bias, training,
                   MappingProxyType(dict(overrides or {})))
 
+
+#: Adjustments of every 2-D recipe's training for one dataset (before the recipe's own overrides).
+#: ``brain`` has 65 training slices: an epoch repeats them to 192 images (12 optimiser steps).
+DATASET_TRAINING: Mapping[str, Mapping[str, Any]] = MappingProxyType({"brain": {"min_epoch_images": 192}})
+#: At most this many epochs on a dataset: the ``cues`` sets (320 images of 128 x 128) cost 1.8 times
+#: the 96-pixel sets per epoch.
+EPOCH_CAP: Mapping[str, int] = MappingProxyType(dict.fromkeys(("cues", "cues_global", "cues_sequential"), 20))
 
 #: Training of the volume recipes: the 3-D sets have 94 to 160 training volumes, so an epoch repeats
 #: them to at least 256 (enough optimiser steps); 8 volumes of 32^3 a step keep a step near 0.1 s.

@@ -1,0 +1,108 @@
+"""The cue study: ablation recovers a known reliance, the truth rule, agreement, the stored result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from pdcr_lab.datasets import _cues
+from pdcr_lab.storage import load, save
+from pdcr_lab.studies import CueSettings, cue_agreement, cue_reliance_study, cue_study, cue_truth, format_cues
+from pdcr_lab.studies._cues import roi_region
+
+
+class Oracle(torch.nn.Module):
+    """A 'model' that decides the foreground by one cue alone (its reliance is known by construction)."""
+
+    def __init__(self, cue: str) -> None:
+        super().__init__()
+        self.cue = cue
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(_cues.ORACLES[self.cue](x.detach().cpu().numpy()), dtype=torch.float32)[:, None]
+
+
+def _loader(name: str, dataset: str):
+    return Oracle(name), {"test_dice": float("nan")}
+
+
+def test_ablation_recovers_each_oracles_cue():
+    reliance = cue_reliance_study(list(_cues.CUES), ("cues", "cues_global"), images=16, loader=_loader,
+                                  log=lambda s: None)
+    assert reliance.sizes["image"] == 16
+    truth = cue_truth(reliance)
+    # On the set with every cue, each oracle relies on its own cue, and only on it.
+    assert truth.sel(dataset="cues").values.tolist() == list(_cues.CUES)
+    own = reliance.drop_mean.sel(dataset="cues", mode="contradicted")
+    for cue in _cues.CUES:
+        assert float(own.sel(model=cue, cue=cue)) > 90
+        assert all(abs(float(own.sel(model=cue, cue=other))) < 5 for other in _cues.CUES if other != cue)
+    # The single-cue set shows only the global cue: the other cues are not ablated (NaN), and the
+    # oracles that need a missing cue fail on it (their truth is "no reliance").
+    glob = reliance.drop_mean.sel(dataset="cues_global", mode="contradicted")
+    assert np.isnan(float(glob.sel(model="global", cue="local")))
+    assert truth.sel(dataset="cues_global", model="global").item() == "global"
+    assert float(reliance.dice_whole.sel(dataset="cues_global", model="global")) > 0.9
+    assert float(reliance.dice_whole.sel(dataset="cues_global", model="local")) < 0.5
+    # Every RoI sits on the ground truth, at the far end of its chain.
+    data = __import__("pdcr_lab").datasets.load("cues")
+    region = roi_region(data)
+    for k, i in enumerate(reliance.image.values):
+        r, c = int(reliance.roi_row[k]), int(reliance.roi_col[k])
+        box = region[i, r:r + int(reliance.roi_height[k]), c:c + int(reliance.roi_width[k])]
+        assert box.any() and data.masks("test")[i, r:r + 16, c:c + 16].any()
+
+
+def test_truth_rule_thresholds():
+    drops = xr.Dataset({"drop_mean": (("model", "mode", "cue"),
+                                      [[[4.0, 1.0, 0.0]], [[30.0, 14.0, 0.0]], [[30.0, 15.0, 0.0]]])},
+                       coords={"model": ["weak", "clear", "tied"], "mode": ["contradicted"],
+                               "cue": list(_cues.CUES)})
+    assert cue_truth(drops).values.tolist() == ["no reliance", "local", "mixed"]
+    assert cue_truth(drops, CueSettings(min_drop=3.0)).values.tolist()[0] == "local"
+    with pytest.raises(ValueError, match="truth_mode"):
+        CueSettings(truth_mode="removed")
+
+
+def test_agreement_counts_exact_and_named():
+    labels = np.array([[["local", "no effect", "mixed"]], [["global", "sequential", "sequential"]]])
+    present = np.zeros((2, 1, 3, 3), bool)
+    present[0, 0, 0, 0] = present[0, 0, 2, 0] = present[0, 0, 2, 2] = True   # local; -; local+sequential
+    present[1, 0, 0, 1] = present[1, 0, 1, 2] = present[1, 0, 2, 2] = True
+    labelled = xr.Dataset({"label": (("model", "dataset", "image"), labels),
+                           "present": (("model", "dataset", "image", "strategy"), present)},
+                          coords={"model": ["a", "b"], "dataset": ["cues"], "strategy": ["local", "global", "sequential"]})
+    truth = xr.DataArray([["local"], ["sequential"]], dims=("model", "dataset"),
+                         coords={"model": ["a", "b"], "dataset": ["cues"]})
+    out = cue_agreement(labelled, truth)
+    assert out.exact.values.astype(bool).tolist() == [[[True, False, False]], [[False, True, True]]]
+    # named: local is present in map 3 of a, and "no effect" names a local truth
+    assert out.named.values.astype(bool).tolist() == [[[True, True, True]], [[False, True, True]]]
+    table = out.agreement.sel(subset="all")
+    assert float(table.sel(kind="exact", unit="map", stat="estimate")) == pytest.approx(3 / 6)
+    assert float(table.sel(kind="named", unit="map", stat="estimate")) == pytest.approx(5 / 6)
+    assert float(table.sel(kind="exact", unit="pair", stat="estimate")) == pytest.approx(1.0)   # majorities
+    assert out.majority.values[1, 0] == "sequential"
+    by_truth = out.agreement_by_truth
+    assert float(by_truth.sel(truth_label="local", kind="named", stat="estimate")) == 1.0
+    assert float(by_truth.sel(truth_label="sequential", kind="exact", stat="estimate")) == pytest.approx(2 / 3)
+    assert int(by_truth.sel(truth_label="global", kind="exact", stat="n")) == 0
+    # a pair whose model relies on none of the cues has no known answer: left out of "known"
+    truth_none = truth.copy(data=[["no reliance"], ["sequential"]])
+    known = cue_agreement(labelled, truth_none).agreement.sel(subset="known", kind="exact", unit="map")
+    assert int(known.sel(stat="n")) == 3 and float(known.sel(stat="estimate")) == pytest.approx(2 / 3)
+
+
+def test_cue_study_end_to_end_on_oracles(tmp_path):
+    result = cue_study(["sequential", "local"], CueSettings(images=2, fine=2), datasets=("cues",), loader=_loader,
+                       log=lambda s: None)
+    assert result.cue_truth.sel(dataset="cues").values.tolist() == ["sequential", "local"]
+    # a chain to the source: the sequential oracle's maps name it; the local oracle has no effect
+    assert bool(result.present.sel(model="sequential", dataset="cues", strategy="sequential").any())
+    assert set(result.label.sel(model="local", dataset="cues").values.tolist()) == {"no effect"}
+    assert float(result.agree_agreement.sel(subset="all", kind="named", unit="map", stat="n")) == 4
+    back = load(save(result, tmp_path / "cues.nc"))
+    text = format_cues(back, command="pdcr-lab cues --test")
+    assert "pdcr-lab cues --test" in text and "| sequential | cues |" in text
