@@ -56,7 +56,7 @@ class Recipe:
     >>> recipe.family, recipe.training_for("lesions").epochs, recipe.as_dict("lesions")["builder"]
     ('cnn', 20, 'pdcr_lab.zoo._cnn.SegNet')
     >>> recipe.spatial_dims, recipe.datasets, RECIPES["unet3d"].datasets
-    (2, ('lesions', 'vessels'), ('brain3d', 'vessels3d'))
+    (2, ('lesions', 'vessels', 'brain', 'cues', 'cues_global', 'cues_sequential'), ('brain3d', 'vessels3d'))
     """
 
     name: str  #: registry name (``zoo.load(name, dataset)``)

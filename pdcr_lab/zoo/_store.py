@@ -148,7 +148,7 @@ def check_dataset(dataset: str, name: str | None = None) -> str:
     >>> check_dataset("brain3d", "unet")
     Traceback (most recent call last):
     ...
-    ValueError: zoo model 'unet' is a 2-D architecture, trained on ['lesions', 'vessels'], not on the 3-D dataset 'brain3d'; the 3-D models are ['unet3d', 'segresnet3d']
+    ValueError: zoo model 'unet' is a 2-D architecture, trained on ['lesions', 'vessels', 'brain', 'cues', 'cues_global', 'cues_sequential'], not on the 3-D dataset 'brain3d'; the 3-D models are ['unet3d', 'segresnet3d']
     """
     if not isinstance(dataset, str) or dataset not in ALL_DATASETS:
         raise ValueError(f"unknown zoo dataset={dataset!r}; the zoo is trained on: {builtins.list(DATASETS)} (2-D) "
