@@ -86,6 +86,8 @@ POINTER = "CURRENT"
 #: Seconds an old Zarr version is kept after it stopped being current (the previous one is always kept).
 GRACE_SECONDS = 600.0
 _ALGORITHM = "sha256"
+#: Arrays with at least this many values are gzip-compressed in netCDF files (small ones gain nothing).
+_COMPRESS_MIN = 1024
 _RECORD_FORMAT = 1
 _LIVE_ATTR = "sweep_fingerprint"
 _VERSION = re.compile(r"v\d{20}-[0-9a-f]{12}")
@@ -207,7 +209,7 @@ def _verify(ds: xr.Dataset, path: Path, text: Any, *, digests: bool) -> None:
 
 
 # -- save ------------------------------------------------------------------------------------------
-def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+def save(ds: xr.Dataset, path: str | os.PathLike, *, effects: bool = True) -> Path:
     """Write an effects dataset to ``.nc`` (netCDF4/HDF5) or ``.zarr``, with checksums; atomically.
 
     A ``.nc`` file is replaced in one rename; a ``.zarr`` result gets a new version, made current in
@@ -220,6 +222,9 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         with it (attr :data:`CHECKSUM_ATTR`) for :func:`load` to verify.
     path : str or os.PathLike
         Destination; the suffix picks the format (``.nc``, ``.nc4``, ``.h5`` or ``.zarr``).
+    effects : bool
+        Check the effects schema first. False saves any study result (tables of scores, tests)
+        with the same checksums, compression and atomic write; :func:`load` it with ``effects=False``.
 
     Returns
     -------
@@ -236,17 +241,24 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     >>> again.identical(ds), float(versions[-1].ate.mean())
     (True, 2.0)
     """
-    validate(ds)
+    if effects:
+        validate(ds)
     path = Path(path)
     kind = _format(path)
     stored = ds.copy(deep=False)
     stored.attrs = {**{k: v for k, v in ds.attrs.items() if k != CHECKSUM_ATTR}, CHECKSUM_ATTR: _record(ds)}
     if kind == "netcdf":
         with atomic_path(path) as staged:
-            stored.to_netcdf(staged, engine="h5netcdf")
+            stored.to_netcdf(staged, engine="h5netcdf", encoding=_compressed(stored))
     else:
         _save_zarr(stored, path)
     return path
+
+
+def _compressed(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Lossless gzip for the numeric and boolean arrays of a netCDF file (masks and maps shrink several-fold)."""
+    return {name: {"zlib": True, "complevel": 4} for name, var in ds.variables.items()
+            if var.ndim and var.dtype.kind in "biuf" and var.size >= _COMPRESS_MIN}
 
 
 def _write_version(ds: xr.Dataset, folder: Path) -> None:
@@ -325,7 +337,7 @@ def _prune(path: Path, keep: set[str | None]) -> None:
 
 
 # -- load ------------------------------------------------------------------------------------------
-def load(path: str | os.PathLike, *, verify: bool = True) -> xr.Dataset:
+def load(path: str | os.PathLike, *, verify: bool = True, effects: bool = True) -> xr.Dataset:
     """Open an effects dataset written by :func:`save`, checked against its checksums and the schema.
 
     Parameters
@@ -338,6 +350,8 @@ def load(path: str | os.PathLike, *, verify: bool = True) -> xr.Dataset:
         the data, so a Zarr result is returned in memory). False skips this for speed: a Zarr
         result then opens lazily (dask), and only the list of variables and the schema are checked
         (a chunk found missing when read still raises).
+    effects : bool
+        Check the effects schema; False for a study result saved with ``save(..., effects=False)``.
 
     Returns
     -------
@@ -376,7 +390,7 @@ def load(path: str | os.PathLike, *, verify: bool = True) -> xr.Dataset:
     if not os.path.lexists(path):
         raise FileNotFoundError(f"path={str(path)!r} does not exist")
     ds = _read_netcdf(path) if kind == "netcdf" else _read_zarr(path, verify)
-    return _checked(ds, path, verify)
+    return _checked(ds, path, verify, effects)
 
 
 def _unreadable(path: Path, how: str, exc: BaseException) -> CorruptResultError:
@@ -470,7 +484,7 @@ def _read_zarr(path: Path, verify: bool) -> xr.Dataset:
     raise CorruptResultError(f"path={str(path)!r} changed under each of {_READS} reads; its saves outpace reading it")
 
 
-def _checked(ds: xr.Dataset, path: Path, verify: bool) -> xr.Dataset:
+def _checked(ds: xr.Dataset, path: Path, verify: bool, effects: bool = True) -> xr.Dataset:
     """Verify `ds` read from `path` against its checksum record (stripped) and the schema."""
     record = ds.attrs.pop(CHECKSUM_ATTR, None)
     live = _LIVE_ATTR in ds.attrs
@@ -480,6 +494,8 @@ def _checked(ds: xr.Dataset, path: Path, verify: bool) -> xr.Dataset:
         warnings.warn(UnverifiedResultWarning(
             f"path={str(path)!r} was saved without checksums (by an older pdcr_lab or another program): "
             "its content cannot be verified"), stacklevel=3)
+    if not effects:
+        return ds
     try:
         # A live sweep store is filled chunk by chunk while it is read: its RoI flags may be ahead of
         # its effects for a moment, so only its structure is checked (and nothing is read).

@@ -376,3 +376,23 @@ def test_a_plain_zarr_store_of_an_older_version_is_replaced_by_a_versioned_one(t
         warnings.simplefilter("error")
         xr.testing.assert_identical(load(path), version(2.0, 2))
     assert sorted(p.name for p in path.iterdir()) == ["CURRENT", data_folder(path).name]
+
+
+def test_study_results_outside_the_schema_round_trip_with_checksums(tmp_path):
+    table = xr.Dataset({"accuracy": (("method", "stat"), np.arange(6.0).reshape(3, 2)),
+                        "label": (("method",), np.array(["local", "global", "mixed"]))},
+                       coords={"method": ["pdcr", "rise", "random"], "stat": ["estimate", "n"]})
+    path = save(table, tmp_path / "study.nc", effects=False)
+    assert load(path, effects=False).identical(table)
+    with pytest.raises(SchemaError, match="no 'ate' variable"):
+        load(path)
+    with pytest.raises(SchemaError):
+        save(table, tmp_path / "other.nc")
+
+
+def test_netcdf_arrays_are_compressed_losslessly(tmp_path):
+    ds = empty_effects(grid=(64, 64), block=4)  # a 256 x 256 RoI mask: the kind of array that dominates results
+    path = save(ds, tmp_path / "map.nc")
+    assert load(path).identical(ds)
+    ds.to_netcdf(tmp_path / "plain.nc", engine="h5netcdf")
+    assert path.stat().st_size < (tmp_path / "plain.nc").stat().st_size / 2

@@ -1,16 +1,19 @@
-"""The cue study: ablation recovers a known reliance, the truth rule, agreement, the stored result."""
+"""The cue study (ablation recovers a known reliance, the truth rule, agreement) and the baselines' accuracy on it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 import xarray as xr
 
 from pdcr_lab.datasets import _cues
 from pdcr_lab.storage import load, save
 from pdcr_lab.studies import CueSettings, cue_agreement, cue_reliance_study, cue_study, cue_truth, format_cues
+from pdcr_lab.studies import cue_attribution, format_cue_attribution
 from pdcr_lab.studies._cues import roi_region
+from pdcr_lab.studies._faithfulness import Method
 
 
 class Oracle(torch.nn.Module):
@@ -95,9 +98,8 @@ def test_agreement_counts_exact_and_named():
     assert int(known.sel(stat="n")) == 3 and float(known.sel(stat="estimate")) == pytest.approx(2 / 3)
 
 
-def test_cue_study_end_to_end_on_oracles(tmp_path):
-    result = cue_study(["sequential", "local"], CueSettings(images=2, fine=2), datasets=("cues",), loader=_loader,
-                       log=lambda s: None)
+def test_cue_study_end_to_end_on_oracles(oracle_cues, tmp_path):
+    result = oracle_cues
     assert result.cue_truth.sel(dataset="cues").values.tolist() == ["sequential", "local"]
     # a chain to the source: the sequential oracle's maps name it; the local oracle has no effect
     assert bool(result.present.sel(model="sequential", dataset="cues", strategy="sequential").any())
@@ -106,3 +108,71 @@ def test_cue_study_end_to_end_on_oracles(tmp_path):
     back = load(save(result, tmp_path / "cues.nc"))
     text = format_cues(back, command="pdcr-lab cues --test")
     assert "pdcr-lab cues --test" in text and "| sequential | cues |" in text
+
+
+# -- attribution accuracy of the baselines ---------------------------------------------------------
+METHODS = {"occlusion_zero": Method("occlusion_zero"), "random": Method("random")}
+
+
+@pytest.fixture(scope="module")
+def oracle_cues():
+    return cue_study(["sequential", "local"], CueSettings(images=2, fine=2), datasets=("cues",), loader=_loader,
+                     log=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def result(oracle_cues):
+    return cue_attribution(oracle_cues, METHODS, loader=_loader, log=lambda s: None)
+
+
+def test_methods_share_the_cue_studys_maps_and_truth(oracle_cues, result):
+    assert result.method.values.tolist() == ["pdcr", "occlusion_zero", "random"]
+    assert result.truth.sel(dataset="cues").values.tolist() == ["sequential", "local"]
+    # PdCR's row is the cue study's own labels and maps, in support units (larger = supports more)
+    pdcr_labels = result.label.sel({"method": "pdcr"}).transpose(*oracle_cues.label.dims)
+    assert pdcr_labels.values.tolist() == oracle_cues.label.values.tolist()
+    np.testing.assert_array_equal(result.support.sel({"method": "pdcr"}).values,
+                                  -oracle_cues.ate.transpose("model", "dataset", "image", ...).values)
+    # occluding a chain block cuts the sequential oracle's connection: the chain is named where PdCR names it
+    occlusion = result.label.sel({"method": "occlusion_zero", "dataset": "cues"})
+    assert "sequential" in occlusion.sel(model="sequential").values.tolist()
+    # the local oracle reads only the RoI's own structure: no block outside moves it, a hit for a local truth
+    assert set(occlusion.sel(model="local").values.tolist()) == {"no effect"}
+    assert float(result.named.sel({"method": "occlusion_zero", "model": "local"}).mean()) == 1.0
+    # the random control spreads over the grid: "global" everywhere, so it never names the local truth
+    assert set(np.ravel(result.label.sel({"method": "random"}).values).tolist()) == {"global"}
+    assert float(result.named.sel({"method": "random", "model": "local"}).mean()) == 0.0
+    assert int(result.accuracy.sel({"method": "random", "subset": "all", "kind": "named", "stat": "n"})) == 4
+
+
+def test_paired_counts_and_p_follow_the_per_map_hits(result):
+    for kind in ("exact", "named"):
+        ref = result[kind].sel({"method": "pdcr"}).values.ravel().astype(bool)
+        for m in ("occlusion_zero", "random"):
+            other = result[kind].sel({"method": m}).values.ravel().astype(bool)
+            test = result.vs_pdcr.sel({"method": m, "kind": kind})
+            only_a, only_b = int((ref & ~other).sum()), int((~ref & other).sum())
+            assert (int(test.sel(test="pdcr_only")), int(test.sel(test="method_only"))) == (only_a, only_b)
+            p = float(test.sel(test="p"))
+            if only_a + only_b:
+                assert p == pytest.approx(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+                assert float(test.sel(test="p_holm")) >= p
+            else:
+                assert np.isnan(p)
+
+
+def test_result_round_trips_and_formats(result, tmp_path):
+    back = load(save(result, tmp_path / "cue_attribution.nc", effects=False), effects=False)
+    text = format_cue_attribution(back, command="pdcr-lab cue-attribution --test")
+    assert "pdcr-lab cue-attribution --test" in text
+    assert "| occlusion_zero | " in text and "| random | " in text
+
+
+def test_refuses_other_rois_and_pdcr_among_the_methods(oracle_cues):
+    with pytest.raises(ValueError, match="must not contain 'pdcr'"):
+        cue_attribution(oracle_cues, {"pdcr": Method("pdcr")}, loader=_loader, log=lambda s: None)
+    moved = oracle_cues.assign(roi_row=oracle_cues.roi_row + 8)
+    with pytest.raises(ValueError, match="RoIs .*roi_row.* differ from the cue study's"):
+        cue_attribution(moved, {"random": Method("random")}, loader=_loader, log=lambda s: None)
+    with pytest.raises(ValueError, match="cues lacks"):
+        cue_attribution(oracle_cues.drop_vars("cue_truth"), METHODS, loader=_loader, log=lambda s: None)

@@ -21,7 +21,9 @@ faithfulness``):
 * :func:`faithfulness_study` (:class:`FaithfulnessSettings`, :class:`Method`): every registered
   method scored by deletion/insertion curves and the randomisation check;
 * :func:`cue_study` (:class:`CueSettings`): PdCR maps of the models trained on the cue-controlled
-  sets, each model's reliance on each cue by ablation, and the agreement of the labels with it.
+  sets, each model's reliance on each cue by ablation, and the agreement of the labels with it;
+* :func:`cue_attribution`: the faithfulness study's baselines on the cue study's images, each map
+  labelled by the same rule and scored against the same ablation truth (``pdcr-lab cue-attribution``).
 
 Examples
 --------
@@ -31,6 +33,7 @@ Examples
 """
 
 from ._components import COMPONENTS, ComponentsSettings, components_study
+from ._cue_attribution import ATTRIBUTION_METHODS, cue_attribution, format_cue_attribution
 from ._cues import CUE_SETS, CueSettings, cue_agreement, cue_reliance_study, cue_study, cue_truth, format_cues
 from ._faithfulness import METHODS, FaithfulnessSettings, Method, faithfulness_study, study_methods
 from ._loop import (
@@ -51,6 +54,7 @@ from ._loop import (
 from ._strategies import StrategiesSettings, strategies_study
 
 __all__ = [
+    "ATTRIBUTION_METHODS",
     "COMPONENTS",
     "CUE_SETS",
     "METHODS",
@@ -68,10 +72,12 @@ __all__ = [
     "cells_folder",
     "components_study",
     "cue_agreement",
+    "cue_attribution",
     "cue_reliance_study",
     "cue_study",
     "cue_truth",
     "faithfulness_study",
+    "format_cue_attribution",
     "format_cues",
     "fill_value",
     "grid",

@@ -1,4 +1,4 @@
-"""The studies' sub-commands: ``pdcr-lab components``, ``pdcr-lab strategies``, ``pdcr-lab benchmark faithfulness``.
+"""The studies' sub-commands: ``components``, ``strategies``, ``cues``, ``cue-attribution``, ``benchmark faithfulness``.
 
 Each is a thin layer over :mod:`pdcr_lab.studies` (run the study) and the analysis package that
 reads its result (summaries, tables); every one saves each (model, dataset) cell as it is done in a
@@ -42,6 +42,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     _add_components(subparsers)
     _add_strategies(subparsers)
     _add_cues(subparsers)
+    _add_cue_attribution(subparsers)
     _add_faithfulness(subparsers)
 
 
@@ -245,6 +246,57 @@ def _run_cues(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- cue attribution -------------------------------------------------------------------------------
+def _add_cue_attribution(subparsers: argparse._SubParsersAction) -> None:
+    from ._cue_attribution import ATTRIBUTION_METHODS
+
+    d = FaithfulnessSettings()
+    p = subparsers.add_parser(
+        "cue-attribution",
+        help="attribution accuracy of PdCR and the baselines against the cue study's ablation ground truth",
+        description="Explain the cue study's images and RoIs with every baseline, label each map with the strategy "
+        "classifier and score it against the ablation truth (Wilson intervals; exact McNemar tests against PdCR).",
+    )
+    p.add_argument("--cues", type=Path, default=ROOT / "data" / "results" / "cues.nc",
+                   help="a `pdcr-lab cues` result: images, RoIs, truth and PdCR labels")
+    p.add_argument("--methods", nargs="+", default=list(ATTRIBUTION_METHODS), help="baselines (registry names)")
+    p.add_argument("--rise-masks", type=int, default=d.rise_masks)
+    p.add_argument("--misure-steps", type=int, default=d.misure_steps)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=1, help=_THREADS)
+    p.add_argument("--out", type=Path, default=ROOT / "data" / "results" / "cue_attribution.nc")
+    p.add_argument("--table", type=Path, default=ROOT / "docs" / "cue_attribution_table.md")
+    p.add_argument("--resume", action="store_true", help=_RESUME)
+    p.set_defaults(func=_run_cue_attribution)
+
+
+def _run_cue_attribution(args: argparse.Namespace) -> int:
+    from ..atomic import write_text
+    from ..storage import load, save
+    from ._cue_attribution import cue_attribution, format_cue_attribution
+    from ._faithfulness import study_methods
+
+    _set_threads(args.threads)
+    cues = load(args.cues)
+    settings = FaithfulnessSettings(methods=tuple(args.methods), rise_masks=args.rise_masks,
+                                    misure_steps=args.misure_steps, seed=int(cues.attrs.get("cue_seed", 0)))
+    # the cells hold the baselines' maps: they depend on the methods, the seed and the images and RoIs
+    # (checked against the cue study's boxes when the result is assembled), besides the checkpoint
+    key = {"study": "cue-attribution", "methods": settings.methods, "options": settings.method_options(),
+           "seed": settings.seed, "images": int(cues.sizes["image"]), "roi_size": int(cues.attrs["cue_roi_size"])}
+    store = CellStore(cells_folder(args.out), key, reuse=args.resume)
+    start = time.perf_counter()
+    result = cue_attribution(cues, study_methods(settings, args.device), device=args.device, store=store)
+    save(result, args.out, effects=False)
+    command = " ".join(["pdcr-lab cue-attribution", "--methods", *args.methods, "--rise-masks", str(args.rise_masks),
+                        "--misure-steps", str(args.misure_steps)])
+    table = format_cue_attribution(result, command=command)
+    write_text(args.table, table)
+    print(table)
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out} and {args.table}")
+    return 0
+
+
 # -- faithfulness ----------------------------------------------------------------------------------
 def _benchmark_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The ``benchmark`` command's own sub-commands (created here unless another module did)."""
@@ -302,9 +354,9 @@ def _faithfulness_command(args: argparse.Namespace) -> str:
 def _run_faithfulness(args: argparse.Namespace) -> int:
     import xarray as xr
 
-    from ..atomic import atomic_path
     from ..faithfulness import (TASKS, paired_tests, planted_benchmark, save_planted, summarize, train_planted,
                                 write_table)
+    from ..storage import save
     from ._faithfulness import faithfulness_study, study_methods
 
     start = time.perf_counter()
@@ -341,8 +393,7 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
         merged = xr.merge([merged, renamed], combine_attrs="override")
     merged.attrs.update(fine=args.fine, coarse=args.coarse, rise_masks=args.rise_masks, misure_steps=args.misure_steps,
                         command=command, total_seconds=round(time.perf_counter() - start, 1))
-    # Not the effects schema (curves, summaries, planted scores), so written directly, atomically.
-    with atomic_path(args.out) as tmp:
-        merged.to_netcdf(tmp, engine="h5netcdf")
+    # Not the effects schema (curves, summaries, planted scores): checksums and an atomic write all the same.
+    save(merged, args.out, effects=False)
     say(f"wrote {args.out} and {table}")
     return 0
