@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pdcr_lab.faithfulness import comparisons, format_paired, paired_tests
+from pdcr_lab.faithfulness import comparisons, format_paired, paired_tests, verdicts
 
 METHODS = ["pdcr", "gradcam", "random"]
 
@@ -63,3 +63,17 @@ def test_missing_values_and_bad_arguments():
                                            curve="deletion")))
     with pytest.raises(ValueError, match="reference='occlusion' is not a method of the result"):
         paired_tests(_result(auc), reference="occlusion")
+
+
+def test_verdicts_count_wins_ties_and_losses_per_scope():
+    rng = np.random.default_rng(3)
+    auc = rng.normal(0.5, 0.05, (2, 2, 16, 3, 1, 2))
+    auc[:, 0, :, 0, :, 0] += 0.1   # on dataset a pdcr deletes slower (less faithful) ...
+    auc[:, :, :, 0, :, 1] += 0.1   # ... and inserts better everywhere
+    counts = verdicts(paired_tests(_result(auc), n_boot=200))
+    assert counts.verdict.values.tolist() == ["A better", "tie", "B better"]
+    assert counts.sel(comparison="pdcr - gradcam", scope="a").values.tolist() == [1, 0, 1]
+    assert counts.sel(comparison="pdcr - gradcam", scope="b").values.tolist() == [1, 1, 0]
+    assert counts.sel(comparison="gradcam - random", scope="all").values.tolist() == [0, 2, 0]
+    assert int(counts.sum("verdict").max()) == int(counts.sum("verdict").min()) == 2  # 1 policy x 2 curves
+    assert "| pdcr - gradcam | 1/0/1 | 1/1/0 |" in format_paired(paired_tests(_result(auc), n_boot=200))

@@ -80,3 +80,28 @@ def test_the_readme_quotes_the_cue_agreement(cues):
         s = cues["agree_agreement"].sel(subset="all", unit="map", kind=kind)
         est, lo, hi = (float(s.sel(stat=k)) for k in ("estimate", "lower", "upper"))
         assert f"{est:.2f} [{lo:.2f}, {hi:.2f}]" in README, kind
+
+
+@pytest.fixture(scope="module")
+def attribution() -> xr.Dataset:
+    return load(RESULTS / "cue_attribution.nc", effects=False)
+
+
+def test_baseline_labels_and_accuracy_follow_from_the_stored_maps(cues, attribution):
+    """Each baseline's stored support map, put in the cue study's maps (same RoIs), gets the stored labels."""
+    for method in attribution.method.values[1:]:
+        support = attribution["support"].sel({"method": method}).drop_vars("method")
+        maps = cues.assign(ate=-support.transpose(*cues["ate"].dims).fillna(0.0))
+        again = label_maps(maps)
+        stored = attribution["label"].sel({"method": method})
+        assert (again["label"].transpose(*stored.dims) == stored).all(), method
+        agreement = cue_agreement(again, cues["cue_truth"], level=float(attribution.attrs["level"]))
+        np.testing.assert_allclose(agreement["agreement"].sel(unit="map").values,
+                                   attribution["accuracy"].sel({"method": method}).values, err_msg=method)
+
+
+def test_the_readme_quotes_the_attribution_accuracy(attribution):
+    for method in attribution.method.values:
+        s = attribution["accuracy"].sel({"method": method, "subset": "known", "kind": "named"})
+        est, lo, hi = (float(s.sel(stat=k)) for k in ("estimate", "lower", "upper"))
+        assert f"| {method} | {est:.2f} [{lo:.2f}, {hi:.2f}]" in README, method

@@ -143,6 +143,10 @@ def test_methods_share_the_cue_studys_maps_and_truth(oracle_cues, result):
     assert set(np.ravel(result.label.sel({"method": "random"}).values).tolist()) == {"global"}
     assert float(result.named.sel({"method": "random", "model": "local"}).mean()) == 0.0
     assert int(result.accuracy.sel({"method": "random", "subset": "all", "kind": "named", "stat": "n"})) == 4
+    # balanced: every cue truth with maps counts alike (here sequential and local)
+    by_truth = result.accuracy_by_truth.sel(truth_label=["local", "sequential"], stat="estimate")
+    np.testing.assert_allclose(result.accuracy_balanced.values, by_truth.mean("truth_label").transpose(
+        "method", "kind").values)
 
 
 def test_paired_counts_and_p_follow_the_per_map_hits(result):

@@ -31,7 +31,10 @@ from scipy import stats
 from ..checks import check_int
 from ..statistics import bootstrap_interval, holm
 
-__all__ = ["comparisons", "format_paired", "paired_tests"]
+__all__ = ["VERDICTS", "comparisons", "format_paired", "paired_tests", "verdicts"]
+
+#: The outcomes of one comparison at a level: A significantly more faithful, no significant difference, B more.
+VERDICTS: tuple[str, ...] = ("A better", "tie", "B better")
 
 
 def comparisons(methods: Sequence[str], reference: str = "pdcr", control: str = "random") -> list[tuple[str, str]]:
@@ -182,6 +185,57 @@ def paired_tests(result: xr.Dataset, *, reference: str = "pdcr", control: str = 
     return out
 
 
+def _verdict(diff: float, p: float, curve: str, alpha: float) -> str:
+    if not np.isfinite(p) or p >= alpha:
+        return "tie"
+    return "A better" if _sign(curve) * diff > 0 else "B better"
+
+
+def verdicts(paired: xr.Dataset, *, alpha: float = 0.05) -> xr.DataArray:
+    """Wins, ties and losses of every comparison over its (policy, curve) cells, per dataset and pooled.
+
+    A cell is won by A when its Holm-adjusted p is below `alpha` and the mean difference favours A
+    (lower deletion area, higher insertion area), lost when it favours B, a tie otherwise.
+
+    Parameters
+    ----------
+    paired : xarray.Dataset
+        Output of :func:`paired_tests`.
+    alpha : float
+        Level, on the Holm-adjusted p-values.
+
+    Returns
+    -------
+    xarray.DataArray
+        Counts (comparison, scope, verdict); scope = each dataset, then ``"all"`` (pooled).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> auc = rng.normal(0.9, 0.01, (1, 1, 10, 2, 1, 1))
+    >>> auc[:, :, :, 0] -= 0.05  # A deletes faster: more faithful on every image
+    >>> result = xr.Dataset({"auc": (("model", "dataset", "image", "method", "policy", "curve"), auc)},
+    ...                     coords={"model": ["m"], "dataset": ["d"], "image": np.arange(10),
+    ...                             "method": ["pdcr", "random"], "policy": ["natural"], "curve": ["deletion"]})
+    >>> verdicts(paired_tests(result, n_boot=200)).sel(scope="all").values.tolist()
+    [[1, 0, 0]]
+    """
+    scopes = [str(d) for d in paired.dataset.values]
+    counts = np.zeros((paired.sizes["comparison"], len(scopes) + 1, len(VERDICTS)), dtype=np.int64)
+    for i, name in enumerate(paired.comparison.values):
+        for policy in paired.policy.values:
+            for curve in paired.curve.values:
+                s = paired.sel(comparison=name, policy=policy, curve=curve)
+                cells = [(s["paired_diff"].sel(dataset=d, stat="estimate"), s["paired_p_holm"].sel(dataset=d))
+                         for d in scopes] + [(s["paired_all_diff"].sel(stat="estimate"), s["paired_all_p_holm"])]
+                for j, (diff, p) in enumerate(cells):
+                    counts[i, j, VERDICTS.index(_verdict(float(diff), float(p), str(curve), alpha))] += 1
+    return xr.DataArray(counts, dims=("comparison", "scope", "verdict"),
+                        coords={"comparison": paired.comparison.values, "scope": [*scopes, "all"],
+                                "verdict": list(VERDICTS)},
+                        attrs={"long_name": "(policy, curve) cells won by A, tied, won by B", "alpha": alpha})
+
+
 def format_paired(paired: xr.Dataset, *, alpha: float = 0.05, digits: int = 2) -> str:
     """Markdown: the pooled comparisons, each cell ``diff [interval] p`` with a verdict.
 
@@ -194,11 +248,6 @@ def format_paired(paired: xr.Dataset, *, alpha: float = 0.05, digits: int = 2) -
     digits : int
         Decimals of the differences.
     """
-    def verdict(diff: float, p: float, curve: str) -> str:
-        if not np.isfinite(p) or p >= alpha:
-            return "tie"
-        return "A better" if _sign(curve) * diff > 0 else "B better"
-
     cols = [(p, c) for c in paired.curve.values for p in paired.policy.values]
     lines = [
         f"Pooled over datasets: mean over images of A - B (AUC units) with its {round(100 * paired.attrs['paired_level'])}% "
@@ -213,6 +262,14 @@ def format_paired(paired: xr.Dataset, *, alpha: float = 0.05, digits: int = 2) -
             est, lo, hi = (float(s["paired_all_diff"].sel(stat=k)) for k in ("estimate", "lower", "upper"))
             p = float(s["paired_all_p_holm"])
             p_text = "-" if not np.isfinite(p) else (f"{p:.3f}" if p >= 1e-3 else f"{p:.0e}")
-            cells.append(f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] p {p_text} {verdict(est, p, str(curve))}")
+            cells.append(f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] p {p_text} {_verdict(est, p, str(curve), alpha)}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    counts = verdicts(paired, alpha=alpha)
+    lines += ["", f"Cells won by A / tied / won by B at {alpha} (Holm), over the "
+              f"{paired.sizes['policy'] * paired.sizes['curve']} (policy, curve) cells of each scope:", "",
+              "| A - B | " + " | ".join(str(s) for s in counts.scope.values) + " |", "|---" * (counts.sizes["scope"] + 1) + "|"]
+    for name in counts.comparison.values:
+        row = counts.sel(comparison=name)
+        lines.append(f"| {name} | " + " | ".join("/".join(str(int(v)) for v in row.sel(scope=s).values)
+                                                  for s in counts.scope.values) + " |")
     return "\n".join(lines) + "\n"

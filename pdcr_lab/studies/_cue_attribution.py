@@ -126,7 +126,8 @@ def cue_attribution(
         Over ``method`` (``pdcr`` first, then the baselines): ``label`` and ``present`` (method, model,
         dataset, image[, strategy]); ``exact`` / ``named`` per map (NaN where not explained);
         ``accuracy`` (method, subset, kind, stat) with subset all / known and stat estimate, lower,
-        upper, n; ``accuracy_by_truth`` (method, truth_label, kind, stat); ``vs_pdcr`` (method,
+        upper, n; ``accuracy_by_truth`` (method, truth_label, kind, stat); ``accuracy_balanced``
+        (method, kind): the mean of the per-truth agreement over the cue truths; ``vs_pdcr`` (method,
         kind, test) with test = pdcr_only, method_only, p, p_holm (known maps); ``support`` maps
         (method, model, dataset, image, block_y, block_x); ``truth`` (model, dataset).
     """
@@ -154,6 +155,15 @@ def cue_attribution(
     maps = grid(cells, models, datasets)
     _check_boxes(cues, maps)
     return _score(cues, maps, list(methods), seed)
+
+
+def _balanced(by_truth: np.ndarray, truths: list[str]) -> np.ndarray:
+    """(method, kind): the mean over the cue truths (local, global, sequential) that have maps of their agreement."""
+    cue_truths = [truths.index(t) for t in ("local", "global", "sequential")]
+    chosen = by_truth[:, cue_truths]  # (method, truth, kind, stat)
+    rates, counts = chosen[..., 0], chosen[..., 3]
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.where(counts > 0, rates, np.nan), axis=1)
 
 
 def _score(cues: xr.Dataset, maps: xr.Dataset, labels: list[str], seed: int) -> xr.Dataset:
@@ -201,6 +211,10 @@ def _score(cues: xr.Dataset, maps: xr.Dataset, labels: list[str], seed: int) -> 
             "accuracy_by_truth": (("method", "truth_label", "kind", "stat"),
                                   over("agreement_by_truth", ("truth_label", "kind", "stat")),
                                   {"long_name": "share of the maps of each truth whose label agrees with it"}),
+            "accuracy_balanced": (("method", "kind"), _balanced(over("agreement_by_truth", ("truth_label", "kind", "stat")),
+                                                                  list(per_method["pdcr"].truth_label.values)),
+                                  {"long_name": "mean over the single-cue truths with maps of the per-truth agreement "
+                                                "(every truth counts alike; the random map's level is the chance level)"}),
             "vs_pdcr": (("method", "kind", "test"), tests,
                         {"long_name": "exact McNemar test of PdCR against the method on the maps of known truth"}),
             "support": (("method", *dims, "block_y", "block_x"),
@@ -243,17 +257,20 @@ def format_cue_attribution(result: xr.Dataset, *, command: str = "") -> str:
         f"in its RoIs (seed {result.attrs.get('seed')}; PdCR at N = {result.attrs.get('pdcr_fine')}); every map is "
         "labelled by `pdcr_lab.strategies.classify` from its support scores and compared with the ablation ground "
         f"truth (`docs/cues_table.md`). Intervals: {level}% Wilson. Exact: the label is the truth; named: the "
-        "truth's strategy is present in the map. Tests: exact McNemar against PdCR on the maps of known truth, "
-        "Holm over the methods.", "",
-        "| method | exact (known) | named (known) | named: PdCR only / method only | p (Holm) |",
-        "|---|---|---|---|---|",
+        "truth's strategy is present in the map; balanced: the mean of the named rates of the local, global and "
+        "sequential truths (each truth counts alike; the random map shows the chance level). Tests: exact McNemar "
+        "against PdCR on the maps of known truth, Holm over the methods.", "",
+        "| method | exact (known) | named (known) | named, balanced over truths | named: PdCR only / method only | "
+        "p (Holm) |",
+        "|---|---|---|---|---|---|",
     ]
     for m in result.method.values:
         acc = result["accuracy"].sel({"method": m, "subset": "known"})
         t = result["vs_pdcr"].sel({"method": m, "kind": "named"})
         test = "-" if m == "pdcr" else f"{int(t.sel(test='pdcr_only'))} / {int(t.sel(test='method_only'))}"
         p = float(t.sel(test="p_holm"))
-        lines.append(f"| {m} | {ci(acc.sel(kind='exact'))} | {ci(acc.sel(kind='named'))} | {test} | "
+        balanced = float(result["accuracy_balanced"].sel({"method": m, "kind": "named"}))
+        lines.append(f"| {m} | {ci(acc.sel(kind='exact'))} | {ci(acc.sel(kind='named'))} | {balanced:.2f} | {test} | "
                      + ("-" if not np.isfinite(p) else f"{p:.2g}") + " |")
     lines += ["", "Named agreement by truth (maps):", "",
               "| method | " + " | ".join(str(t) for t in result.truth_label.values) + " |",
