@@ -14,6 +14,7 @@ import xarray as xr
 from torch import nn
 
 import pdcr_lab
+from pdcr_lab.storage import load
 from pdcr_lab.components import format_summary, summarize as summarize_components
 from pdcr_lab.strategies import LABELS, StrategyThresholds, format_table, label_maps, summarize as summarize_strategies
 from pdcr_lab.studies import (
@@ -286,8 +287,9 @@ def test_benchmark_command_writes_the_result_and_the_table(tmp_path, monkeypatch
             "--fine", "2", "--rise-masks", "10", "--misure-steps", "2", "--steps", "3", "--sanity-images", "0",
             "--planted-images", "0", "--out", str(out), "--table", str(table), "--quiet"]
     assert main(argv) == 0
-    result = xr.open_dataset(out, engine="h5netcdf")
+    result = load(out, effects=False)  # checksummed like every stored result
     assert set(result["method"].values) >= {"pdcr", "gradcam", "misure", "rise", "random"}
+    assert result.attrs["paired_n_boot"] == 2000 and "paired_p_holm" in result
     assert result.summary.dims == ("model", "dataset", "method", "metric", "stat")
     assert "--fine 2" in result.attrs["command"] and "## Per model" in table.read_text()
     assert (cells_folder(out) / "lesions" / "tiny.nc").exists()

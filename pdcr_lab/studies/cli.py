@@ -224,7 +224,6 @@ def _add_cues(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cues(args: argparse.Namespace) -> int:
-    from ..atomic import write_text
     from ..storage import save
     from ._cues import FAR_FROM_SOURCE, CueSettings, cue_study, format_cues
 
@@ -240,6 +239,13 @@ def _run_cues(args: argparse.Namespace) -> int:
                         "--datasets", *args.datasets, "--images", str(args.images), "--fine", str(args.fine),
                         "--truth-mode", args.truth_mode, "--seed", str(args.seed)])
     table = format_cues(result, command=command)
+    return _report(args, table, start)
+
+
+def _report(args: argparse.Namespace, table: str, start: float) -> int:
+    """Write and print a study's Markdown table; say where the result went and how long it took."""
+    from ..atomic import write_text
+
     write_text(args.table, table)
     print(table)
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out} and {args.table}")
@@ -271,7 +277,6 @@ def _add_cue_attribution(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cue_attribution(args: argparse.Namespace) -> int:
-    from ..atomic import write_text
     from ..storage import load, save
     from ._cue_attribution import cue_attribution, format_cue_attribution
     from ._faithfulness import study_methods
@@ -291,10 +296,7 @@ def _run_cue_attribution(args: argparse.Namespace) -> int:
     command = " ".join(["pdcr-lab cue-attribution", "--methods", *args.methods, "--rise-masks", str(args.rise_masks),
                         "--misure-steps", str(args.misure_steps)])
     table = format_cue_attribution(result, command=command)
-    write_text(args.table, table)
-    print(table)
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out} and {args.table}")
-    return 0
+    return _report(args, table, start)
 
 
 # -- faithfulness ----------------------------------------------------------------------------------
@@ -386,11 +388,12 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
     paired = paired_tests(result, n_boot=settings.n_boot, seed=settings.seed)
     command = _faithfulness_command(args)
     table = write_table(result, summary, args.table, planted=planted, command=command, paired=paired)
-    merged = xr.merge([result, summary, paired], combine_attrs="override")
+    merged = xr.merge([result, summary, paired], combine_attrs="override", join="outer")
     if planted is not None:
         renamed = planted.rename({n: f"planted_{n}" for n in ("task", "model", "image", "method")})
         renamed = renamed.rename_vars({"auroc": "planted_auroc", "auprc": "planted_auprc"})
-        merged = xr.merge([merged, renamed], combine_attrs="override")
+        merged = xr.merge([merged, renamed], combine_attrs="override", join="outer")
+    merged.attrs.update(paired.attrs)  # merge kept only the first dataset's attrs
     merged.attrs.update(fine=args.fine, coarse=args.coarse, rise_masks=args.rise_masks, misure_steps=args.misure_steps,
                         command=command, total_seconds=round(time.perf_counter() - start, 1))
     # Not the effects schema (curves, summaries, planted scores): checksums and an atomic write all the same.
