@@ -33,12 +33,13 @@ from ..explainers import get_explainer, list_explainers
 from ..schema import STACK_DIMS, stack
 from ..viz import VIEW_WIDTH, composition, histogram, radial_profile, side_by_side, split_maps
 from ..widgets import TONES, ExplainRunner, RoiPicker, readable_error, server_document, statistics_html, status_html
+from ..zoo import DATASETS as ZOO_DATASETS
 from ._store import ResultStore, confine
 
 __all__ = ["Dashboard", "ModelSource", "zoo_source", "create_app", "DATASETS"]
 
-#: The embedded datasets offered by default: those the zoo's models are trained on.
-DATASETS = ("lesions", "vessels")
+#: The embedded datasets offered by default: the 2-D sets the zoo's models are trained on.
+DATASETS = ZOO_DATASETS
 SPLIT = "test"
 
 

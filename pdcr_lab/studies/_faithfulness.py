@@ -1,9 +1,10 @@
 """The faithfulness study: every method on every zoo model and embedded dataset, one result.
 
-Protocol *(ours)*: for each dataset (``lesions``, ``vessels``) the test images at the fixed indices
-``images`` (default 0, 1) are explained in a ``roi_size`` x ``roi_size`` RoI on the ground truth's
-boundary (:func:`pdcr_lab.rois.boundary_roi`, the block of the dataset's bank), with the ground
-truth as the outcome's reference. Every method gets the same image, RoI, target, natural bank (the
+Protocol *(ours)*: for each dataset (default ``lesions``, ``vessels``; the shipped study adds
+``brain``) the test images at the fixed indices ``images`` (default 0, 1; the shipped study 0 to
+15) are explained in a ``roi_size`` x ``roi_size`` RoI on the ground truth's boundary
+(:func:`pdcr_lab.rois.boundary_roi`, the block of the dataset's bank), with the ground truth as the
+outcome's reference. Every method gets the same image, RoI, target, natural bank (the
 dataset's) and seed. Each map is scored by :func:`~pdcr_lab.faithfulness.deletion_insertion` under
 the ``natural``, ``zero`` and ``blur`` policies with a random ranking as control, and (on the first
 ``sanity_images`` images) by the randomisation check. Summaries are means over images with a 95%
