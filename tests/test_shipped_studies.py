@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from pdcr_lab.faithfulness import paired_tests, verdicts
 from pdcr_lab.storage import load
 from pdcr_lab.strategies import heterogeneity, label_maps
 from pdcr_lab.studies import CueSettings, cue_agreement, cue_truth
@@ -105,3 +106,37 @@ def test_the_readme_quotes_the_attribution_accuracy(attribution):
         s = attribution["accuracy"].sel({"method": method, "subset": "known", "kind": "named"})
         est, lo, hi = (float(s.sel(stat=k)) for k in ("estimate", "lower", "upper"))
         assert f"| {method} | {est:.2f} [{lo:.2f}, {hi:.2f}]" in README, method
+
+
+@pytest.fixture(scope="module")
+def faithfulness() -> xr.Dataset:
+    return load(RESULTS / "faithfulness.nc", effects=False)
+
+
+def test_faithfulness_study_has_the_claimed_power(faithfulness):
+    assert faithfulness.sizes["image"] >= 16 and int(faithfulness.attrs["fine"]) == 50
+    assert {"lesions", "vessels", "brain"} <= set(faithfulness.dataset.values.tolist())
+    assert {"paired_diff", "paired_p_holm", "paired_all_p_holm", "paired_model_p_holm"} <= set(faithfulness.data_vars)
+    pdcr = faithfulness["auc"].sel({"method": "pdcr"})
+    ran = np.isfinite(pdcr).any(("image", "policy", "curve"))
+    assert int(ran.sum("model").min()) >= 3, "every dataset has at least three models"
+    assert bool(np.isfinite(pdcr.where(ran)).where(ran, True).all()), "an explained pair lacks an image"
+
+
+def test_paired_tests_follow_from_the_stored_areas(faithfulness):
+    a = faithfulness.attrs
+    again = paired_tests(faithfulness[["auc"]], n_boot=int(a["paired_n_boot"]), level=float(a["paired_level"]),
+                         seed=int(a["paired_seed"]))
+    for name in ("paired_diff", "paired_p", "paired_p_holm", "paired_all_diff", "paired_all_p_holm", "paired_model_p"):
+        # the stored file shares ``stat`` with the summaries (other labels): compare on the paired ones
+        stored = faithfulness[name].sel(stat=again.stat) if "stat" in again[name].dims else faithfulness[name]
+        np.testing.assert_allclose(again[name].values, stored.transpose(*again[name].dims).values, equal_nan=True,
+                                   err_msg=name)
+
+
+def test_the_readme_quotes_the_faithfulness_verdicts(faithfulness):
+    counts = verdicts(faithfulness)
+    for name in counts.comparison.values:
+        row = " | ".join("/".join(str(int(v)) for v in counts.sel(comparison=name, scope=s).values)
+                         for s in counts.scope.values)
+        assert f"| {name} | {row} |" in README, name
