@@ -30,7 +30,7 @@ def test_direction_of_deletion_and_insertion():
     auc[:, :, :, 0, :, 1] += 0.1   # and higher insertion AUC
     out = paired_tests(_result(auc), n_boot=200)
     sel = dict(comparison="pdcr - gradcam", policy="natural")
-    assert float(out.paired_all_diff.sel(**sel, curve="deletion", stat="estimate")) == pytest.approx(-0.1, abs=0.03)
+    assert float(out.paired_all_diff.sel(**sel, curve="deletion", stat="mean")) == pytest.approx(-0.1, abs=0.03)
     assert float(out.paired_all_better.sel(**sel, curve="deletion")) > 0.9
     assert float(out.paired_all_better.sel(**sel, curve="insertion")) > 0.9
     assert (out.paired_p_holm.sel(**sel) < 0.01).all()

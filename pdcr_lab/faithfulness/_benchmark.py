@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def _intro(result: xr.Dataset, command: str) -> list[str]:
         f"datasets: {', '.join(map(str, result['dataset'].values))}; "
         f"test images {list(map(int, result['image'].values))}; RoI {result.attrs['roi_size']} px on the ground-truth "
         f"boundary; seed {result.attrs['seed']}; curve points {result.attrs['steps']}; wall time "
-        f"{result.attrs['wall_seconds']} s.",
+        f"{result.attrs['wall_seconds']} s" + _cell_time(result.attrs) + ".",
         "",
         "Missing model/dataset pairs (no checkpoint when the benchmark ran): "
         + (", ".join(missing) if missing else "none") + ".",
@@ -248,6 +249,14 @@ def format_table(result: xr.Dataset, summary: xr.Dataset, *, planted: xr.Dataset
                                3 if k != "seconds" else 1) for k in metrics]
                 lines.append(f"| {mo} | {d} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell_time(attrs: Mapping[str, Any]) -> str:
+    """The (model, dataset) cells' own compute time, when it differs from the wall time (a resumed run)."""
+    cells = float(attrs.get("cell_seconds", np.nan))
+    if not np.isfinite(cells) or cells <= float(attrs.get("wall_seconds", 0)):
+        return ""
+    return f" (the cells, reused, took {cells / 3600:.1f} h to compute)"
 
 
 def write_table(result: xr.Dataset, summary: xr.Dataset, path: str | os.PathLike, *,

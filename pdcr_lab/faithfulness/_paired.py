@@ -92,7 +92,8 @@ def paired_tests(result: xr.Dataset, *, reference: str = "pdcr", control: str = 
     xarray.Dataset
         Over ``comparison`` (``"A - B"``), ``policy``, ``curve``:
         ``paired_diff`` (dataset, comparison, policy, curve, stat): mean over images of A - B with
-        its interval (stat = estimate, lower, upper); ``paired_better`` (share of images where A is
+        its interval (stat = mean, lo, hi: the labels of :func:`summarize`'s ``stat``, so that both
+        share one dim when stored together); ``paired_better`` (share of images where A is
         more faithful), ``paired_p``, ``paired_p_holm``, ``paired_n`` (images) on the same dims
         without ``stat``; the same pooled over datasets as ``paired_all_*``; per model
         ``paired_model_diff``, ``paired_model_p``, ``paired_model_p_holm`` (model, dataset,
@@ -176,7 +177,7 @@ def paired_tests(result: xr.Dataset, *, reference: str = "pdcr", control: str = 
             "paired_model_p_holm": (m_dims, holm(model_p), {"long_name": "Holm over every per-model test"}),
         },
         coords={"model": auc.model.values, "dataset": sets, "comparison": names, "policy": policies,
-                "curve": curves, "stat": ["estimate", "lower", "upper"],
+                "curve": curves, "stat": ["mean", "lo", "hi"],
                 "comparison_a": ("comparison", [a for a, _ in pairs]),
                 "comparison_b": ("comparison", [b for _, b in pairs])},
         attrs={"paired_n_boot": n_boot, "paired_level": level, "paired_seed": seed,
@@ -226,8 +227,8 @@ def verdicts(paired: xr.Dataset, *, alpha: float = 0.05) -> xr.DataArray:
         for policy in paired.policy.values:
             for curve in paired.curve.values:
                 s = paired.sel(comparison=name, policy=policy, curve=curve)
-                cells = [(s["paired_diff"].sel(dataset=d, stat="estimate"), s["paired_p_holm"].sel(dataset=d))
-                         for d in scopes] + [(s["paired_all_diff"].sel(stat="estimate"), s["paired_all_p_holm"])]
+                cells = [(s["paired_diff"].sel(dataset=d, stat="mean"), s["paired_p_holm"].sel(dataset=d))
+                         for d in scopes] + [(s["paired_all_diff"].sel(stat="mean"), s["paired_all_p_holm"])]
                 for j, (diff, p) in enumerate(cells):
                     counts[i, j, VERDICTS.index(_verdict(float(diff), float(p), str(curve), alpha))] += 1
     return xr.DataArray(counts, dims=("comparison", "scope", "verdict"),
@@ -259,7 +260,7 @@ def format_paired(paired: xr.Dataset, *, alpha: float = 0.05, digits: int = 2) -
         cells = []
         for policy, curve in cols:
             s = paired.sel(comparison=name, policy=policy, curve=curve)
-            est, lo, hi = (float(s["paired_all_diff"].sel(stat=k)) for k in ("estimate", "lower", "upper"))
+            est, lo, hi = (float(s["paired_all_diff"].sel(stat=k)) for k in ("mean", "lo", "hi"))
             p = float(s["paired_all_p_holm"])
             p_text = "-" if not np.isfinite(p) else (f"{p:.3f}" if p >= 1e-3 else f"{p:.0e}")
             cells.append(f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] p {p_text} {_verdict(est, p, str(curve), alpha)}")

@@ -334,7 +334,10 @@ def _result(run: PairRun, settings: FaithfulnessSettings, seconds: float) -> xr.
                "missing": json.dumps([f"{m}/{d}" for m, d in run.missing]),
                "skipped": json.dumps([f"{m}/{d} ({why})" for (m, d), why in run.skipped.items()]),
                "failures": json.dumps(_failures(run)),
-               "wall_seconds": round(seconds, 1), "protocol": __doc__.split("\n\n", 1)[1].split("\n\n")[0].strip()},
+               "wall_seconds": round(seconds, 1),
+               # a resumed run reuses cells: their own compute time is the cost of the study
+               "cell_seconds": round(float(np.nansum([f.get("seconds", np.nan) for f in run.facts.values()])), 1),
+               "protocol": __doc__.split("\n\n", 1)[1].split("\n\n")[0].strip()},
     )
 
 
