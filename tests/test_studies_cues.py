@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,17 @@ def test_refuses_other_rois_and_pdcr_among_the_methods(oracle_cues):
         cue_attribution(moved, {"random": Method("random")}, loader=_loader, log=lambda s: None)
     with pytest.raises(ValueError, match="cues lacks"):
         cue_attribution(oracle_cues.drop_vars("cue_truth"), METHODS, loader=_loader, log=lambda s: None)
+
+
+def test_a_method_that_does_not_apply_is_left_out_and_named(oracle_cues):
+    # Grad-CAM needs a convolution the oracles do not have: its pairs are left out, the others still count
+    result = cue_attribution(oracle_cues, {"gradcam": Method("gradcam"), "random": Method("random")}, loader=_loader,
+                             log=lambda s: None)
+    failures = json.loads(result.attrs["failures"])
+    assert set(failures) == {"sequential/cues/gradcam", "local/cues/gradcam"}
+    assert "no layer with a (B, C, h, w) output" in failures["local/cues/gradcam"]
+    assert set(np.ravel(result.label.sel({"method": "gradcam"}).values).tolist()) == {"not explained"}
+    assert int(result.accuracy.sel({"method": "gradcam", "subset": "all", "kind": "named", "stat": "n"})) == 0
+    assert int(result.accuracy.sel({"method": "random", "subset": "all", "kind": "named", "stat": "n"})) == 4
+    with pytest.raises(RuntimeError, match="no method could explain"):
+        cue_attribution(oracle_cues, {"gradcam": Method("gradcam")}, loader=_loader, log=lambda s: None)

@@ -24,6 +24,7 @@ asks what each method's map says about the strategy when read by one documented 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from ..statistics import holm
 from ..strategies import MAP_VARIABLES
 from ._cues import FAR_FROM_SOURCE, cue_agreement, roi_region
 from ._faithfulness import METHODS, FaithfulnessSettings, Method, study_methods
-from ._loop import CellStore, Item, Loader, Pair, grid, run_pairs
+from ._loop import CellStore, Item, Loader, Pair, grid, reindex_filled, run_pairs
 
 __all__ = ["ATTRIBUTION_METHODS", "cue_attribution", "format_cue_attribution"]
 
@@ -58,12 +59,18 @@ def _as_effects(result: xr.Dataset) -> xr.Dataset:
 def _per_pair(methods: Mapping[str, Method], seed: int, log: Callable[[str], None]) -> Callable[[Pair], Callable]:
     def setup(pair: Pair) -> Callable[[Item], xr.Dataset]:
         def explain(item: Item) -> xr.Dataset:
-            maps = {}
+            maps, failed = {}, {}
             for label, method in methods.items():
                 log(f"{pair.view.name} {pair.model_name} image {item.index}: {label}")
-                maps[label] = _as_effects(method(pair.model, item.image, roi=item.roi, target=item.target,
-                                                 bank=pair.view.bank, seed=seed))
-            return stack(maps, "method")
+                try:
+                    maps[label] = _as_effects(method(pair.model, item.image, roi=item.roi, target=item.target,
+                                                     bank=pair.view.bank, seed=seed))
+                except (ValueError, TypeError) as exc:  # the method does not apply to this model
+                    failed[label] = str(exc)
+            if not maps:
+                raise RuntimeError(f"no method could explain {pair.model_name} on {pair.view.name}: {failed}")
+            ds = reindex_filled(stack(maps, "method"), "method", list(methods))
+            return ds.assign(failed=("method", [failed.get(label, "") for label in methods]))
 
         return explain
 
@@ -74,10 +81,12 @@ def _check_boxes(cues: xr.Dataset, maps: xr.Dataset) -> None:
     """The baselines' RoIs must be the cue study's (same rule, same images); anything else is a bug."""
     for d in maps.dataset.values:
         models = [m for m in maps.model.values if bool(cues["explained"].sel(model=m, dataset=d))]
+        # each map's box where its method ran (a method that does not apply to a model has filled boxes)
+        ran = np.isfinite(maps["ate"].sel(dataset=d, model=models)).any(("block_y", "block_x"))
         for side in _BOX:
-            ours = maps[side].sel(dataset=d, model=models).isel(method=0).values
-            theirs = cues[side].sel(dataset=d, model=models).values
-            if not np.array_equal(ours, theirs):
+            ours = maps[side].sel(dataset=d, model=models)
+            theirs = cues[side].sel(dataset=d, model=models).broadcast_like(ours)
+            if not bool(((ours == theirs) | ~ran).all()):
                 raise ValueError(f"the RoIs ({side}) on {d!r} differ from the cue study's; was it run with other "
                                  "images, RoI size or data?")
 
@@ -129,7 +138,9 @@ def cue_attribution(
         upper, n; ``accuracy_by_truth`` (method, truth_label, kind, stat); ``accuracy_balanced``
         (method, kind): the mean of the per-truth agreement over the cue truths; ``vs_pdcr`` (method,
         kind, test) with test = pdcr_only, method_only, p, p_holm (known maps); ``support`` maps
-        (method, model, dataset, image, block_y, block_x); ``truth`` (model, dataset).
+        (method, model, dataset, image, block_y, block_x); ``truth`` (model, dataset); attrs
+        ``failures`` (JSON ``"model/dataset/method"`` -> why a method did not apply to a model: its
+        maps are NaN and the pair is left out of that method's agreement).
     """
     if methods is None:
         settings = FaithfulnessSettings(methods=ATTRIBUTION_METHODS)
@@ -157,13 +168,30 @@ def cue_attribution(
     return _score(cues, maps, list(methods), seed)
 
 
+def _failures(maps: xr.Dataset) -> dict[str, str]:
+    """``"model/dataset/method"`` -> why the method could not explain the model (first image's reason)."""
+    if "failed" not in maps:
+        return {}
+    out = {}
+    for m in maps.model.values:
+        for d in maps.dataset.values:
+            for label in maps.method.values:
+                why = [str(v) for v in np.ravel(maps["failed"].sel({"model": m, "dataset": d, "method": label}).values)
+                       if str(v)]
+                if why:
+                    out[f"{m}/{d}/{label}"] = why[0]
+    return out
+
+
 def _balanced(by_truth: np.ndarray, truths: list[str]) -> np.ndarray:
     """(method, kind): the mean over the cue truths (local, global, sequential) that have maps of their agreement."""
     cue_truths = [truths.index(t) for t in ("local", "global", "sequential")]
     chosen = by_truth[:, cue_truths]  # (method, truth, kind, stat)
     rates, counts = chosen[..., 0], chosen[..., 3]
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(np.where(counts > 0, rates, np.nan), axis=1)
+    shown = counts > 0
+    n = shown.sum(axis=1)
+    total = np.where(shown, rates, 0.0).sum(axis=1)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)  # NaN for a method without maps
 
 
 def _score(cues: xr.Dataset, maps: xr.Dataset, labels: list[str], seed: int) -> xr.Dataset:
@@ -176,10 +204,17 @@ def _score(cues: xr.Dataset, maps: xr.Dataset, labels: list[str], seed: int) -> 
     per_method = {"pdcr": cue_agreement(cues, truth, level=level)}
     labelled = {"pdcr": cues[["label", "present", "explained"]]}
     for label in labels:
-        one = maps.sel({"method": label}).drop_vars("method").assign(explained=explained,
-                                                                 structure_mask=cues["structure_mask"])
+        # a pair counts for a method only where the method explained every image (it may not apply to a model)
+        ran = np.isfinite(maps["ate"].sel({"method": label})).any(("block_y", "block_x")).all("image")
+        one = maps.sel({"method": label}).drop_vars(["method", "failed"], errors="ignore").assign(
+            explained=explained.copy(data=explained.values & ran.transpose(*explained.dims).values),
+            structure_mask=cues["structure_mask"])
         one.attrs["method"] = label  # stack made the differing attr a coordinate
-        labelled[label] = label_maps(one)[["label", "present", "explained"]]
+        if bool(one["explained"].any()):
+            labelled[label] = label_maps(one)[["label", "present", "explained"]]
+        else:  # the method applies to none of the models: nothing to label
+            labelled[label] = xr.Dataset({"label": xr.full_like(cues["label"], "not explained"),
+                                          "present": xr.zeros_like(cues["present"]), "explained": one["explained"]})
         per_method[label] = cue_agreement(labelled[label], truth, level=level)
     order = ["pdcr", *labels]
     known = (truth != "no reliance").values
@@ -228,7 +263,7 @@ def _score(cues: xr.Dataset, maps: xr.Dataset, labels: list[str], seed: int) -> 
                 "kind": ["exact", "named"], "stat": ["estimate", "lower", "upper", "n"],
                 "truth_label": per_method["pdcr"].truth_label.values,
                 "test": ["pdcr_only", "method_only", "p", "p_holm"]},
-        attrs={"seed": seed, "level": level, "roi_region": f"far_from_source {FAR_FROM_SOURCE}",
+        attrs={"seed": seed, "level": level, "failures": json.dumps(_failures(maps)), "roi_region": f"far_from_source {FAR_FROM_SOURCE}",
                "pdcr_fine": int(cues.attrs.get("cue_fine", cues.attrs.get("fine", 0))),
                "protocol": __doc__.split("\n\n")[1].replace("\n", " ")},
     )
